@@ -1,0 +1,106 @@
+"""Electrophysiology features shared by backends, reports and the CLI.
+
+Spike detection here follows the convention of ``shared/reference/models.md``: a spike is an upward
+crossing of a threshold, and a new crossing only counts after the voltage has fallen below a re-arm
+level, which keeps noise from being counted twice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["spike_times", "spike_count", "firing_rate", "burst_statistics"]
+
+
+def spike_times(v, t, threshold: float = 0.0, rearm: float | None = None) -> np.ndarray:
+    """Times of upward threshold crossings, linearly interpolated between samples.
+
+    Parameters
+    ----------
+    v : array_like
+        Voltage in mV, shape (T,).
+    t : array_like
+        Times in ms, shape (T,).
+    threshold : float
+        Crossing level in mV.
+    rearm : float, optional
+        Level in mV the trace must fall below before the next crossing counts (default threshold − 10 mV).
+
+    Returns
+    -------
+    numpy.ndarray
+        Spike times in ms.
+    """
+    v = np.asarray(v, dtype=float).reshape(-1)
+    t = np.asarray(t, dtype=float).reshape(-1)
+    rearm = threshold - 10.0 if rearm is None else rearm
+    up = np.flatnonzero((v[:-1] < threshold) & (v[1:] >= threshold))
+    if up.size == 0:
+        return np.empty(0)
+    below = np.flatnonzero(v < rearm)
+    keep = []
+    last = -1
+    for k in up:
+        # Count the crossing if the trace went below rearm since the previous counted crossing.
+        if last < 0:
+            keep.append(k)
+            last = k
+            continue
+        j = np.searchsorted(below, last + 1)
+        if j < below.size and below[j] <= k:
+            keep.append(k)
+            last = k
+    k = np.asarray(keep)
+    frac = (threshold - v[k]) / (v[k + 1] - v[k])
+    return t[k] + frac * (t[k + 1] - t[k])
+
+
+def spike_count(v, t, threshold: float = 0.0, rearm: float | None = None) -> int:
+    """Number of spikes (see :func:`spike_times`)."""
+    return int(spike_times(v, t, threshold, rearm).size)
+
+
+def firing_rate(v, t, threshold: float = 0.0, t_from: float | None = None) -> float:
+    """Mean firing rate in Hz from the mean inter-spike interval after ``t_from`` (ms); 0 if < 2 spikes."""
+    st = spike_times(v, t, threshold)
+    if t_from is not None:
+        st = st[st >= t_from]
+    if st.size < 2:
+        return 0.0
+    return float(1000.0 / np.mean(np.diff(st)))
+
+
+def burst_statistics(spikes_ms, gap_factor: float = 5.0, min_gap_ms: float = 50.0) -> dict:
+    """Split spikes into bursts at long inter-spike intervals.
+
+    Parameters
+    ----------
+    spikes_ms : array_like
+        Spike times in ms.
+    gap_factor : float
+        An ISI longer than ``max(gap_factor × median ISI, min_gap_ms)`` ends a burst.
+    min_gap_ms : float
+        Lower bound of the burst-splitting gap in ms.
+
+    Returns
+    -------
+    dict
+        ``n_bursts``, ``period_ms`` (mean time between burst starts, nan with < 2 bursts),
+        ``spikes_per_burst`` (mean over complete bursts), ``bursting`` (bool).
+    """
+    st = np.asarray(spikes_ms, dtype=float)
+    if st.size < 3:
+        return {"n_bursts": 0, "period_ms": float("nan"), "spikes_per_burst": float("nan"), "bursting": False}
+    isi = np.diff(st)
+    gap = max(gap_factor * float(np.median(isi)), min_gap_ms)
+    breaks = np.flatnonzero(isi > gap)
+    if breaks.size == 0:
+        return {"n_bursts": 1, "period_ms": float("nan"), "spikes_per_burst": float(st.size), "bursting": False}
+    starts = np.concatenate([[0], breaks + 1])
+    ends = np.concatenate([breaks + 1, [st.size]])
+    counts = ends - starts
+    # The first and last bursts may be cut by the window; use inner ones when there are any.
+    inner = counts[1:-1] if counts.size > 2 else counts
+    period = float(np.mean(np.diff(st[starts]))) if starts.size > 1 else float("nan")
+    return {"n_bursts": int(starts.size), "period_ms": period, "spikes_per_burst": float(np.mean(inner)),
+            "bursting": True}

@@ -1,0 +1,60 @@
+"""Small file helpers: atomic writes and content hashes. Input files are only ever read."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_path", "sha256_of"]
+
+
+def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Return the hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class atomic_path:
+    """Context manager yielding a temporary path beside ``target``; renamed onto it on success.
+
+    Writers that need a file name (NixIO, NWB, matplotlib) write to the temporary path; on an
+    exception the temporary file is removed and ``target`` is untouched.
+    """
+
+    def __init__(self, target: str | os.PathLike):
+        self.target = Path(target)
+        self.tmp: Path | None = None
+
+    def __enter__(self) -> Path:
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{self.target.name}.", suffix=".part" + self.target.suffix,
+                                    dir=self.target.parent)
+        os.close(fd)
+        os.unlink(name)  # writers such as h5py refuse to open an existing empty file
+        self.tmp = Path(name)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        assert self.tmp is not None
+        if exc_type is None:
+            os.replace(self.tmp, self.target)
+        elif self.tmp.exists():
+            self.tmp.unlink()
+        return False
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically; returns the path."""
+    return atomic_write_bytes(path, text.encode("utf-8"))

@@ -1,0 +1,276 @@
+"""The :class:`NeuronModel` contract every model (built-in or third-party) fulfils.
+
+A model declares its states (state 0 is the membrane voltage), its parameters (unit, default, bounds,
+log-scale flag), presets reproducing published regimes, and one pure, batched right-hand side written
+against :mod:`neo_pinn.models._math` so that it runs on torch tensors (simulator, PINN residuals,
+autograd, GPU) and numpy arrays (scipy reference) from the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import ConfigurationError, UnknownNameError
+
+__all__ = ["StateSpec", "ParameterSpec", "Preset", "NeuronModel"]
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """A state variable.
+
+    Parameters
+    ----------
+    name : str
+        Identifier (``"V"``, ``"n"`` ...).
+    unit : str
+        Canonical unit (``"mV"`` or ``"dimensionless"``).
+    scale : float
+        Typical magnitude of the state's excursions, used to normalise residuals and networks.
+    description : str
+        One line for reports.
+    """
+
+    name: str
+    unit: str
+    scale: float
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ParameterSpec:
+    """A model parameter.
+
+    Parameters
+    ----------
+    name : str
+        Identifier used everywhere (CLI ``--free``, JSON, annotations).
+    unit : str
+        Canonical unit (pF, nS, mV, 1/ms, pA, ms, dimensionless).
+    default : float
+        Default value (the model's reference set).
+    bounds : tuple of float
+        Plausible (low, high) range, used for random starts and bounded fits.
+    log_scale : bool
+        Whether the parameter is positive and best searched on a log scale.
+    description : str
+        One line for reports.
+    """
+
+    name: str
+    unit: str
+    default: float
+    bounds: tuple[float, float]
+    log_scale: bool = True
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        lo, hi = self.bounds
+        if not lo < hi:
+            raise ConfigurationError(f"Parameter {self.name}: bounds {self.bounds} must satisfy low < high.")
+        if self.log_scale and lo <= 0:
+            raise ConfigurationError(f"Parameter {self.name}: a log-scale parameter needs positive bounds.")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named parameter set and stimulus reproducing a documented regime.
+
+    Parameters
+    ----------
+    name : str
+        Preset identifier.
+    params : dict
+        Overrides of parameter defaults.
+    i_ext : float
+        Constant injected current in pA (µA/cm² for per-area models, number for number).
+    y0 : tuple of float
+        Initial state.
+    regime : str
+        ``"rest"``, ``"tonic"``, ``"bursting"`` ...
+    description : str
+        Where the numbers come from.
+    expected : dict
+        Documented behaviour (e.g. ``rate_hz``, ``period_ms``, ``spikes_per_burst``) used by the tests.
+    transient_ms : float
+        Time to discard before measuring the regime, ms.
+    """
+
+    name: str
+    params: Mapping[str, float]
+    i_ext: float
+    y0: tuple[float, ...]
+    regime: str
+    description: str = ""
+    expected: Mapping[str, Any] = field(default_factory=dict)
+    transient_ms: float = 0.0
+
+
+class NeuronModel:
+    """Base class of neuron models.
+
+    Subclasses set the class attributes and implement :meth:`derivatives`. Everything else
+    (``rhs`` on stacked tensors, parameter vectors, presets) is provided here.
+
+    Attributes
+    ----------
+    name : str
+        Registry name.
+    states : tuple of StateSpec
+        State 0 is the membrane voltage (mV).
+    parameters : tuple of ParameterSpec
+    presets : dict of str to Preset
+    default_preset : str
+    spike_threshold, spike_rearm : float
+        Spike detection levels (mV) for this model's voltage.
+    """
+
+    name: str = ""
+    description: str = ""
+    reference: str = ""
+    states: tuple[StateSpec, ...] = ()
+    parameters: tuple[ParameterSpec, ...] = ()
+    presets: Mapping[str, Preset] = {}
+    default_preset: str = ""
+    spike_threshold: float = 0.0
+    spike_rearm: float = -10.0
+
+    # ----------------------------------------------------------------- equations
+    def derivatives(self, t, state: Sequence, p: Mapping[str, Any], i_ext):
+        """Time derivatives of each state, element-wise.
+
+        Parameters
+        ----------
+        t : float or tensor
+            Time in ms (most models are autonomous and ignore it).
+        state : sequence of tensors/arrays
+            One entry per state, all broadcastable to each other.
+        p : mapping of str to tensors/arrays/floats
+            Parameter values by name, broadcastable to the states.
+        i_ext : tensor/array/float
+            Injected current in pA.
+
+        Returns
+        -------
+        tuple
+            dstate/dt for every state, per ms.
+        """
+        raise NotImplementedError
+
+    def rhs(self, t, y, theta, i_ext):
+        """Batched right-hand side dy/dt = f(t, y; theta, I_ext).
+
+        Parameters
+        ----------
+        t : float or tensor
+            Time in ms.
+        y : torch.Tensor or numpy.ndarray
+            States, shape (..., S) in state order (canonical units).
+        theta : torch.Tensor or numpy.ndarray
+            Parameters, shape (..., P) in :attr:`param_names` order.
+        i_ext : float, tensor or array
+            Injected current in pA, broadcastable to ``y[..., 0]``.
+
+        Returns
+        -------
+        same type as y
+            dy/dt, shape broadcast of (..., S), per ms.
+        """
+        if isinstance(y, torch.Tensor):
+            theta = torch.as_tensor(theta, dtype=y.dtype, device=y.device)
+            state = y.unbind(-1)
+            cols = theta.unbind(-1)
+            out = self.derivatives(t, state, dict(zip(self.param_names, cols)), i_ext)
+            return torch.stack(torch.broadcast_tensors(*out), -1)
+        y = np.asarray(y, dtype=float)
+        theta = np.asarray(theta, dtype=float)
+        out = self.derivatives(t, [y[..., k] for k in range(y.shape[-1])],
+                               {n: theta[..., k] for k, n in enumerate(self.param_names)}, i_ext)
+        return np.stack(np.broadcast_arrays(*out), -1)
+
+    # ----------------------------------------------------------------- specs
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.states)
+
+    @property
+    def state_units(self) -> tuple[str, ...]:
+        return tuple(s.unit for s in self.states)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.parameters)
+
+    @property
+    def n_states(self) -> int:
+        return len(self.states)
+
+    @property
+    def n_params(self) -> int:
+        return len(self.parameters)
+
+    def param_spec(self, name: str) -> ParameterSpec:
+        """The :class:`ParameterSpec` called ``name``."""
+        for p in self.parameters:
+            if p.name == name:
+                return p
+        raise UnknownNameError(f"Model {self.name!r} has no parameter {name!r}; it has: {', '.join(self.param_names)}.")
+
+    def param_index(self, name: str) -> int:
+        """Position of parameter ``name`` in theta vectors."""
+        self.param_spec(name)
+        return self.param_names.index(name)
+
+    def state_index(self, name: str) -> int:
+        """Position of state ``name`` in state vectors."""
+        if name not in self.state_names:
+            raise UnknownNameError(f"Model {self.name!r} has no state {name!r}; it has: {', '.join(self.state_names)}.")
+        return self.state_names.index(name)
+
+    def preset(self, name: str | None = None) -> Preset:
+        """Return preset ``name`` (the default preset when None)."""
+        name = name or self.default_preset
+        try:
+            return self.presets[name]
+        except KeyError:
+            raise UnknownNameError(f"Model {self.name!r} has no preset {name!r}; presets: "
+                                   f"{', '.join(self.presets)}.") from None
+
+    def param_values(self, preset: str | None = None, **overrides: float) -> dict[str, float]:
+        """Full parameter dictionary: defaults, then the preset's values, then ``overrides``."""
+        values = {p.name: float(p.default) for p in self.parameters}
+        if preset is not None or self.default_preset:
+            values.update({k: float(v) for k, v in self.preset(preset).params.items()})
+        for k, v in overrides.items():
+            self.param_spec(k)
+            values[k] = float(v)
+        return values
+
+    def theta(self, values: Mapping[str, float] | None = None, preset: str | None = None) -> np.ndarray:
+        """Parameter vector (P,) in :attr:`param_names` order from a preset plus overrides."""
+        vals = self.param_values(preset, **dict(values or {}))
+        return np.array([vals[n] for n in self.param_names], dtype=float)
+
+    def initial_state(self, preset: str | None = None) -> np.ndarray:
+        """The preset's initial state (S,)."""
+        return np.array(self.preset(preset).y0, dtype=float)
+
+    def describe(self) -> dict:
+        """JSON-ready description of states, parameters and presets."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "reference": self.reference,
+            "states": [dict(vars(s)) for s in self.states],
+            "parameters": [{"name": p.name, "unit": p.unit, "default": p.default, "bounds": list(p.bounds),
+                            "log_scale": p.log_scale, "description": p.description} for p in self.parameters],
+            "presets": {k: {"regime": v.regime, "i_ext_pA": v.i_ext, "params": dict(v.params),
+                            "y0": list(v.y0), "description": v.description} for k, v in self.presets.items()},
+        }
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}: states {self.state_names}, {self.n_params} parameters>"

@@ -1,0 +1,375 @@
+"""Figures of a fit and a self-contained HTML report.
+
+Figures are built on :class:`matplotlib.figure.Figure` with the Agg canvas directly, never through
+``pyplot``: nothing here changes the user's matplotlib backend or leaves figures open in a pyplot
+registry, and it works on machines without a display. The report is one HTML file with the figures
+inlined as base64 PNG, so it can be mailed or archived without losing anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from .errors import ConfigurationError, UnknownNameError
+from .io.files import atomic_write_text
+from .result import EstimationResult, SweepFit
+
+__all__ = ["figure_fit", "figure_history", "write_report", "MAX_SWEEP_FIGURES"]
+
+#: Sweeps drawn in a report by default; beyond it the report says how many were left out.
+MAX_SWEEP_FIGURES = 20
+
+
+# ------------------------------------------------------------------------------------------ figures
+def _new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _pick_fit(result: EstimationResult, sweep: int | None) -> SweepFit:
+    if not result.fits:
+        raise ConfigurationError("The result holds no fitted sweeps; there is nothing to draw.")
+    if sweep is None:
+        return result.fits[0]
+    for f in result.fits:
+        if f.sweep == sweep:
+            return f
+    if 0 <= sweep < len(result.fits):
+        return result.fits[sweep]
+    raise UnknownNameError(f"No fitted sweep {sweep}; this result has sweeps {[f.sweep for f in result.fits]}.")
+
+
+def _unit_label(unit: str) -> str:
+    return "" if str(unit) in ("", "1", "dimensionless", "none", "None") else f" ({unit})"
+
+
+def figure_fit(result: EstimationResult, sweep: int | None = 0):
+    """Stimulus, recorded vs reconstructed voltage and every hidden state of one sweep, stacked.
+
+    Parameters
+    ----------
+    result : EstimationResult
+        A fit.
+    sweep : int, optional
+        The sweep number (``SweepFit.sweep``); when no fit has that number, the position in
+        ``result.fits``. None: the first fit.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Panels sharing the time axis (ms): injected current (pA); recorded and reconstructed voltage
+        (mV), RMSE in the title; then one panel per further state, in its unit.
+    """
+    fit = _pick_fit(result, sweep)
+    states = np.asarray(fit.states, dtype=float).reshape(len(fit.t), -1)
+    names = list(result.state_names) or [f"state {k}" for k in range(states.shape[1])]
+    units = list(result.state_units) or [""] * states.shape[1]
+    n_hidden = states.shape[1] - 1
+    ratios = [1.0, 2.0] + [1.2] * n_hidden
+    fig = _new_figure(8.0, 1.2 + 1.5 * sum(ratios) / 1.2)
+    axes = fig.subplots(len(ratios), 1, sharex=True, gridspec_kw={"height_ratios": ratios})
+    t = np.asarray(fit.t, dtype=float)
+    ax = axes[0]
+    ax.plot(t, fit.i_ext, color="k", lw=1)
+    ax.set_ylabel("I (pA)")
+    ax.set_title(f"Sweep {fit.sweep}: injected current (source: {fit.stimulus_source})", fontsize=10)
+    ax = axes[1]
+    ax.plot(t, fit.v_observed, color="0.55", lw=1, label="recorded")
+    ax.plot(t, fit.v_fit, color="C3", lw=1.2, label="reconstructed")
+    ax.set_ylabel("V (mV)")
+    ax.set_title(f"{result.model} / {result.backend}: voltage, RMSE {fit.rmse:.3g} mV", fontsize=10)
+    ax.legend(loc="upper right", fontsize=8, frameon=False)
+    for k in range(1, states.shape[1]):
+        ax = axes[k + 1]
+        name = names[k] if k < len(names) else f"state {k}"
+        unit = units[k] if k < len(units) else ""
+        ax.plot(t, states[:, k], color=f"C{k % 10}", lw=1.2)
+        ax.set_ylabel(f"{name}{_unit_label(unit)}")
+    axes[-1].set_xlabel("time (ms)")
+    return fig
+
+
+def _numeric_series(x) -> np.ndarray | None:
+    if isinstance(x, (str, bytes, Mapping)):
+        return None
+    try:
+        arr = np.asarray(x, dtype=float)
+    except (TypeError, ValueError):
+        return None
+    return arr if arr.ndim == 1 and arr.size >= 2 and np.isfinite(arr).any() else None
+
+
+def figure_history(result: EstimationResult):
+    """The optimisation history of a fit, or None when the result has none.
+
+    Parameters
+    ----------
+    result : EstimationResult
+        A fit; every 1-D numeric sequence in ``result.history`` (``loss``, ``objective`` ...) is drawn
+        against its iteration index, and sequences inside a dict entry (per-parameter traces) in a
+        second panel relative to their final value.
+
+    Returns
+    -------
+    matplotlib.figure.Figure or None
+        Log-scaled objective panel (symlog when a trace has values ≤ 0).
+    """
+    curves = {k: a for k, v in result.history.items() if (a := _numeric_series(v)) is not None}
+    traces = {}
+    for k, v in result.history.items():
+        if isinstance(v, Mapping):
+            for name, seq in v.items():
+                arr = _numeric_series(seq)
+                if arr is not None:
+                    traces[f"{k}:{name}" if len(result.history) > 1 else str(name)] = arr
+    if not curves and not traces:
+        return None
+    n = int(bool(curves)) + int(bool(traces))
+    fig = _new_figure(8.0, 3.0 * n)
+    axes = np.atleast_1d(fig.subplots(n, 1))
+    i = 0
+    if curves:
+        ax = axes[i]
+        i += 1
+        positive = all(np.nanmin(a) > 0 for a in curves.values())
+        for k, a in curves.items():
+            ax.plot(np.arange(a.size), a, lw=1.2, label=str(k))
+        ax.set_yscale("log" if positive else "symlog")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("objective")
+        ax.set_title("Optimisation history", fontsize=10)
+        ax.legend(fontsize=8, frameon=False)
+    if traces:
+        ax = axes[i]
+        for k, a in traces.items():
+            last = a[np.isfinite(a)][-1]
+            ax.plot(np.arange(a.size), a / last if last != 0 else a, lw=1, label=str(k))
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("value / final value")
+        ax.set_title("Parameter traces", fontsize=10)
+        ax.legend(fontsize=7, frameon=False, ncol=3)
+    return fig
+
+
+# ------------------------------------------------------------------------------------------- HTML
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1000px;
+color:#222;line-height:1.4;padding:0 1em}
+h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left;
+vertical-align:top}th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
+tr.fixed td{color:#777}pre{background:#f7f7f7;padding:.8em;overflow:auto;font-size:.85em}
+figure{margin:1em 0}figure img{max-width:100%}figcaption{font-size:.9em;color:#555}
+.note{color:#a60}code{font-size:.9em}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        x = float(x)
+        return "NaN" if math.isnan(x) else f"{x:.6g}"
+    return str(x)
+
+
+def _json(obj: Any) -> str:
+    from .io.neo_files import json_default
+
+    return json.dumps(obj, indent=1, sort_keys=True, default=json_default)
+
+
+def _png_data_uri(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure_html(fig, caption: str) -> str:
+    return f'<figure><img alt="{_e(caption)}" src="{_png_data_uri(fig)}"><figcaption>{_e(caption)}</figcaption></figure>'
+
+
+def _kv_table(d: Mapping[str, Any], header=("name", "value")) -> str:
+    if not d:
+        return "<p>none</p>"
+    rows = []
+    for k, v in d.items():
+        if isinstance(v, (Mapping, list, tuple)):
+            cell = f"<code>{_e(json.dumps(v, default=str))}</code>"
+            rows.append(f"<tr><td>{_e(k)}</td><td>{cell}</td></tr>")
+        else:
+            cls = ' class="num"' if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else ""
+            rows.append(f"<tr><td>{_e(k)}</td><td{cls}>{_e(_fmt(v))}</td></tr>")
+    return f"<table><tr><th>{_e(header[0])}</th><th>{_e(header[1])}</th></tr>{''.join(rows)}</table>"
+
+
+def _param_table(result: EstimationResult) -> str:
+    rows = []
+    for p in result.parameters.values():
+        rel = p.relative_error
+        rows.append(
+            f'<tr class="{"free" if p.free else "fixed"}"><td>{_e(p.name)}</td><td class="num">{_e(_fmt(p.value))}</td>'
+            f'<td class="num">{_e("± " + _fmt(p.std) if p.std is not None else "—")}</td><td>{_e(p.unit)}</td>'
+            f'<td>{"free" if p.free else "fixed"}</td><td class="num">{_e(_fmt(p.init))}</td>'
+            f'<td class="num">{_e(_fmt(p.true_value))}</td>'
+            f'<td class="num">{_e(f"{100 * rel:.3g} %" if rel is not None else "—")}</td></tr>'
+        )
+    return ("<table><tr><th>parameter</th><th>value</th><th>± std</th><th>unit</th><th>status</th>"
+            "<th>initial guess</th><th>truth</th><th>relative error</th></tr>" + "".join(rows) + "</table>")
+
+
+def _sweep_table(result: EstimationResult) -> str:
+    rows = []
+    for f in result.fits:
+        t = np.asarray(f.t, dtype=float)
+        src = f.source.get("file") or f.source.get("path") or ""
+        rows.append(
+            f'<tr><td class="num">{f.sweep}</td><td class="num">{t.size}</td>'
+            f'<td class="num">{_e(_fmt(float(t[0]) if t.size else None))} – {_e(_fmt(float(t[-1]) if t.size else None))}</td>'
+            f"<td>{_e(f.stimulus_source)}</td><td class=\"num\">{_e(_fmt(f.rmse))}</td><td>{_e(src)}</td></tr>"
+        )
+    return ("<table><tr><th>sweep</th><th>samples</th><th>time (ms)</th><th>stimulus source</th><th>RMSE (mV)</th>"
+            "<th>source</th></tr>" + "".join(rows) + "</table>")
+
+
+def _inputs(result: EstimationResult) -> list[tuple[str, str]]:
+    """(file, sha256) pairs named by the provenance and the sweeps' sources."""
+    found: dict[str, str] = {}
+
+    def visit(d: Mapping[str, Any]):
+        files = [str(v) for k, v in d.items() if isinstance(v, (str, os.PathLike)) and ("file" in k or "path" in k)
+                 and "sha" not in k]
+        sha = next((str(v) for k, v in d.items() if "sha256" in k and isinstance(v, str)), "")
+        for f in files:
+            found.setdefault(f, sha)
+            if sha and not found[f]:
+                found[f] = sha
+        for v in d.values():
+            if isinstance(v, Mapping):
+                visit(v)
+            elif isinstance(v, (list, tuple)):
+                for x in v:
+                    if isinstance(x, Mapping):
+                        visit(x)
+
+    visit(result.provenance)
+    for f in result.fits:
+        visit(f.source)
+    return list(found.items())
+
+
+def _check_not_input(path: Path, result: EstimationResult) -> None:
+    for f, _ in _inputs(result):
+        src = Path(f)
+        same = False
+        try:
+            same = os.path.samefile(src, path) if src.exists() and path.exists() else src.resolve() == path.resolve()
+        except OSError:
+            pass
+        if same:
+            raise ConfigurationError(f"Refusing to write the report over {path}: it is an input of this fit. Choose a new name.")
+
+
+def write_report(result: EstimationResult, path: str | os.PathLike, *, title: str | None = None,
+                 extra_figures: Iterable | Mapping | None = None, extra_html: str | None = None,
+                 max_sweeps: int = MAX_SWEEP_FIGURES) -> Path:
+    """Write a single self-contained HTML report of a fit, atomically.
+
+    Parameters
+    ----------
+    result : EstimationResult
+        A fit.
+    path : str or os.PathLike
+        Target ``.html`` file. Written under a temporary name beside it and renamed when complete, so
+        a failure leaves no file (and an older report stays intact). An input file of the fit is never
+        overwritten.
+    title : str, optional
+        Page title; default names model, backend and run.
+    extra_figures : iterable of Figure or (caption, Figure), or mapping caption → Figure, optional
+        More figures to inline after the standard ones.
+    extra_html : str, optional
+        HTML appended verbatim at the end (trusted: it is not escaped).
+    max_sweeps : int
+        At most this many sweep figures (default 20); the report notes how many were left out.
+
+    Returns
+    -------
+    pathlib.Path
+        The written file.
+
+    Notes
+    -----
+    Contents: parameter table (value, ± std, unit, free/fixed, initial guess, truth and relative error
+    when known), noise estimates, metrics, per-sweep RMSE, one fit figure per sweep, the optimisation
+    history, provenance (versions, seed, device, wall time, input files with sha256) and the backend
+    configuration as JSON. Every text is HTML-escaped.
+    """
+    path = Path(path)
+    _check_not_input(path, result)
+    title = title or f"{result.model} fitted with {result.backend} — run {result.run_id}"
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f"<p>Model <b>{_e(result.model)}</b>, backend <b>{_e(result.backend)}</b>, run <code>{_e(result.run_id)}</code>, "
+        f"{len(result.fits)} sweep(s). Report written {_e(_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))}.</p>",
+        "<h2>Parameters</h2>", _param_table(result),
+        "<h2>Noise</h2>", _kv_table(result.noise, ("estimate", "value")),
+        "<h2>Metrics</h2>", _kv_table(result.metrics, ("metric", "value")),
+        "<h2>Sweeps</h2>", _sweep_table(result),
+    ]
+    if result.samples:
+        counts = {k: len(v) for k, v in result.samples.items() if hasattr(v, "__len__")}
+        parts += ["<h2>Samples</h2>", _kv_table(counts, ("parameter", "number of samples"))]
+    parts.append("<h2>Figures</h2>")
+    shown = result.fits[: max(0, int(max_sweeps))]
+    for f in shown:
+        fig = figure_fit(result, sweep=f.sweep)
+        parts.append(_figure_html(fig, f"Sweep {f.sweep}: stimulus, recorded vs reconstructed voltage, hidden states"))
+    if len(result.fits) > len(shown):
+        parts.append(f'<p class="note">{len(result.fits) - len(shown)} further sweep(s) not drawn '
+                     f"(at most {len(shown)} figures); their RMSE is in the table above.</p>")
+    hist = figure_history(result)
+    if hist is not None:
+        parts.append(_figure_html(hist, "Optimisation history"))
+    if extra_figures is not None:
+        items = extra_figures.items() if isinstance(extra_figures, Mapping) else extra_figures
+        for k, item in enumerate(items):
+            caption, fig = item if isinstance(item, tuple) else (f"Figure {k + 1}", item)
+            parts.append(_figure_html(fig, caption))
+    prov = dict(result.provenance)
+    parts += ["<h2>Provenance</h2>", _kv_table(prov, ("item", "value"))]
+    inputs = _inputs(result)
+    if inputs:
+        parts.append("<table><tr><th>input file</th><th>sha256</th></tr>" + "".join(
+            f"<tr><td>{_e(f)}</td><td><code>{_e(s or '—')}</code></td></tr>" for f, s in inputs) + "</table>")
+    parts += ["<h2>Configuration</h2>", f"<pre>{_e(_json(result.config))}</pre>"]
+    if extra_html:
+        parts.append(str(extra_html))
+    parts.append("</body></html>")
+    text = "\n".join(parts)
+    atomic_write_text(path, text)
+    return path

@@ -1,0 +1,122 @@
+"""Figures and the self-contained HTML report."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from neo_pinn.errors import ConfigurationError, UnknownNameError
+from neo_pinn.report import figure_fit, figure_history, write_report
+from neo_pinn.result import EstimationResult, ParameterEstimate, SweepFit
+
+
+def make_result(n_sweeps: int = 2, history: dict | None = None) -> EstimationResult:
+    t = np.arange(300) * 0.1
+    fits = []
+    for k in range(n_sweeps):
+        v = -65 + 20 * np.sin(t / 2 + k)
+        states = np.column_stack([v + 0.1, 0.5 + 0.1 * np.cos(t), 1e-3 * (1 + np.sin(t / 7))])
+        fits.append(SweepFit(sweep=k, t=t, v_observed=v, i_ext=np.where(t > 5, 50.0, 0.0), states=states,
+                             stimulus_source="abf2-protocol", source={"file": "cell<1>.abf", "sha256": "f" * 64}))
+    params = {
+        "g_K": ParameterEstimate("g_K", 8.123456, "nS", std=0.25, free=True, init=5.0, true_value=8.0),
+        "C": ParameterEstimate("C", 20.5, "pF", std=None, free=True, init=10.0),
+        "E_K": ParameterEstimate("E_K", -84.0, "mV", free=False),
+    }
+    return EstimationResult(
+        model="morris_lecar", backend="lsq", parameters=params, state_names=("V", "w", "Ca"),
+        state_units=("mV", "dimensionless", "dimensionless"), fits=tuple(fits), noise={"sigma": 0.97},
+        metrics={"rmse_mV": 0.1, "n_starts": 3},
+        history={"loss": [10.0, 1.0, 0.1, 0.05]} if history is None else history,
+        provenance={"run_id": "abc123", "seed": 11, "device": "cpu", "wall_time_s": 2.5,
+                    "versions": {"neo_pinn": "0.1.0"}, "input_file": "cell<1>.abf", "input_sha256": "f" * 64},
+        config={"method": "trf", "note": "<b>not html</b>"},
+    )
+
+
+def test_figure_fit_panels():
+    res = make_result()
+    fig = figure_fit(res, sweep=1)
+    assert isinstance(fig, Figure)
+    axes = fig.axes
+    assert len(axes) == 4  # stimulus, voltage, w, Ca
+    assert "pA" in axes[0].get_ylabel() and "mV" in axes[1].get_ylabel()
+    assert "RMSE" in axes[1].get_title() and f"{res.fits[1].rmse:.3g}" in axes[1].get_title()
+    assert axes[2].get_ylabel() == "w" and axes[3].get_ylabel() == "Ca"
+    np.testing.assert_array_equal(axes[1].lines[1].get_ydata(), res.fits[1].v_fit)
+    with pytest.raises(UnknownNameError):
+        figure_fit(res, sweep=7)
+
+
+def test_figure_history():
+    fig = figure_history(make_result())
+    assert fig is not None and fig.axes[0].get_yscale() == "log"
+    fig = figure_history(make_result(history={"loss": [1.0, 0.0, -1.0], "params": {"g_K": [5.0, 7.0, 8.0]}}))
+    assert len(fig.axes) == 2 and fig.axes[0].get_yscale() == "symlog"
+    assert figure_history(make_result(history={})) is None
+
+
+def test_write_report_contents(tmp_path):
+    res = make_result()
+    extra = Figure()
+    extra.subplots().plot([0, 1], [1, 0])
+    out = write_report(res, tmp_path / "report.html", title="Fit <of> cell", extra_figures=[("extra one", extra)],
+                       extra_html="<p id='extra'>added</p>")
+    assert out == tmp_path / "report.html"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]  # written atomically: no .part left
+    text = out.read_text(encoding="utf-8")
+    for name, shown in (("g_K", "8.12346"), ("C", "20.5"), ("E_K", "-84")):
+        assert name in text and shown in text
+    assert "± 0.25" in text and "fixed" in text and "1.54 %" in text  # std, status, relative error
+    imgs = re.findall(r'<img [^>]*src="([^"]+)"', text)
+    assert len(imgs) == 2 + 1 + 1  # one per sweep, history, extra
+    for src in imgs:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "http://" not in text and "https://" not in text and "<link" not in text and "<script" not in text
+    assert "Fit &lt;of&gt; cell" in text and "cell&lt;1&gt;.abf" in text and "&lt;b&gt;not html&lt;/b&gt;" in text
+    assert "f" * 64 in text and "abc123" in text and "0.97" in text
+    assert "<p id='extra'>added</p>" in text
+
+
+def test_report_caps_sweep_figures(tmp_path):
+    text = write_report(make_result(n_sweeps=3), tmp_path / "r.html", max_sweeps=2).read_text()
+    assert len(re.findall(r"<img ", text)) == 2 + 1
+    assert "1 further sweep(s) not drawn" in text
+
+
+def test_report_failure_leaves_nothing(tmp_path, monkeypatch):
+    class Broken:
+        def savefig(self, *a, **k):
+            raise RuntimeError("cannot draw")
+
+    with pytest.raises(RuntimeError):
+        write_report(make_result(), tmp_path / "a.html", extra_figures=[Broken()])
+    assert list(tmp_path.iterdir()) == []
+
+    # a failure while the bytes are being written leaves neither the target nor a temporary file
+    def failing_write(self, data):
+        with open(self, "wb") as fh:
+            fh.write(data[:10])
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_bytes", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        write_report(make_result(), tmp_path / "b.html")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_report_refuses_input_file(tmp_path):
+    src = tmp_path / "cell.abf"
+    src.write_bytes(b"ABF2")
+    res = make_result()
+    res = dataclasses.replace(res, provenance={**res.provenance, "input_file": str(src)})
+    with pytest.raises(ConfigurationError, match="input"):
+        write_report(res, src)
+    assert src.read_bytes() == b"ABF2"
