@@ -16,7 +16,7 @@ import quantities as pq
 from neo_pinn.errors import ConfigurationError
 from neo_pinn.io.attach import attach, attach_copy, read_attached, result_from_block
 from neo_pinn.io.files import sha256_of
-from neo_pinn.io.neo_files import read_block, write_block
+from neo_pinn.io.neo_files import decode_nwb_payload, read_block, write_block
 from neo_pinn.result import EstimationResult, ParameterEstimate, SweepFit
 
 DT = 0.1  # ms
@@ -412,3 +412,36 @@ def test_real_nwb_tree_round_trip(tmp_path, suffix):
     back = read_block(write_block(blk, tmp_path / f"real{suffix}"))
     assert_results_equal(result_from_block(back), res)
     assert sha256_of(src) == digest
+
+
+@pytest.mark.parametrize("suffix", [".nix", ".nwb"])
+def test_one_parameter_one_state_round_trip(tmp_path, suffix):
+    """NixIO reads one-element lists back as scalars; the way back must not care."""
+    res = make_result(sweeps=(0,))
+    fit = dataclasses.replace(res.fits[0], states=res.fits[0].states[:, :1].copy())
+    res = dataclasses.replace(res, parameters={"C": res.parameters["C"]}, state_names=("V",), state_units=("mV",),
+                              fits=(fit,))
+    blk = make_block()
+    attach(res, blk)
+    back = read_block(write_block(blk, tmp_path / f"one{suffix}"))
+    assert_results_equal(result_from_block(back), res)
+
+
+def test_rewriting_a_plain_nwbio_read_keeps_everything(tmp_path):
+    res, blk = make_result(), make_block()
+    attach(res, blk)
+    first = write_block(blk, tmp_path / "first.nwb")
+    io = neo.io.NWBIO(str(first), mode="r")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw = io.read_all_blocks()[0]
+    finally:
+        io.close()
+    vm_raw = [a for a in raw.segments[0].analogsignals if decode_nwb_payload(a)["name"] == "Vm"]
+    assert len(vm_raw) == 1 and vm_raw[0].name != "Vm"  # plain NWBIO renames
+    vm_raw[0].annotate(checked_by="me")
+    back = read_block(write_block(raw, tmp_path / "second.nwb"))
+    assert_results_equal(result_from_block(back), res)
+    vm = back.segments[0].analogsignals[0]
+    assert vm.name == "Vm" and vm.annotations["checked_by"] == "me" and vm.annotations["cell"] == "c1"

@@ -404,8 +404,8 @@ def _user_stimulus(stimulus, sweeps_t_rel: list[np.ndarray]) -> list[np.ndarray]
         spec = parse_stimulus(stimulus)
         return [spec.sample(t) for t in sweeps_t_rel]
     if isinstance(stimulus, pq.Quantity):
-        values = np.asarray(to_canonical(stimulus.reshape(-1) if getattr(stimulus, "ndim", 1) > 1 and
-                                         stimulus.shape[-1] == 1 else stimulus, kind="current"), dtype=float)
+        values = np.asarray(to_canonical(pq.Quantity(np.asarray(stimulus.magnitude), stimulus.units),
+                                         kind="current"), dtype=float)
         return _arrays_per_sweep(values, sweeps_t_rel)
     if callable(stimulus):
         out = []

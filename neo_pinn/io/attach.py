@@ -59,7 +59,7 @@ from typing import Any, Iterable
 import numpy as np
 import quantities as pq
 
-from ..errors import ConfigurationError, UnitsError
+from ..errors import ConfigurationError
 from ..result import EstimationResult, ParameterEstimate, SweepFit
 from .neo_files import decode_nwb_payload, json_default
 
@@ -106,11 +106,11 @@ def _version(result: EstimationResult) -> str:
         return str(versions["neo_pinn"])
     if prov.get("neo_pinn_version"):
         return str(prov["neo_pinn_version"])
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         return version("neo-pinn")
-    except Exception:  # noqa: BLE001 - not installed as a distribution: the version is simply unknown
+    except PackageNotFoundError:  # running from a source tree that was never installed
         return "unknown"
 
 
@@ -564,34 +564,39 @@ def _run_header(ann: dict) -> dict:
     }
 
 
-def _find_partner(seg, sweep: int | None, role: str, name: str | None):
-    """The signal of ``role`` (voltage/stimulus) for a sweep in a segment, or None."""
-    sigs = list(seg.analogsignals)
-    if name:
-        for s in sigs:
-            if _name_of(s) == name:
-                return s
-    hits = []
-    for s in sigs:
-        ann, _ = _annotations_of(s)
-        if ann.get("neo_pinn_role") == role and (sweep is None or _as_int(ann.get("neo_pinn_sweep")) in (None, sweep)):
-            hits.append(s)
-    return hits[0] if len(hits) == 1 else None
-
-
 def _sample_at(sig, t_ms: np.ndarray, units) -> np.ndarray | None:
     """Values of channel 0 of ``sig`` at times ``t_ms`` (linear interpolation), or None if out of range."""
-    if sig is None:
-        return None
     try:
         y = np.asarray(sig.rescale(units).magnitude, dtype=float)[:, 0]
     except ValueError:
         return None
     ts = sig.times.rescale(pq.ms).magnitude.astype(float)
     half = 0.5 * float(np.median(np.diff(ts))) if ts.size > 1 else 0.0
-    if t_ms[0] < ts[0] - half or t_ms[-1] > ts[-1] + half:
+    if ts.size == 0 or t_ms[0] < ts[0] - half or t_ms[-1] > ts[-1] + half:
         return None
     return np.interp(t_ms, ts, y)
+
+
+def _partner_samples(seg, sweep: int | None, role: str, name: str | None, t_ms: np.ndarray, units):
+    """Samples at ``t_ms`` of the sweep's signal of ``role`` (voltage/stimulus) in a segment, or None.
+
+    The signal named ``name`` is tried first, then those annotated with ``role``; a signal annotated
+    with another sweep, in other units or not covering the times is skipped.
+    """
+    def same_sweep(s) -> bool:
+        k = _as_int(_annotations_of(s)[0].get("neo_pinn_sweep"))
+        return k is None or sweep is None or k == sweep
+
+    sigs = list(seg.analogsignals)
+    pools = [[s for s in sigs if name and _name_of(s) == name],
+             [s for s in sigs if _annotations_of(s)[0].get("neo_pinn_role") == role]]
+    for pool in pools:
+        for s in pool:
+            if same_sweep(s):
+                y = _sample_at(s, t_ms, units)
+                if y is not None:
+                    return y
+    return None
 
 
 def result_from_block(block, run_id: str | None = None) -> EstimationResult:
@@ -645,11 +650,8 @@ def result_from_block(block, run_id: str | None = None) -> EstimationResult:
         else:
             states = np.asarray(sw["v_fit"], dtype=float).reshape(-1, 1)
         seg = block.segments[sw["segment_index"]]
-        v_obs = _sample_at(_find_partner(seg, sw["sweep"], "voltage", sw["source_signal"]), t, pq.mV)
-        try:
-            i_ext = _sample_at(_find_partner(seg, sw["sweep"], "stimulus", None), t, pq.pA)
-        except UnitsError:
-            i_ext = None
+        v_obs = _partner_samples(seg, sw["sweep"], "voltage", sw["source_signal"], t, pq.mV)
+        i_ext = _partner_samples(seg, sw["sweep"], "stimulus", None, t, pq.pA)
         fits.append(SweepFit(
             sweep=int(sw["sweep"]) if sw["sweep"] is not None else sw["segment_index"], t=t,
             v_observed=v_obs if v_obs is not None else np.full(t.shape, np.nan),

@@ -51,7 +51,7 @@ __all__ = ["write_block", "read_block", "json_default", "decode_nwb_payload", "i
 #: Key of the JSON object neo_pinn stores in the NWB ``description`` of every signal it writes.
 NWB_PAYLOAD_KEY = "neo_pinn_neo_roundtrip"
 _PAYLOAD_VERSION = 1
-_FORMATS = {".nix": "nix", ".h5": "nix", ".nwb": "nwb"}
+_FORMATS = {".nix": "nix", ".nwb": "nwb"}
 # Block annotations NWBIO writes natively as NWBFile fields (neo.io.nwbio.GLOBAL_ANNOTATIONS).
 _NWB_GLOBAL = {
     "session_start_time", "identifier", "timestamps_reference_time", "experimenter", "experiment_description",
@@ -268,7 +268,12 @@ def _nwb_name(text: Any) -> str:
 
 def _prepare_nwb(block, path: Path) -> None:
     ann = block.annotations
-    original_block = {
+    sigs_of = {id(seg): [(kind, j, sig) for kind in ("analogsignals", "irregularlysampledsignals")
+                         for j, sig in enumerate(getattr(seg, kind))] for seg in block.segments}
+    # Signals read with plain NWBIO from a file written here still carry what that file held.
+    priors = {id(sig): p for seg in block.segments for _, _, sig in sigs_of[id(seg)]
+              if (p := decode_nwb_payload(sig)) is not None}
+    original_block = next((p["block"] for p in priors.values() if "block" in p), None) or {
         "name": block.name,
         "description": block.description,
         # NWB fields come back in NWB's types (a str experimenter as a tuple): keep the originals where
@@ -286,8 +291,9 @@ def _prepare_nwb(block, path: Path) -> None:
     block.name = _nwb_name(block.name) or "block"
     used: set[str] = set()
     for i, seg in enumerate(block.segments):
-        seg_payload = {"index": i, "name": seg.name, "description": seg.description,
-                       "annotations": dict(seg.annotations)}
+        seg_payload = next((priors[id(s)]["segment"] for _, _, s in sigs_of[id(seg)]
+                            if "segment" in priors.get(id(s), {})), None) or {
+            "index": i, "name": seg.name, "description": seg.description, "annotations": dict(seg.annotations)}
         # NWBIO keys segments by name on reading: equal names would merge two segments into one.
         base = _nwb_name(seg.name) or f"segment{i}"
         name, k = base, 1
@@ -296,26 +302,30 @@ def _prepare_nwb(block, path: Path) -> None:
             name = f"{base} ({k})"
         used.add(name)
         seg.name = name
-        for kind in ("analogsignals", "irregularlysampledsignals"):
-            for j, sig in enumerate(getattr(seg, kind)):
-                payload = {
-                    "version": _PAYLOAD_VERSION,
-                    "kind": kind,
-                    "index": j,
-                    "name": sig.name,
-                    "description": sig.description,
-                    "annotations": dict(sig.annotations),
-                    "array_annotations": {k: np.asarray(v).tolist() for k, v in sig.array_annotations.items()},
-                }
-                if seg_payload is not None:  # the first signal of a segment carries the segment
-                    payload["segment"] = seg_payload
-                    seg_payload = None
-                if original_block is not None:  # and the first signal of all carries the block
-                    payload["block"] = original_block
-                    original_block = None
-                sig.name = _nwb_name(sig.name)
-                # NWBIO passes "nwb:*" annotations to the TimeSeries constructor: this sets its description.
-                sig.annotations["nwb:description"] = _dumps({NWB_PAYLOAD_KEY: payload})
+        for kind, j, sig in sigs_of[id(seg)]:
+            payload = {
+                "version": _PAYLOAD_VERSION,
+                "kind": kind,
+                "index": j,
+                "name": sig.name,
+                "description": sig.description,
+                "annotations": dict(sig.annotations),
+                "array_annotations": {k: np.asarray(v).tolist() for k, v in sig.array_annotations.items()},
+                # in every signal: NWBIO reorders signals, so any one of them must restore its segment
+                "segment": seg_payload,
+            }
+            prior = priors.get(id(sig))
+            if prior is not None:
+                payload.update({k: prior[k] for k in ("index", "name", "description", "array_annotations") if k in prior})
+                # what the user added since reading, over what the file held; not NWBIO's own keys
+                added = {k: v for k, v in sig.annotations.items() if k != "notes" and not k.startswith("nwb")}
+                payload["annotations"] = {**prior.get("annotations", {}), **added}
+            if original_block is not None:  # the first signal of all carries the block
+                payload["block"] = original_block
+                original_block = None
+            sig.name = _nwb_name(sig.name)
+            # NWBIO passes "nwb:*" annotations to the TimeSeries constructor: this sets its description.
+            sig.annotations["nwb:description"] = _dumps({NWB_PAYLOAD_KEY: payload})
 
 
 def decode_nwb_payload(signal) -> dict | None:
@@ -414,7 +424,7 @@ def _restore_nwb(block) -> None:
                 arr = {k: np.asarray(v) for k, v in payload.get("array_annotations", {}).items()}
                 if arr:
                     sig.array_annotate(**arr)
-                if "segment" in payload:
+                if "segment" in payload and seg_order[id(seg)] == math.inf:
                     sp = payload["segment"]
                     seg.name = sp.get("name")
                     seg.description = sp.get("description")

@@ -1,0 +1,265 @@
+"""EstimationProblem: what to estimate, from which data, under which model and noise.
+
+A PEtab-like specification for electrophysiology: the model, one or several sweeps, the free
+parameters (initial guess, bounds, log-scale), the fixed ones, the assumed observation-noise model, the
+time window and the handling of the unknown initial hidden states. It round-trips through JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import ConfigurationError
+from .models.base import NeuronModel
+from .noise import AR1Noise, NoiseModel, WhiteNoise
+from .trace import Trace
+
+__all__ = ["FreeParameter", "EstimationProblem"]
+
+
+@dataclass(frozen=True)
+class FreeParameter:
+    """A parameter to estimate.
+
+    Parameters
+    ----------
+    name : str
+        Model parameter name.
+    init : float or None
+        Initial guess in canonical units (None: backend's choice, e.g. random in bounds).
+    bounds : tuple of float
+        (low, high) in canonical units.
+    log_scale : bool
+        Search on a log scale (positive parameters).
+    """
+
+    name: str
+    init: float | None
+    bounds: tuple[float, float]
+    log_scale: bool = True
+
+    def __post_init__(self) -> None:
+        lo, hi = (float(b) for b in self.bounds)
+        if not lo < hi:
+            raise ConfigurationError(f"Bounds of {self.name} must satisfy low < high; got {self.bounds}.")
+        if self.log_scale and lo <= 0:
+            raise ConfigurationError(f"{self.name} is searched on a log scale, so its bounds must be positive.")
+        if self.init is not None and not lo <= float(self.init) <= hi:
+            raise ConfigurationError(f"Initial guess {self.name}={self.init} lies outside its bounds {self.bounds}.")
+        object.__setattr__(self, "bounds", (lo, hi))
+
+
+@dataclass(frozen=True)
+class EstimationProblem:
+    """Model + data + what is free.
+
+    Parameters
+    ----------
+    model : NeuronModel
+    traces : tuple of Trace
+        One or several sweeps, fitted jointly with shared parameters.
+    free : tuple of FreeParameter
+        Parameters to estimate, in this order.
+    fixed : dict
+        Values (canonical units) of every other model parameter.
+    noise : NoiseModel or None
+        Assumed observation-noise model: its kind tells backends which noise parameters to estimate
+        (``WhiteNoise`` → sigma; ``AR1Noise`` → sigma and rho); values are starting points.
+    window : tuple of float or None
+        (t0, t1) in ms, applied to every trace.
+    initial_state : str or sequence
+        ``"fit"`` (estimate hidden initial states, V0 from the data), ``"preset"`` or an explicit (S,) vector.
+    preset : str or None
+        Preset the fixed values came from (provenance).
+    truth : dict
+        Ground-truth parameter values when known (synthetic data), for reporting errors.
+    """
+
+    model: NeuronModel
+    traces: tuple[Trace, ...]
+    free: tuple[FreeParameter, ...]
+    fixed: Mapping[str, float]
+    noise: NoiseModel | None = None
+    window: tuple[float, float] | None = None
+    initial_state: Any = "fit"
+    preset: str | None = None
+    truth: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.traces:
+            raise ConfigurationError("An estimation problem needs at least one trace (sweep).")
+        object.__setattr__(self, "traces", tuple(self.traces))
+        object.__setattr__(self, "free", tuple(self.free))
+        names = [f.name for f in self.free]
+        if len(set(names)) != len(names):
+            raise ConfigurationError(f"A free parameter is listed twice: {names}.")
+        for n in names:
+            self.model.param_spec(n)  # raises UnknownNameError with the list of valid names
+        missing = [n for n in self.model.param_names if n not in names and n not in self.fixed]
+        if missing:
+            raise ConfigurationError(f"Parameters neither free nor fixed: {', '.join(missing)}.")
+        if isinstance(self.initial_state, str) and self.initial_state not in ("fit", "preset"):
+            raise ConfigurationError("initial_state must be 'fit', 'preset' or a vector of initial states.")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(
+        cls,
+        model: NeuronModel,
+        traces: Trace | Sequence[Trace],
+        free: Iterable[str],
+        *,
+        preset: str | None = None,
+        values: Mapping[str, float] | None = None,
+        init: Mapping[str, float] | None = None,
+        bounds: Mapping[str, tuple[float, float]] | None = None,
+        noise: NoiseModel | None = None,
+        window: tuple[float, float] | None = None,
+        initial_state: Any = "fit",
+        truth: Mapping[str, float] | None = None,
+    ) -> "EstimationProblem":
+        """Convenience constructor from names.
+
+        Parameters
+        ----------
+        model : NeuronModel
+        traces : Trace or sequence of Trace
+        free : iterable of str
+            Names of the parameters to estimate.
+        preset : str, optional
+            Preset for the fixed values (model default when None).
+        values : mapping, optional
+            Overrides of fixed values (``--set``).
+        init : mapping, optional
+            Initial guesses of free parameters (default: the fixed/preset value, i.e. None → backend choice
+            only when the name is absent and ``init`` was given as "random").
+        bounds : mapping, optional
+            Bounds overrides; default the model's.
+        noise : NoiseModel, optional
+        window : (t0, t1), optional
+        initial_state : "fit", "preset" or vector
+        truth : mapping, optional
+        """
+        traces = (traces,) if isinstance(traces, Trace) else tuple(traces)
+        preset_name = preset or model.default_preset or None
+        allv = model.param_values(preset_name, **dict(values or {}))
+        free = list(free)
+        init = dict(init or {})
+        bounds = dict(bounds or {})
+        for k in list(init) + list(bounds):
+            if k not in free:
+                raise ConfigurationError(f"{k} has an initial guess or bounds but is not free; add it to free.")
+        fps = []
+        for n in free:
+            spec = model.param_spec(n)
+            b = tuple(bounds.get(n, spec.bounds))
+            log_scale = spec.log_scale and b[0] > 0
+            fps.append(FreeParameter(n, init.get(n), b, log_scale))
+        fixed = {k: v for k, v in allv.items() if k not in free}
+        if window is not None:
+            traces = tuple(t.window(*window) for t in traces)
+        return cls(model=model, traces=traces, free=tuple(fps), fixed=fixed, noise=noise, window=window,
+                   initial_state=initial_state, preset=preset_name, truth=dict(truth or {}))
+
+    # ------------------------------------------------------------------ helpers for backends
+    @property
+    def free_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.free)
+
+    def theta_full(self, free_values: Mapping[str, float] | Sequence[float] | np.ndarray) -> np.ndarray:
+        """Full parameter vector (P,) from values of the free parameters (by name or in order)."""
+        if not isinstance(free_values, Mapping):
+            arr = np.asarray(free_values, dtype=float).reshape(-1)
+            if arr.size != len(self.free):
+                raise ConfigurationError(f"Expected {len(self.free)} free values, got {arr.size}.")
+            free_values = dict(zip(self.free_names, arr))
+        vals = dict(self.fixed) | {k: float(v) for k, v in free_values.items()}
+        return np.array([vals[n] for n in self.model.param_names], dtype=float)
+
+    def initial_guess(self) -> dict[str, float | None]:
+        """Initial guesses of the free parameters (None where the backend must choose)."""
+        return {f.name: f.init for f in self.free}
+
+    def sample_starts(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Draw ``n`` starting points (n, F), log-uniform (log-scale) or uniform within the bounds."""
+        out = np.empty((n, len(self.free)))
+        for j, f in enumerate(self.free):
+            lo, hi = f.bounds
+            if f.log_scale:
+                out[:, j] = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+            else:
+                out[:, j] = rng.uniform(lo, hi, n)
+        return out
+
+    def with_traces(self, traces: Sequence[Trace]) -> "EstimationProblem":
+        """A copy with other traces (e.g. a decimated version)."""
+        return replace(self, traces=tuple(traces))
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self, include_data: bool = True) -> dict[str, Any]:
+        """JSON-ready dictionary; with ``include_data`` the trace arrays are inlined."""
+        d: dict[str, Any] = {
+            "schema": 1,
+            "model": self.model.name,
+            "preset": self.preset,
+            "free": [{"name": f.name, "init": f.init, "bounds": list(f.bounds), "log_scale": f.log_scale}
+                     for f in self.free],
+            "fixed": dict(self.fixed),
+            "noise": None if self.noise is None else self.noise.to_dict(),
+            "window": None if self.window is None else list(self.window),
+            "initial_state": self.initial_state if isinstance(self.initial_state, str) else list(map(float, self.initial_state)),
+            "truth": dict(self.truth),
+            "traces": [],
+        }
+        for tr in self.traces:
+            item: dict[str, Any] = {"sweep": tr.sweep, "stimulus_source": tr.stimulus_source, "source": tr.source}
+            if include_data:
+                item.update(t=tr.t.tolist(), v=tr.v.tolist(), i_ext=tr.i_ext.tolist())
+            d["traces"].append(item)
+        return d
+
+    def to_json(self, path: str | Path | None = None, include_data: bool = True) -> str:
+        """Serialise to JSON (written atomically when ``path`` is given)."""
+        text = json.dumps(self.to_dict(include_data), indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+        if path is not None:
+            from .io.files import atomic_write_text
+
+            atomic_write_text(path, text)
+        return text
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], model: NeuronModel | None = None) -> "EstimationProblem":
+        """Inverse of :meth:`to_dict` (needs inlined data); the model is looked up in the registry by name."""
+        if model is None:
+            from .api import get_model
+
+            model = get_model(d["model"])
+        try:
+            traces = tuple(Trace(t=np.asarray(x["t"]), v=np.asarray(x["v"]), i_ext=np.asarray(x["i_ext"]),
+                                 stimulus_source=x.get("stimulus_source", "none"), sweep=int(x.get("sweep", 0)),
+                                 source=dict(x.get("source", {}))) for x in d["traces"])
+        except KeyError as exc:
+            raise ConfigurationError("This problem JSON has no inlined trace data (written with include_data=False).") from exc
+        noise = None
+        if d.get("noise"):
+            nd = d["noise"]
+            noise = WhiteNoise(nd["sigma"]) if nd["kind"] == "white" else AR1Noise(nd["sigma"], nd["rho"])
+        init_state = d.get("initial_state", "fit")
+        return cls(model=model, traces=traces,
+                   free=tuple(FreeParameter(f["name"], f.get("init"), tuple(f["bounds"]), f.get("log_scale", True))
+                              for f in d["free"]),
+                   fixed=dict(d["fixed"]), noise=noise, window=tuple(d["window"]) if d.get("window") else None,
+                   initial_state=init_state if isinstance(init_state, str) else tuple(init_state),
+                   preset=d.get("preset"), truth=dict(d.get("truth", {})))
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path, model: NeuronModel | None = None) -> "EstimationProblem":
+        """Read a problem from JSON text or a file."""
+        p = Path(str(text_or_path))
+        text = p.read_text() if (len(str(text_or_path)) < 4096 and p.exists()) else str(text_or_path)
+        return cls.from_dict(json.loads(text), model=model)

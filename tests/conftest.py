@@ -1,0 +1,22 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+#: The shared real recordings live beside the repository: ../shared/data/recordings
+#: (override with the environment variable NEO_PINN_RECORDINGS).
+RECORDINGS_DIR = Path(os.environ.get("NEO_PINN_RECORDINGS",
+                                     Path(__file__).resolve().parents[2] / "shared" / "data" / "recordings"))
+
+
+@pytest.fixture(scope="session")
+def recordings_dir() -> Path:
+    """Folder of the ten shared real recordings; skips the test when it is absent."""
+    if not RECORDINGS_DIR.is_dir() or not any(RECORDINGS_DIR.glob("*.abf")):
+        pytest.skip(f"the shared recordings folder ../shared/data/recordings is absent (looked in "
+                    f"{RECORDINGS_DIR.name!r} beside the repository; set NEO_PINN_RECORDINGS to point elsewhere)")
+    return RECORDINGS_DIR
