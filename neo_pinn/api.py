@@ -175,7 +175,7 @@ def estimate(
     free : iterable of str, optional
         Parameters to estimate (default: every log-scale conductance and rate of the model is *not*
         assumed — you must name them).
-    preset, values, init, bounds, window, noise, truth
+    preset, values, init, bounds
         See :meth:`EstimationProblem.build`.
     sweeps : "all", int or list of int
         Sweeps of a recording to fit jointly.
@@ -199,8 +199,10 @@ def estimate(
     elif isinstance(data, (list, tuple)) and data and all(isinstance(x, Trace) for x in data):
         traces = list(data)
     else:
+        # A recording's window is measured from each sweep's start, so it is applied while converting.
         rec = load_recording(data, stimulus=stimulus)
-        traces = rec.traces(sweeps=sweeps)
+        traces = rec.traces(sweeps=sweeps, window=window)
+        window = None
     nm = parse_noise(noise) if isinstance(noise, str) else noise
     problem = EstimationProblem.build(m, traces, free, preset=preset, values=values, init=init, bounds=bounds,
                                       noise=nm, window=window, truth=truth)

@@ -369,24 +369,15 @@ def test_result_json_nan_parameter_value():
 
 
 # ------------------------------------------------------------------------------- a real recording
-def _recording(name: str):
-    import os
-    from pathlib import Path
-
-    root = Path(os.environ.get("NEO_PINN_RECORDINGS", Path(__file__).resolve().parents[2] / "shared" / "data" / "recordings"))
-    path = root / name
-    if not path.exists():
-        pytest.skip(f"recording {name} not available (set NEO_PINN_RECORDINGS)")
-    return path
-
-
 @pytest.mark.recordings
 @pytest.mark.parametrize("suffix", [".nix", ".nwb"])
-def test_real_nwb_tree_round_trip(tmp_path, suffix):
+def test_real_nwb_tree_round_trip(tmp_path, suffix, recordings_dir):
     """A tree read from a real NWB file (patch-clamp series, electrode dicts, NWB file fields) goes out and back."""
     import re
 
-    src = _recording("99111002.nwb")
+    src = recordings_dir / "99111002.nwb"
+    if not src.exists():
+        pytest.skip("99111002.nwb is not among the shared recordings")
     digest = sha256_of(src)
     blk = read_block(src)
     seg = blk.segments[0]
@@ -445,3 +436,18 @@ def test_rewriting_a_plain_nwbio_read_keeps_everything(tmp_path):
     assert_results_equal(result_from_block(back), res)
     vm = back.segments[0].analogsignals[0]
     assert vm.name == "Vm" and vm.annotations["checked_by"] == "me" and vm.annotations["cell"] == "c1"
+
+
+def test_states_split_into_channels_are_merged():
+    """Tools that split multi-channel signals (load_recording does) leave one signal per state."""
+    res, blk = make_result(), make_block()
+    attach(res, blk)
+    for seg in blk.segments:
+        st = seg.analogsignals.pop(3)
+        for k in range(st.shape[1]):
+            part = st[:, k:k + 1]  # keeps annotations, slices array annotations
+            part.name = str(st.array_annotations["channel_names"][k])
+            seg.analogsignals.append(part)
+    runs = read_attached(blk)
+    assert len(runs[0]["sweeps"][0]["signals"]["states"]) == 3
+    assert_results_equal(result_from_block(blk), res)

@@ -306,13 +306,13 @@ def test_nwb_sweeps_ordered_by_number(loaded):
 
 def test_nwb_spike_count_conventions(loaded):
     """README: 10 spikes. features.spike_count: 12; the two extra are noise crossings within the first
-    ~1 ms of sweeps 9 and 13 (0-based), which start above 0 mV. A counter that only arms after the trace
-    has been below -10 mV (the README's) finds 10."""
+    ~1 ms of sweeps 9 and 13 (0-based), whose first sample is already above 0 mV. A counter that starts
+    disarmed when the first sample is at or above 0 mV (re-arming below -10 mV) finds the README's 10."""
     rec, _ = loaded("99111002.nwb")
     traces = rec.traces()
 
     def armed_count(v):
-        n, armed = 0, False
+        n, armed = 0, bool(v[0] < 0.0)
         for a, b in zip(v[:-1], v[1:]):
             if a < -10.0:
                 armed = True

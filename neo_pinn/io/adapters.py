@@ -377,8 +377,8 @@ def _choose_channel(chans: list[_Channel], voltage_channel, block, notes: list[s
                          "membrane potential (all within ±1 mV, flat or beyond ±200 mV); check voltage_channel=.")
         for other in scored[1:]:
             if not other[4]:
-                notes.append(f"Channel {other[3].key!r} ({other[3].units}) was not used as the membrane potential: "
-                             "its values stay within ±1 mV (a scaled monitor, not Vm).")
+                notes.append(_Info(f"Channel {other[3].key!r} ({other[3].units}) was not used as the membrane potential: "
+                             "its values stay within ±1 mV (a scaled monitor, not Vm)."))
         return best[3], "current_clamp"
     currents = [c for c in chans if c.kind == "current"]
     if currents:
@@ -853,6 +853,8 @@ def load_recording(source, *, voltage_channel: str | int | None = None, stimulus
             notes.append(f"No injected current was found for sweep(s) {_fmt_sweeps(missing)}; traces() will need "
                          f"stimulus= ({convert.STIMULUS_HINT}).")
     for msg in notes:
+        if isinstance(msg, _Info):
+            continue  # kept in Recording.warnings only
         category = StimulusMismatchWarning if isinstance(msg, _Mismatch) else UserWarning
         warnings.warn(str(msg), category, stacklevel=2)
     notes = [str(m) for m in notes]
@@ -908,6 +910,10 @@ def _user_label(stimulus) -> str:
     if isinstance(stimulus, np.ndarray):
         return f"array {stimulus.shape}"
     return type(stimulus).__name__
+
+
+class _Info(str):
+    """A note recorded in Recording.warnings without a Python warning."""
 
 
 class _Mismatch(str):

@@ -478,7 +478,8 @@ def read_attached(block) -> list[dict]:
         ``noise``, ``metrics``, ``config``, ``provenance`` and ``sweeps``: a list of dicts with ``sweep``,
         ``segment_index``, ``source_signal``, ``stimulus_source``, ``source``, ``rmse_mV``, ``t``
         (ms, array), ``v_fit`` (mV, array), ``states`` (state name → array, in that state's unit) and
-        ``signals`` (``"V"`` / ``"states"`` → the Neo signals).
+        ``signals`` (``"V"`` → the reconstruction, ``"states"`` → list of the hidden-state signals: one,
+        or one per state where a tool split the channels).
     """
     runs: dict[str, dict] = {}
     for si, seg in enumerate(block.segments):
@@ -506,10 +507,16 @@ def read_attached(block) -> list[dict]:
                 sw["t"] = t
                 sw["v_fit"] = sig.rescale(pq.mV).magnitude[:, 0].astype(float)
             else:
-                sw["signals"]["states"] = sig
+                # Usually one multi-channel signal; tools that split channels (load_recording does)
+                # leave one signal per state, each with its slice of the array annotations: merge them.
+                sw["signals"].setdefault("states", []).append(sig)
                 sw.setdefault("t", t)
-                names = _as_list(arr.get("state_names")) or run["state_names"]
-                units = _as_list(arr.get("state_units")) or run["state_units"]
+                n_ch = sig.shape[1]
+                names = next((c for c in (_as_list(arr.get("state_names")), _as_list(arr.get("channel_names")),
+                                          run["state_names"]) if len(c) == n_ch), None)
+                if names is None:
+                    names = [f"{sig.name}[{k}]" for k in range(n_ch)]
+                units = _as_list(arr.get("state_units"))
                 mag = np.asarray(sig.magnitude, dtype=float)
                 if len(set(units)) == 1 and sig.units != pq.dimensionless:
                     # One common unit: the signal carries it, so give numbers in that unit.
@@ -517,7 +524,7 @@ def read_attached(block) -> list[dict]:
                         mag = np.asarray(sig.rescale(_units_or_dimensionless(units[0])).magnitude, dtype=float)
                     except ValueError:
                         pass
-                sw["states"] = {str(n): mag[:, k].copy() for k, n in enumerate(names)}
+                sw.setdefault("states", {}).update({str(n): mag[:, k].copy() for k, n in enumerate(names)})
     out = []
     for run in runs.values():
         sweeps = list(run.pop("_sweeps").values())
@@ -646,7 +653,11 @@ def result_from_block(block, run_id: str | None = None) -> EstimationResult:
     for sw in run["sweeps"]:
         t = np.asarray(sw["t"], dtype=float)
         if "states" in sw:
-            states = np.column_stack([sw["states"][n] for n in names]) if names else np.column_stack(list(sw["states"].values()))
+            missing = [n for n in names if n not in sw["states"]]
+            if missing:
+                raise ConfigurationError(f"Run {run['run_id']}, sweep {sw['sweep']}: the states {missing} are missing "
+                                         f"from the Block (found {list(sw['states'])}).")
+            states = np.column_stack([sw["states"][n] for n in names] if names else list(sw["states"].values()))
         else:
             states = np.asarray(sw["v_fit"], dtype=float).reshape(-1, 1)
         seg = block.segments[sw["segment_index"]]

@@ -1,0 +1,435 @@
+"""The ``neo-pinn`` command line: info, simulate, fit, plugins, report, bench, demo.
+
+The flags are a stable contract (scripts and benchmarks call them). Every error a user can cause ends
+with a one-line ``error: ...`` message saying what to do, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import ConfigurationError, NeoPinnError
+
+__all__ = ["main", "build_parser"]
+
+
+# ---------------------------------------------------------------------- small parsers
+def _kv_list(items: Sequence[str] | None, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        for part in filter(None, (p.strip() for p in item.split(","))):
+            if "=" not in part:
+                raise ConfigurationError(f"{what} takes name=value pairs; got {part!r}.")
+            k, v = (x.strip() for x in part.split("=", 1))
+            out[k] = v
+    return out
+
+
+def _float_values(d: dict[str, str], what: str) -> dict[str, float]:
+    from .units import parse_quantity
+
+    out = {}
+    for k, v in d.items():
+        try:
+            out[k] = float(v)
+        except ValueError:
+            try:
+                out[k] = parse_quantity(v)
+            except NeoPinnError as exc:
+                raise ConfigurationError(f"{what} {k}={v!r} is not a number.") from exc
+    return out
+
+
+def _bounds(items: Sequence[str] | None) -> dict[str, tuple[float, float]]:
+    out = {}
+    for k, v in _kv_list(items, "--bounds").items():
+        try:
+            lo, hi = (float(x) for x in v.split(":"))
+        except ValueError:
+            raise ConfigurationError(f"--bounds {k}={v!r}: write low:high, e.g. gCa=1:16.") from None
+        out[k] = (lo, hi)
+    return out
+
+
+def _window(text: str | None) -> tuple[float, float] | None:
+    if not text:
+        return None
+    from .units import parse_quantity
+
+    try:
+        a, b = text.split(":")
+        return parse_quantity(a, "time"), parse_quantity(b, "time")
+    except (ValueError, NeoPinnError):
+        raise ConfigurationError(f"--window {text!r}: write T0:T1 in ms, e.g. 100:600.") from None
+
+
+def _sweeps(text: str | None):
+    if text is None or text == "all":
+        return "all"
+    try:
+        vals = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ConfigurationError(f"--sweep {text!r}: write a sweep index, a list 0,2,5, or all.") from None
+    return vals[0] if len(vals) == 1 else vals
+
+
+def _options(items: Sequence[str] | None) -> dict[str, Any]:
+    out = {}
+    for k, v in _kv_list(items, "--option").items():
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def sidecar_path(path: Path) -> Path:
+    """The JSON sidecar beside a data file: ``cell.nwb`` → ``cell.json``."""
+    return path.with_suffix(".json")
+
+
+def _truth_for(path: Path, model_name: str) -> dict[str, float]:
+    """Ground truth from a file made by ``neo-pinn simulate`` (NWB metadata or JSON sidecar)."""
+    meta = None
+    if path.suffix.lower() == ".nwb":
+        try:
+            from .io.nwb import read_icephys_metadata
+
+            meta = read_icephys_metadata(path)
+        except (NeoPinnError, OSError, KeyError, ValueError):
+            meta = None
+    side = sidecar_path(path)
+    if not meta and side.exists():
+        try:
+            meta = json.loads(side.read_text())
+        except (OSError, json.JSONDecodeError):
+            meta = None
+    if meta and meta.get("model") == model_name and isinstance(meta.get("parameters"), dict):
+        return {k: float(v) for k, v in meta["parameters"].items()}
+    return {}
+
+
+# ---------------------------------------------------------------------- commands
+def cmd_info(args) -> int:
+    from .io import load_recording
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rec = load_recording(args.file, mode="any", voltage_channel=args.voltage_channel,
+                             stimulus=args.stimulus or "auto")
+    d = rec.describe()
+    d["load_warnings"] = sorted({str(w.message) for w in caught if "neo_pinn" in (w.filename or "") or True})[:20]
+    if args.json:
+        print(json.dumps(d, indent=1, default=str))
+        return 0
+    print(f"{d['file'] or 'recording'}: {d['format']}, {d['recording_mode'].replace('_', ' ')}, "
+          f"{d['n_sweeps']} sweep(s)")
+    for ch in d.get("channels", []):
+        print(f"  channel {ch.get('name')!s:>12}  {ch.get('units')!s:>4}  {ch.get('dimension', '')}")
+    chan = d.get("voltage_channel") or d.get("recorded_channel")
+    print(f"  voltage channel: {chan}" if d["recording_mode"] == "current_clamp" else f"  recorded current: {chan}")
+    if d.get("stimulus_summary"):
+        print(f"  stimulus: {d['stimulus_summary']}")
+    if d.get("total_spikes") is not None:
+        print(f"  spikes (0 mV): {d['total_spikes']}")
+    print(f"  {'sweep':>5} {'rate Hz':>9} {'dur ms':>9} {'spikes':>6}  stimulus")
+    for s in d["sweeps"]:
+        spikes = "" if s.get("spike_count") is None else s["spike_count"]
+        src = s.get("stimulus_source") or "none"
+        text = s.get("stimulus_text") or ""
+        print(f"  {s['sweep']:>5} {s['sampling_rate_hz']:>9.1f} {s['duration_ms']:>9.1f} {spikes!s:>6}  {src}: {text}")
+    for w in d.get("warnings", []):
+        print(f"  warning: {w}")
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    import numpy as np
+
+    from .api import get_model, synthetic_trace
+    from .io.files import atomic_path, atomic_write_text
+    from .noise import parse_noise
+
+    model = get_model(args.model)
+    values = _float_values(_kv_list(args.set, "--set"), "--set")
+    preset = args.preset or model.default_preset
+    noise = parse_noise(args.noise, "dimensionless" if model.state_units[0] != "mV" else "voltage")
+    stimuli = args.stimulus or [None]
+    traces = []
+    out = Path(args.out)
+    for k, spec in enumerate(stimuli):
+        tr, states = synthetic_trace(model, preset=preset, values=values, stimulus=spec, duration=args.duration,
+                                     rate_hz=args.rate, noise=noise, seed=args.seed + k)
+        from dataclasses import replace
+
+        traces.append((replace(tr, sweep=k, stimulus_source="protocol"), states))
+    all_values = model.param_values(preset, **values)
+    meta = {
+        "generator": "neo-pinn simulate",
+        "model": model.name,
+        "preset": preset,
+        "parameters": all_values,
+        "parameter_units": {p.name: p.unit for p in model.parameters},
+        "stimulus": [s if s is not None else f"const:amp={model.preset(preset).i_ext:g}pA" for s in stimuli],
+        "noise": None if noise is None else noise.to_dict(),
+        "seed": args.seed,
+        "duration_ms": args.duration,
+        "rate_hz": args.rate,
+        "initial_state": dict(zip(model.state_names, map(float, model.initial_state(preset)))),
+        "command": "neo-pinn " + " ".join(shlex.quote(a) for a in args.argv),
+    }
+    suffix = out.suffix.lower()
+    if suffix == ".nwb":
+        from .io.nwb import write_icephys_nwb
+
+        write_icephys_nwb(out, [t for t, _ in traces], metadata=meta, overwrite=args.overwrite)
+    elif suffix == ".abf":
+        import pyabf.abfWriter
+
+        n = traces[0][0].t.size
+        if n < 1536:
+            raise ConfigurationError("An ABF1 file needs at least 1536 samples (Neo cannot read smaller ones); "
+                                     "raise --duration or --rate.")
+        if out.exists() and not args.overwrite:
+            raise ConfigurationError(f"{out} exists; choose a new path or pass --overwrite.")
+        data = np.stack([t.v for t, _ in traces])
+        with atomic_path(out) as tmp:
+            pyabf.abfWriter.writeABF1(data, str(tmp), sampleRateHz=float(args.rate), units="mV")
+        meta["note"] = ("ABF1 written with pyabf holds one voltage channel and no protocol: pass the stimulus "
+                        "to `neo-pinn fit` with --stimulus (see 'stimulus' above).")
+    else:
+        raise ConfigurationError(f"--out must end in .nwb or .abf, got {out.name!r}.")
+    atomic_write_text(sidecar_path(out), json.dumps(meta, indent=1))
+    if args.states:
+        hidden = {f"{name}": traces[0][1][:, j].tolist() for j, name in enumerate(model.state_names)}
+        atomic_write_text(Path(args.states), json.dumps({"t_ms": traces[0][0].t.tolist(), **hidden}))
+    print(f"wrote {out} ({len(traces)} sweep(s), {traces[0][0].t.size} samples each) and {sidecar_path(out).name}")
+    return 0
+
+
+def _load_traces(args):
+    from .io import load_recording
+
+    stim = args.stimulus if args.stimulus else "auto"
+    rec = load_recording(args.file, stimulus=stim, voltage_channel=args.voltage_channel)
+    return rec, rec.traces(sweeps=_sweeps(args.sweep), window=_window(args.window))
+
+
+def cmd_fit(args) -> int:
+    import torch
+
+    from .api import get_backend, get_model
+    from .noise import AR1Noise, WhiteNoise
+    from .problem import EstimationProblem
+
+    model = get_model(args.model)
+    free = [x.strip() for x in (args.free or "").split(",") if x.strip()]
+    if not free:
+        raise ConfigurationError(f"Name the parameters to estimate with --free, e.g. --free gCa,gK,phi "
+                                 f"({model.name} has {', '.join(model.param_names)}).")
+    values = _float_values(_kv_list(args.set, "--set"), "--set")
+    if args.init in (None, "", "random"):
+        init = {}
+    else:
+        init = _float_values(_kv_list([args.init], "--init"), "--init")
+    backend_cls = get_backend(args.backend)
+    options = _options(args.option)
+    if args.init == "random" and "random_starts" in backend_cls.default_config:
+        options.setdefault("random_starts", True)
+    estimator = backend_cls(**options)
+    rec, traces = _load_traces(args)
+    noise = {"white": WhiteNoise(1.0), "ar1": AR1Noise(1.0, 0.5), None: None}[args.noise]
+    truth = _truth_for(Path(args.file), model.name)
+    problem = EstimationProblem.build(model, traces, free, preset=args.preset, values=values, init=init,
+                                      bounds=_bounds(args.bounds), noise=noise, truth=truth)
+    dtype = torch.float32 if args.float32 else torch.float64
+    result = estimator.fit(problem, seed=args.seed, device=args.device, dtype=dtype, progress=not args.quiet)
+    print(result.summary())
+    if args.json:
+        result.to_json(args.json)
+        print(f"wrote {args.json}")
+    if args.report:
+        from .report import write_report
+
+        write_report(result, args.report)
+        print(f"wrote {args.report}")
+    if args.out:
+        from .io.attach import attach
+        from .io.neo_files import write_block
+
+        attach(result, rec.block)  # rec.block is neo_pinn's annotated copy, never the user's objects
+        write_block(rec.block, args.out, overwrite=args.overwrite)
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_plugins(args) -> int:
+    from .plugins import get_state
+
+    state = get_state()
+    rows = {"models": {n: state.models.origin(n) for n in state.models.names()},
+            "backends": {n: state.backends.origin(n) for n in state.backends.names()},
+            "failed": dict(state.failed)}
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    print("models:")
+    for n, o in rows["models"].items():
+        m = state.models.get(n)
+        print(f"  {n:<22} from {o:<14} presets: {', '.join(m.presets)}")
+    print("backends:")
+    for n, o in rows["backends"].items():
+        print(f"  {n:<22} from {o:<14} {state.backends.get(n).description}")
+    for n, why in rows["failed"].items():
+        print(f"  failed plugin {n}: {why}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    from .result import EstimationResult
+
+    result = EstimationResult.from_json(Path(args.result))
+    write_report(result, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def cmd_bench(args) -> int:
+    script = _repo_root() / "benchmarks" / f"bench_{args.name}.py"
+    if not script.exists():
+        available = sorted(p.stem[6:] for p in (_repo_root() / "benchmarks").glob("bench_*.py"))
+        raise ConfigurationError(f"No benchmark {args.name!r} (benchmarks/ of a source checkout holds: "
+                                 f"{', '.join(available) or 'none'}).")
+    return subprocess.call([sys.executable, str(script), *args.rest])
+
+
+def cmd_demo(args) -> int:
+    """Load the bundled sample recording, recover its stimulus, fit it with lsq, write result + report."""
+    sample = Path(args.sample) if args.sample else _repo_root() / "sample_data" / "ml_snlc.nwb"
+    if not sample.exists():
+        raise ConfigurationError(f"Sample recording {sample} not found; pass --sample FILE.")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    side = json.loads(sidecar_path(sample).read_text()) if sidecar_path(sample).exists() else {}
+    print(f"neo-pinn demo: {sample.name} ({side.get('model', 'morris_lecar')}, made by: {side.get('command', '?')})")
+    rc = main(["info", str(sample)])
+    if rc:
+        return rc
+    fit_args = ["fit", str(sample), "--model", side.get("model", "morris_lecar"), "--preset", side.get("preset", "snlc"),
+                "--backend", args.backend, "--free", args.free, "--init", args.init, "--window", args.window,
+                "--seed", "0", "--json", str(out / "result.json"), "--report", str(out / "report.html"),
+                "--out", str(out / "fitted.nwb"), "--overwrite"]
+    print("$ neo-pinn " + " ".join(shlex.quote(a) for a in fit_args))
+    return main(fit_args)
+
+
+# ---------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="neo-pinn", description="Estimate neuron-model parameters, hidden states and "
+                                "noise from Neo recordings.")
+    p.add_argument("--version", action="version", version=f"neo-pinn {__import__('neo_pinn').__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("info", help="describe a recording: sweeps, channels, units, spikes, stimulus")
+    s.add_argument("file")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.add_argument("--voltage-channel", default=None, help="force the voltage channel (name or index)")
+    s.add_argument("--stimulus", default=None, help="stimulus spec to use instead of the recording's")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("simulate", help="write a synthetic recording (NWB or ABF) with known ground truth")
+    s.add_argument("--model", required=True)
+    s.add_argument("--preset", default=None)
+    s.add_argument("--set", action="append", metavar="K=V", help="parameter values (canonical units)")
+    s.add_argument("--stimulus", action="append", metavar="SPEC",
+                   help="e.g. step:amp=48pA,start=100ms,stop=900ms; repeat for several sweeps")
+    s.add_argument("--duration", type=float, required=True, help="ms")
+    s.add_argument("--rate", type=float, default=20000.0, help="sampling rate, Hz")
+    s.add_argument("--noise", default=None, help="white:sigma=1mV or ar1:sigma=1mV,rho=0.8")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--states", default=None, help="also write the noise-free states of sweep 0 to this JSON")
+    s.add_argument("--out", required=True, help="FILE.nwb or FILE.abf (a FILE.json sidecar is written too)")
+    s.add_argument("--overwrite", action="store_true")
+    s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("fit", help="estimate parameters and hidden states of a recording")
+    s.add_argument("file")
+    s.add_argument("--model", required=True)
+    s.add_argument("--preset", default=None, help="preset for the fixed parameters")
+    s.add_argument("--backend", required=True)
+    s.add_argument("--free", required=True, help="comma-separated parameters to estimate")
+    s.add_argument("--set", action="append", metavar="K=V", help="fixed parameter values")
+    s.add_argument("--init", default=None, help="p=v,... initial guesses, or 'random'")
+    s.add_argument("--bounds", action="append", metavar="P=LO:HI")
+    s.add_argument("--sweep", default="all", help="N, N,M,... or all")
+    s.add_argument("--window", default=None, help="T0:T1 in ms from each sweep's start")
+    s.add_argument("--stimulus", default="auto", help="auto or a spec (step:amp=..,start=..,stop=..), CSV path")
+    s.add_argument("--voltage-channel", default=None)
+    s.add_argument("--noise", choices=["white", "ar1"], default=None, help="assumed observation-noise model")
+    s.add_argument("--option", action="append", metavar="K=V", help="backend option (JSON value)")
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    s.add_argument("--float32", action="store_true", help="single precision (faster on GPU)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--json", default=None, metavar="OUT.json")
+    s.add_argument("--report", default=None, metavar="OUT.html")
+    s.add_argument("--out", default=None, metavar="OUT.nwb|OUT.nix", help="the recording with the fit attached")
+    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_fit)
+
+    s = sub.add_parser("plugins", help="list registered models and backends and their plugins")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_plugins)
+
+    s = sub.add_parser("report", help="write the HTML report of a result JSON")
+    s.add_argument("result")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("bench", help="run a benchmark script of benchmarks/ (source checkout)")
+    s.add_argument("name", help="e.g. simulate, lsq")
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("demo", help="fit the bundled sample recording and write result, report and NWB")
+    s.add_argument("--out", default="neo_pinn_demo")
+    s.add_argument("--sample", default=None)
+    s.add_argument("--backend", default="lsq")
+    s.add_argument("--free", default="gCa,gK,phi")
+    s.add_argument("--init", default="gCa=2,gK=16,phi=0.0333")
+    s.add_argument("--window", default="0:600")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``neo-pinn`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.argv = argv
+    try:
+        return int(args.func(args) or 0)
+    except NeoPinnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Example third-party neo_pinn plugin (template)."""

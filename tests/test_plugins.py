@@ -1,0 +1,138 @@
+"""Plugin registry: built-ins come through entry points; third parties plug in; failures are isolated."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import types
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import neo_pinn
+from neo_pinn import plugins
+from neo_pinn.errors import DuplicateNameError, PluginLoadWarning, UnknownNameError
+from neo_pinn.hookspecs import hookimpl
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "plugins" / "example_plugin"
+
+
+@pytest.fixture()
+def fresh_plugins():
+    plugins.reset()
+    yield plugins
+    plugins.reset()
+
+
+def test_import_loads_no_plugins():
+    code = ("import sys, neo_pinn; from neo_pinn import plugins; "
+            "assert plugins._state is None; assert 'neo_pinn_lsq' not in sys.modules; "
+            "import torch; assert not torch.cuda.is_initialized(); print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+
+
+def test_builtin_models_and_backends_registered_through_entry_points(fresh_plugins):
+    models = neo_pinn.list_models()
+    for name in ("morris_lecar", "morris_lecar_burster", "hodgkin_huxley", "fitzhugh_nagumo", "butera_pbc"):
+        assert models[name] == "core_models"
+    assert neo_pinn.list_backends()["lsq"] == "lsq"
+
+
+def test_unknown_names_list_what_exists(fresh_plugins):
+    with pytest.raises(UnknownNameError, match="morris_lecar"):
+        neo_pinn.get_model("morris_lecarr")
+    with pytest.raises(UnknownNameError, match="lsq"):
+        neo_pinn.get_backend("nope")
+
+
+def _example_module():
+    sys.path.insert(0, str(EXAMPLE))
+    try:
+        return importlib.import_module("neo_pinn_example.plugin")
+    finally:
+        sys.path.remove(str(EXAMPLE))
+
+
+def test_example_plugin_registers_and_fits(fresh_plugins):
+    mod = _example_module()
+    plugins.register_plugin(mod, name="example")
+    assert neo_pinn.list_models()["passive_membrane"] == "example"
+    assert neo_pinn.list_backends()["random_search"] == "example"
+    tr, _ = neo_pinn.synthetic_trace("passive_membrane", values={"C": 100.0, "gL": 5.0}, stimulus=50.0,
+                                     duration=100.0, rate_hz=10000, noise="white:sigma=0.2mV", seed=1)
+    res = neo_pinn.estimate(tr, "passive_membrane", backend="random_search", free=["gL"],
+                            values={"C": 100.0}, backend_options={"n_samples": 512}, seed=3)
+    # 50 pA into 5 nS gives a 10 mV step; random search over [0.1, 100] nS finds gL within 10 %.
+    assert abs(res["gL"].value - 5.0) / 5.0 < 0.1
+    assert res.backend == "random_search" and res.provenance["seed"] == 3
+
+
+def test_duplicate_name_names_both_plugins(fresh_plugins):
+    mod = _example_module()
+    plugins.register_plugin(mod, name="example")
+    clash = types.SimpleNamespace(neo_pinn_register_backends=hookimpl(
+        lambda registry: registry.register("random_search", mod.RandomSearch)))
+    with pytest.raises(DuplicateNameError, match=r"example.*clash|clash.*example"):
+        plugins.register_plugin(clash, name="clash")
+
+
+def test_broken_plugin_is_a_warning_not_a_crash(fresh_plugins):
+    def broken(registry):
+        raise RuntimeError("boom")
+
+    bad = types.SimpleNamespace(neo_pinn_register_models=hookimpl(broken))
+    with pytest.warns(PluginLoadWarning, match="bad_plugin.*boom"):
+        plugins.register_plugin(bad, name="bad_plugin")
+    assert "morris_lecar" in neo_pinn.list_models()
+    assert "bad_plugin" in plugins.get_state().failed
+
+
+def test_broken_entry_point_is_isolated(fresh_plugins, monkeypatch):
+    real = importlib.metadata.entry_points
+
+    class FakeEP:
+        name, value, group = "broken_ep", "no_such_module_xyz:plugin", "neo_pinn"
+
+        def load(self):
+            return importlib.import_module("no_such_module_xyz")
+
+    def fake(group=None, **kw):
+        eps = list(real(group=group, **kw)) if group else real(**kw)
+        return eps + [FakeEP()] if group == "neo_pinn" else eps
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake)
+    with pytest.warns(PluginLoadWarning, match="broken_ep"):
+        state = plugins.get_state()
+    assert "lsq" in state.backends
+
+
+def test_after_fit_hook_sees_every_fit(fresh_plugins):
+    seen = []
+    spy = types.SimpleNamespace(neo_pinn_after_fit=hookimpl(lambda problem, result: seen.append(result.backend)))
+    plugins.register_plugin(spy, name="spy")
+    mod = _example_module()
+    plugins.register_plugin(mod, name="example")
+    tr, _ = neo_pinn.synthetic_trace("passive_membrane", stimulus=50.0, duration=20.0, rate_hz=5000)
+    neo_pinn.estimate(tr, "passive_membrane", backend="random_search", free=["gL"],
+                      backend_options={"n_samples": 8})
+    assert seen == ["random_search"]
+
+
+@pytest.mark.timeout(300)
+def test_example_plugin_installs_as_a_distribution(tmp_path):
+    """pip-install the template into a private folder and find it through its entry point."""
+    target = tmp_path / "site"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
+                           "--target", str(target), str(EXAMPLE)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"pip could not build the example plugin here: {proc.stderr[-300:]}")
+    code = ("import neo_pinn; print(neo_pinn.list_models()['passive_membrane'], "
+            "neo_pinn.list_backends()['random_search'])")
+    env = dict(__import__("os").environ, PYTHONPATH=str(target))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["example", "example"]
