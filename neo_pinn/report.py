@@ -259,9 +259,9 @@ def _inputs(result: EstimationResult) -> list[tuple[str, str]]:
     found: dict[str, str] = {}
 
     def visit(d: Mapping[str, Any]):
-        files = [str(v) for k, v in d.items() if isinstance(v, (str, os.PathLike)) and ("file" in k or "path" in k)
-                 and "sha" not in k]
-        sha = next((str(v) for k, v in d.items() if "sha256" in k and isinstance(v, str)), "")
+        files = [str(v) for k, v in d.items() if isinstance(v, (str, os.PathLike))
+                 and ("file" in str(k) or "path" in str(k)) and "sha" not in str(k)]
+        sha = next((str(v) for k, v in d.items() if "sha256" in str(k) and isinstance(v, str)), "")
         for f in files:
             found.setdefault(f, sha)
             if sha and not found[f]:
@@ -303,8 +303,8 @@ def write_report(result: EstimationResult, path: str | os.PathLike, *, title: st
         A fit.
     path : str or os.PathLike
         Target ``.html`` file. Written under a temporary name beside it and renamed when complete, so
-        a failure leaves no file (and an older report stays intact). An input file of the fit is never
-        overwritten.
+        a failure leaves no file (and an older report stays intact). An existing report is replaced;
+        a file the fit names as its input (provenance or sweep source) is never overwritten.
     title : str, optional
         Page title; default names model, backend and run.
     extra_figures : iterable of Figure or (caption, Figure), or mapping caption → Figure, optional

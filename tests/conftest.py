@@ -20,3 +20,15 @@ def recordings_dir() -> Path:
         pytest.skip(f"the shared recordings folder ../shared/data/recordings is absent (looked in "
                     f"{RECORDINGS_DIR.name!r} beside the repository; set NEO_PINN_RECORDINGS to point elsewhere)")
     return RECORDINGS_DIR
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked ``gpu`` where CUDA is absent (CI never has a GPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (marked gpu); CPU paths are tested separately")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

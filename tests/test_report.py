@@ -86,8 +86,8 @@ def test_write_report_contents(tmp_path):
 
 
 def test_report_caps_sweep_figures(tmp_path):
-    text = write_report(make_result(n_sweeps=3), tmp_path / "r.html", max_sweeps=2).read_text()
-    assert len(re.findall(r"<img ", text)) == 2 + 1
+    text = write_report(make_result(n_sweeps=3, history={}), tmp_path / "r.html", max_sweeps=2).read_text()
+    assert len(re.findall(r"<img ", text)) == 2
     assert "1 further sweep(s) not drawn" in text
 
 
@@ -96,8 +96,9 @@ def test_report_failure_leaves_nothing(tmp_path, monkeypatch):
         def savefig(self, *a, **k):
             raise RuntimeError("cannot draw")
 
+    small = make_result(n_sweeps=1, history={})  # fewer figures to draw: the point is the failure
     with pytest.raises(RuntimeError):
-        write_report(make_result(), tmp_path / "a.html", extra_figures=[Broken()])
+        write_report(small, tmp_path / "a.html", extra_figures=[Broken()])
     assert list(tmp_path.iterdir()) == []
 
     # a failure while the bytes are being written leaves neither the target nor a temporary file
@@ -108,7 +109,7 @@ def test_report_failure_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(Path, "write_bytes", failing_write)
     with pytest.raises(OSError, match="disk full"):
-        write_report(make_result(), tmp_path / "b.html")
+        write_report(small, tmp_path / "b.html")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -392,6 +392,8 @@ def _choose_channel(chans: list[_Channel], voltage_channel, block, notes: list[s
 def _user_stimulus(stimulus, sweeps_t_rel: list[np.ndarray]) -> list[np.ndarray] | None:
     """Per-sweep user currents in pA, or None for 'auto'. ``[]`` means declared zero."""
     n = len(sweeps_t_rel)
+    if stimulus is None:
+        return None
     if isinstance(stimulus, str):
         low = stimulus.strip().lower()
         if low == "auto":
@@ -655,8 +657,8 @@ def load_recording(source, *, voltage_channel: str | int | None = None, stimulus
         ``describe()["channels"]``. By default the channel is chosen by units (a voltage) and by name
         and content: names such as Vm, membrane or potential are preferred, channels whose values all
         stay within ±1 mV (a scaled monitor labelled mV) are passed over.
-    stimulus : str, StimulusSpec, os.PathLike, array_like or callable
-        ``"auto"`` (default): recover it from the recording through the ``neo_pinn_find_stimulus``
+    stimulus : str, StimulusSpec, os.PathLike, array_like, callable or None
+        ``"auto"`` (default) or None: recover it from the recording through the ``neo_pinn_find_stimulus``
         hook (ABF protocol, ABF1 command, recorded current channel, NWB stimulus series; third-party
         finders first). ``"zero"`` / ``"none"``: no current was injected. A spec string
         (``"step:amp=50pA,start=100ms,stop=900ms"``, times since each sweep's start), a

@@ -22,8 +22,9 @@ the signal's sample times, source name)``:
 The ABF finders need the file: they read the annotation ``neo_pinn_file`` that
 :func:`neo_pinn.io.load_recording` puts on the voltage signal of its annotated copy, else the
 ``file_origin`` of the signal, segment or block (Neo's AxonIO fills these). The sweep number is the
-annotation ``neo_pinn_segment_index``, else the segment's position in its block. A protocol whose length
-differs from the signal's is never used.
+segment of the file whose start time equals the signal's ``t_start`` (read from the file's header), else
+the annotation ``neo_pinn_segment_index``, else the segment's position in its block. A protocol whose
+length differs from the signal's is never used.
 
 :func:`find_candidates` returns every source that applies (used to warn when two sources of one sweep
 disagree).
@@ -270,6 +271,20 @@ class _AbfFile:
             self._pyabf[key] = value
         return self._pyabf[key]
 
+    def segment_t_starts(self) -> list[float] | None:
+        """Start time (s) of every segment as Neo reads them (header only), or None."""
+        if not hasattr(self, "_t_starts"):
+            self._t_starts = None
+            try:
+                from neo.rawio import AxonRawIO
+
+                raw = AxonRawIO(filename=str(self.path))
+                raw.parse_header()
+                self._t_starts = [float(raw.segment_t_start(0, i)) for i in range(raw.segment_count(0))]
+            except (OSError, ValueError, IndexError, KeyError):
+                self._t_starts = None
+        return self._t_starts
+
     def adc_position(self, name: str, fallback: int | None) -> int | None:
         names = [str(x) for x in self.abf.adcNames]
         if name in names:
@@ -309,7 +324,7 @@ def _abf_context(signal, segment):
     f = _abf_file(path)
     if f is None or not f.episodic:
         return None
-    sweep = _sweep_index(signal, segment)
+    sweep = _match_sweep(f, signal, _sweep_index(signal, segment))
     if sweep is None:
         return None
     name = _channel_names(signal)[0]
@@ -322,6 +337,21 @@ def _abf_context(signal, segment):
             fallback = None
     adc = f.adc_position(name, fallback)
     return f, sweep, adc
+
+
+def _match_sweep(f: _AbfFile, signal, by_position: int | None) -> int | None:
+    """The file's sweep whose start time is the signal's; else its segment position (times were edited)."""
+    starts = f.segment_t_starts()
+    if not starts:
+        return by_position
+    t0 = float(signal.t_start.rescale("s").magnitude)
+    half = 0.5 / float(signal.sampling_rate.rescale("Hz").magnitude)
+    if by_position is not None and by_position < len(starts) and abs(starts[by_position] - t0) <= half:
+        return by_position
+    hits = [i for i, s in enumerate(starts) if abs(s - t0) <= half]
+    if len(hits) == 1:
+        return hits[0]
+    return by_position if by_position is not None and by_position < len(starts) else None
 
 
 def _pick_dac(units: list[str], adc: int | None, usable) -> int | None:
