@@ -260,6 +260,6 @@ class EstimationProblem:
     @classmethod
     def from_json(cls, text_or_path: str | Path, model: NeuronModel | None = None) -> "EstimationProblem":
         """Read a problem from JSON text or a file."""
-        p = Path(str(text_or_path))
-        text = p.read_text() if (len(str(text_or_path)) < 4096 and p.exists()) else str(text_or_path)
-        return cls.from_dict(json.loads(text), model=model)
+        from .result import _text_or_file
+
+        return cls.from_dict(json.loads(_text_or_file(text_or_path)), model=model)

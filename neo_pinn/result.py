@@ -203,7 +203,7 @@ class EstimationResult:
             "state_names": list(self.state_names),
             "state_units": list(self.state_units),
             "noise": {k: _num(v) for k, v in self.noise.items()},
-            "metrics": {k: (_num(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
+            "metrics": {k: (_num(v) if isinstance(v, float) else v.item() if isinstance(v, np.generic) else v)
                         for k, v in self.metrics.items()},
             "history": self.history,
             "samples": self.samples,
@@ -242,7 +242,7 @@ class EstimationResult:
         """Inverse of :meth:`to_dict` (needs the arrays)."""
         try:
             params = {
-                k: ParameterEstimate(name=k, value=float(v["value"]), unit=v["unit"], std=v.get("std"),
+                k: ParameterEstimate(name=k, value=float("nan") if v["value"] is None else float(v["value"]), unit=v["unit"], std=v.get("std"),
                                      free=bool(v.get("free", True)), init=v.get("init"),
                                      true_value=v.get("true_value"))
                 for k, v in d["parameters"].items()
@@ -264,9 +264,18 @@ class EstimationResult:
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "EstimationResult":
         """Read a result from JSON text or a file path."""
-        p = Path(str(text_or_path))
-        text = p.read_text() if (len(str(text_or_path)) < 4096 and p.exists()) else str(text_or_path)
+        text = _text_or_file(text_or_path)
         return cls.from_dict(json.loads(text))
+
+
+def _text_or_file(text_or_path) -> str:
+    """JSON text as given, or the contents of the file it names (JSON text starts with '{' or '[')."""
+    if isinstance(text_or_path, Path):
+        return text_or_path.read_text()
+    text = str(text_or_path)
+    if text.lstrip()[:1] in ("{", "["):
+        return text
+    return Path(text).read_text()
 
 
 def _json_default(o):

@@ -351,15 +351,11 @@ def test_result_json_round_trip(tmp_path):
         EstimationResult.from_dict(json.loads(res.to_json(include_arrays=False)))
 
 
-@pytest.mark.xfail(reason="result.py: from_json() calls Path(text).exists() on JSON text of 256-4095 characters, "
-                          "which raises OSError 'File name too long' on Linux", raises=OSError, strict=False)
 def test_result_from_json_short_text():
     with pytest.raises(ConfigurationError):
         EstimationResult.from_json(make_result().to_json(include_arrays=False))  # ~1.5 kB of JSON text
 
 
-@pytest.mark.xfail(reason="result.py: to_dict() turns a NaN parameter value into null and from_dict() "
-                          "calls float(None)", raises=TypeError, strict=False)
 def test_result_json_nan_parameter_value():
     res = make_result()
     params = dict(res.parameters)

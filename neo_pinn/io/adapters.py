@@ -640,6 +640,138 @@ class Recording:
         return copy.deepcopy(out)
 
 
+def _recover_stimuli(block, members, stimulus, marked_stim: dict, notes: list):
+    """Per sweep (source, detail, current in pA or None); marks and appends stimulus signals in ``block``."""
+    sources: list[str | None] = [None] * len(members)
+    details: list[str | None] = [None] * len(members)
+    currents: list[np.ndarray | None] = [None] * len(members)
+    t_rel = [convert.signal_times_ms(sig) - convert.signal_times_ms(sig)[0] for _, sig in members]
+    user = _user_stimulus(stimulus, t_rel)
+    mismatch_user: dict[str, list] = {}
+    mismatch_builtin: dict[tuple, list] = {}
+    for k, (s_idx, sig) in enumerate(members):
+        seg = block.segments[s_idx]
+        prior = marked_stim.get(id(sig)) if user is None else None
+        if prior is not None:
+            src = str(prior.annotations.get("neo_pinn_stimulus_source", USER))
+            det = str(prior.annotations.get("neo_pinn_stimulus_detail", "")) or None
+            det = f"{det or src}; marked neo_pinn_role='stimulus' in the given tree"
+            prior.annotations.update(neo_pinn_role=convert.ROLE_STIMULUS, neo_pinn_sweep=k,
+                                     neo_pinn_stimulus_source=src, neo_pinn_stimulus_detail=det)
+            sources[k], details[k] = src, det
+            currents[k] = convert.signal_to_canonical(prior, "current")
+            sig.annotations["neo_pinn_stimulus_source"] = src
+            sig.annotations["neo_pinn_stimulus_detail"] = det
+            continue
+        found = _hook_stimulus(sig, seg) if (user is None or not _is_zero_declaration(stimulus)) else None
+        cands = stimulus_hooks.find_candidates(sig, seg)
+        winner = None
+        if found is not None:
+            winner = next((c for c in cands if c.source == found[1] and np.array_equal(c.current_pA, found[0])),
+                          None)
+        if user is not None:
+            cur = user[k]
+            src = NONE if _is_zero_declaration(stimulus) else USER
+            det = "declared: no injected current" if src == NONE else f"given by the user ({_user_label(stimulus)})"
+            if found is not None and src == USER:
+                cmp = compare_stimuli(cur, found[0], dt_ms=_dt_ms(sig))
+                if not cmp["agree"]:
+                    name = winner.detail if winner is not None else found[1]
+                    mismatch_user.setdefault(f"{found[1]} ({name})", []).append((k, cmp))
+            sources[k], details[k], currents[k] = src, det, cur
+            if src == USER:
+                seg.analogsignals.append(_stimulus_signal(sig, cur, k, USER, det))
+        elif found is not None:
+            cur, src = found
+            det = winner.detail if winner is not None else f"found by plugin ({src})"
+            for c in cands:
+                if winner is not None and c is winner:
+                    continue
+                if c.source == src and np.array_equal(c.current_pA, cur):
+                    continue
+                cmp = compare_stimuli(cur, c.current_pA, dt_ms=_dt_ms(sig))
+                if not cmp["agree"]:
+                    mismatch_builtin.setdefault((src, det, c.source, c.detail), []).append((k, cmp))
+            sources[k], details[k], currents[k] = src, det, np.asarray(cur, dtype=float)
+            rec_sig = winner.signal if winner is not None else None
+            if rec_sig is not None and rec_sig.shape[1] == 1 and any(s is rec_sig for s in seg.analogsignals) \
+                    and rec_sig.annotations.get("neo_pinn_role") != convert.ROLE_STIMULUS:
+                rec_sig.annotations.update(neo_pinn_role=convert.ROLE_STIMULUS, neo_pinn_sweep=k,
+                                           neo_pinn_stimulus_source=src, neo_pinn_stimulus_detail=det)
+            else:
+                seg.analogsignals.append(_stimulus_signal(sig, cur, k, src, det))
+        else:
+            sources[k], details[k] = NOT_FOUND, None
+        sig.annotations["neo_pinn_stimulus_source"] = sources[k]
+        if details[k]:
+            sig.annotations["neo_pinn_stimulus_detail"] = details[k]
+    for other, hits in mismatch_user.items():
+        ks = [k for k, _ in hits]
+        worst = max(hits, key=lambda h: h[1]["max_abs_diff_pA"])[1]
+        notes.append(_mismatch(f"The stimulus you gave differs from the recording's own, {other}, in sweep(s) "
+                           f"{_fmt_sweeps(ks)} (max |difference| {worst['max_abs_diff_pA']:.4g} pA > tolerance "
+                           f"{worst['tolerance_pA']:.4g} pA); using yours (source 'user')."))
+    for (src, det, osrc, odet), hits in mismatch_builtin.items():
+        ks = [k for k, _ in hits]
+        worst = max(hits, key=lambda h: h[1]["max_abs_diff_pA"])[1]
+        notes.append(_mismatch(f"Two stimulus sources disagree in sweep(s) {_fmt_sweeps(ks)}: using {src} ({det}); "
+                           f"{osrc} ({odet}) differs by up to {worst['max_abs_diff_pA']:.4g} pA (tolerance "
+                           f"{worst['tolerance_pA']:.4g} pA). Pass stimulus= to choose explicitly."))
+    missing = [k for k, s in enumerate(sources) if s == NOT_FOUND]
+    if missing:
+        notes.append(f"No injected current was found for sweep(s) {_fmt_sweeps(missing)}; traces() will need "
+                     f"stimulus= ({convert.STIMULUS_HINT}).")
+    return sources, details, currents
+
+
+def _open_source(source):
+    """(original, format, template block, [(segment index, segment)], path, sha256, lone signal or None)."""
+    import neo
+
+    path: Path | None = None
+    sha = None
+    forced_signal = None
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise RecordingNotFoundError(f"Recording file {str(path)!r} does not exist; check the path "
+                                         f"(relative paths start at {os.getcwd()!r}).")
+        original, fmt = _read_file(path)
+        sha = sha256_of(path) if path.is_file() else None
+        segments = [(i, seg) for i, seg in enumerate(s for b in original for s in b.segments)]
+        template = original[0]
+    elif isinstance(source, neo.Block):
+        original, fmt, template = source, "Neo (in memory)", source
+        segments = list(enumerate(source.segments))
+    elif isinstance(source, (list, tuple)) and source and all(isinstance(b, neo.Block) for b in source):
+        original, fmt, template = source, "Neo (in memory)", source[0]
+        segments = list(enumerate(s for b in source for s in b.segments))
+    elif isinstance(source, neo.Segment):
+        original, fmt = source, "Neo (in memory)"
+        parent = getattr(source, "block", None)
+        index = next((i for i, s in enumerate(parent.segments) if s is source), 0) if parent is not None else 0
+        template = parent if parent is not None else neo.Block(name=source.name)
+        segments = [(index, source)]
+    elif isinstance(source, neo.AnalogSignal):
+        original, fmt = source, "Neo (in memory)"
+        parent_seg = getattr(source, "segment", None)
+        parent = getattr(parent_seg, "block", None) if parent_seg is not None else None
+        index = next((i for i, s in enumerate(parent.segments) if s is parent_seg), 0) if parent is not None else 0
+        # A stand-in for the segment that lists only the user's signal (the signal is not re-parented).
+        holder = SimpleNamespace(name=getattr(parent_seg, "name", None), description=None,
+                                 file_origin=getattr(parent_seg, "file_origin", None) or source.file_origin,
+                                 rec_datetime=getattr(parent_seg, "rec_datetime", None), index=None,
+                                 annotations=dict(getattr(parent_seg, "annotations", {}) or {}),
+                                 analogsignals=[source])
+        template = parent if parent is not None else neo.Block(file_origin=source.file_origin)
+        segments = [(index, holder)]
+        forced_signal = source
+    else:
+        raise RecordingFormatError(f"Cannot load a {type(source).__name__}; give a file path, a neo.Block, "
+                                   "neo.Segment or neo.AnalogSignal.")
+    return original, fmt, template, segments, path, sha, forced_signal
+
+
 # ---------------------------------------------------------------------- main entry
 def load_recording(source, *, voltage_channel: str | int | None = None, stimulus="auto",
                    mode: str = "current_clamp") -> Recording:
@@ -693,47 +825,7 @@ def load_recording(source, *, voltage_channel: str | int | None = None, stimulus
         raise ConfigurationError(f"mode={mode!r}; use 'current_clamp' (for fitting) or 'any' (to describe any "
                                  "recording, voltage clamp included).")
     notes: list[str] = []
-    path: Path | None = None
-    sha = None
-    forced_signal = None
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise RecordingNotFoundError(f"Recording file {str(path)!r} does not exist; check the path "
-                                         f"(relative paths start at {os.getcwd()!r}).")
-        original, fmt = _read_file(path)
-        sha = sha256_of(path) if path.is_file() else None
-        segments = [(i, seg) for i, seg in enumerate(s for b in original for s in b.segments)]
-        template = original[0]
-    elif isinstance(source, neo.Block):
-        original, fmt, template = source, "Neo (in memory)", source
-        segments = list(enumerate(source.segments))
-    elif isinstance(source, (list, tuple)) and source and all(isinstance(b, neo.Block) for b in source):
-        original, fmt, template = source, "Neo (in memory)", source[0]
-        segments = list(enumerate(s for b in source for s in b.segments))
-    elif isinstance(source, neo.Segment):
-        original, fmt = source, "Neo (in memory)"
-        parent = getattr(source, "block", None)
-        index = next((i for i, s in enumerate(parent.segments) if s is source), 0) if parent is not None else 0
-        template = parent if parent is not None else neo.Block(name=source.name)
-        segments = [(index, source)]
-    elif isinstance(source, neo.AnalogSignal):
-        original, fmt = source, "Neo (in memory)"
-        parent_seg = getattr(source, "segment", None)
-        parent = getattr(parent_seg, "block", None) if parent_seg is not None else None
-        index = next((i for i, s in enumerate(parent.segments) if s is parent_seg), 0) if parent is not None else 0
-        # A stand-in for the segment that lists only the user's signal (the signal is not re-parented).
-        holder = SimpleNamespace(name=getattr(parent_seg, "name", None), description=None,
-                                 file_origin=getattr(parent_seg, "file_origin", None) or source.file_origin,
-                                 rec_datetime=getattr(parent_seg, "rec_datetime", None), index=None,
-                                 annotations=dict(getattr(parent_seg, "annotations", {}) or {}),
-                                 analogsignals=[source])
-        template = parent if parent is not None else neo.Block(file_origin=source.file_origin)
-        segments = [(index, holder)]
-        forced_signal = source
-    else:
-        raise RecordingFormatError(f"Cannot load a {type(source).__name__}; give a file path, a neo.Block, "
-                                   "neo.Segment or neo.AnalogSignal.")
+    original, fmt, template, segments, path, sha, forced_signal = _open_source(source)
     if not segments:
         raise EmptySignalError("The recording holds no segments (sweeps).")
     block = _annotated_copy(segments, template, path)
@@ -770,6 +862,18 @@ def load_recording(source, *, voltage_channel: str | int | None = None, stimulus
     members = sorted(chan.signals, key=lambda x: (x[0], float(x[1].t_start.rescale("s").magnitude),
                                                   _sweep_number(x[1])))
     role = convert.ROLE_VOLTAGE if rec_mode == "current_clamp" else convert.ROLE_CLAMP_CURRENT
+    # A stimulus already marked for a chosen voltage signal (a tree from an earlier load, possibly edited
+    # by the user) is kept as that sweep's stimulus in "auto" mode.
+    marked_stim: dict[int, Any] = {}
+    for s_idx, sig in members:
+        if sig.annotations.get("neo_pinn_role") == convert.ROLE_VOLTAGE and "neo_pinn_sweep" in sig.annotations:
+            old_k = sig.annotations["neo_pinn_sweep"]
+            hit = [s for s in block.segments[s_idx].analogsignals
+                   if s.annotations.get("neo_pinn_role") == convert.ROLE_STIMULUS
+                   and s.annotations.get("neo_pinn_sweep") == old_k and dimension_of(s.units) == "current"
+                   and stimulus_hooks._aligned(s, sig)]
+            if len(hit) == 1:
+                marked_stim[id(sig)] = hit[0]
     # drop marks of an earlier load on the chosen channel's competitors
     for seg in block.segments:
         for sig in seg.analogsignals:
@@ -786,74 +890,10 @@ def load_recording(source, *, voltage_channel: str | int | None = None, stimulus
         if sig.shape[0] < 2:
             raise EmptySignalError(f"Sweep {k} ({sig.name!r}) holds fewer than two samples.")
 
-    sources: list[str | None] = [None] * len(members)
-    details: list[str | None] = [None] * len(members)
-    currents: list[np.ndarray | None] = [None] * len(members)
     if rec_mode == "current_clamp":
-        t_rel = [convert.signal_times_ms(sig) - convert.signal_times_ms(sig)[0] for _, sig in members]
-        user = _user_stimulus(stimulus, t_rel)
-        mismatch_user: dict[str, list] = {}
-        mismatch_builtin: dict[tuple, list] = {}
-        for k, (s_idx, sig) in enumerate(members):
-            seg = block.segments[s_idx]
-            found = _hook_stimulus(sig, seg) if (user is None or not _is_zero_declaration(stimulus)) else None
-            cands = stimulus_hooks.find_candidates(sig, seg)
-            winner = None
-            if found is not None:
-                winner = next((c for c in cands if c.source == found[1] and np.array_equal(c.current_pA, found[0])),
-                              None)
-            if user is not None:
-                cur = user[k]
-                src = NONE if _is_zero_declaration(stimulus) else USER
-                det = "declared: no injected current" if src == NONE else f"given by the user ({_user_label(stimulus)})"
-                if found is not None and src == USER:
-                    cmp = compare_stimuli(cur, found[0], dt_ms=_dt_ms(sig))
-                    if not cmp["agree"]:
-                        name = winner.detail if winner is not None else found[1]
-                        mismatch_user.setdefault(f"{found[1]} ({name})", []).append((k, cmp))
-                sources[k], details[k], currents[k] = src, det, cur
-                if src == USER:
-                    seg.analogsignals.append(_stimulus_signal(sig, cur, k, USER, det))
-            elif found is not None:
-                cur, src = found
-                det = winner.detail if winner is not None else f"found by plugin ({src})"
-                for c in cands:
-                    if winner is not None and c is winner:
-                        continue
-                    if c.source == src and np.array_equal(c.current_pA, cur):
-                        continue
-                    cmp = compare_stimuli(cur, c.current_pA, dt_ms=_dt_ms(sig))
-                    if not cmp["agree"]:
-                        mismatch_builtin.setdefault((src, det, c.source, c.detail), []).append((k, cmp))
-                sources[k], details[k], currents[k] = src, det, np.asarray(cur, dtype=float)
-                rec_sig = winner.signal if winner is not None else None
-                if rec_sig is not None and rec_sig.shape[1] == 1 and any(s is rec_sig for s in seg.analogsignals) \
-                        and rec_sig.annotations.get("neo_pinn_role") != convert.ROLE_STIMULUS:
-                    rec_sig.annotations.update(neo_pinn_role=convert.ROLE_STIMULUS, neo_pinn_sweep=k,
-                                               neo_pinn_stimulus_source=src, neo_pinn_stimulus_detail=det)
-                else:
-                    seg.analogsignals.append(_stimulus_signal(sig, cur, k, src, det))
-            else:
-                sources[k], details[k] = NOT_FOUND, None
-            sig.annotations["neo_pinn_stimulus_source"] = sources[k]
-            if details[k]:
-                sig.annotations["neo_pinn_stimulus_detail"] = details[k]
-        for other, hits in mismatch_user.items():
-            ks = [k for k, _ in hits]
-            worst = max(hits, key=lambda h: h[1]["max_abs_diff_pA"])[1]
-            notes.append(_mismatch(f"The stimulus you gave differs from the recording's own, {other}, in sweep(s) "
-                               f"{_fmt_sweeps(ks)} (max |difference| {worst['max_abs_diff_pA']:.4g} pA > tolerance "
-                               f"{worst['tolerance_pA']:.4g} pA); using yours (source 'user')."))
-        for (src, det, osrc, odet), hits in mismatch_builtin.items():
-            ks = [k for k, _ in hits]
-            worst = max(hits, key=lambda h: h[1]["max_abs_diff_pA"])[1]
-            notes.append(_mismatch(f"Two stimulus sources disagree in sweep(s) {_fmt_sweeps(ks)}: using {src} ({det}); "
-                               f"{osrc} ({odet}) differs by up to {worst['max_abs_diff_pA']:.4g} pA (tolerance "
-                               f"{worst['tolerance_pA']:.4g} pA). Pass stimulus= to choose explicitly."))
-        missing = [k for k, s in enumerate(sources) if s == NOT_FOUND]
-        if missing:
-            notes.append(f"No injected current was found for sweep(s) {_fmt_sweeps(missing)}; traces() will need "
-                         f"stimulus= ({convert.STIMULUS_HINT}).")
+        sources, details, currents = _recover_stimuli(block, members, stimulus, marked_stim, notes)
+    else:
+        sources = details = currents = [None] * len(members)
     for msg in notes:
         if isinstance(msg, _Info):
             continue  # kept in Recording.warnings only
