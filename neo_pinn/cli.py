@@ -92,8 +92,8 @@ def _options(items: Sequence[str] | None) -> dict[str, Any]:
 
 
 def sidecar_path(path: Path) -> Path:
-    """The JSON sidecar beside a data file: ``cell.nwb`` → ``cell.json``."""
-    return path.with_suffix(".json")
+    """The JSON sidecar beside a data file: ``cell.nwb`` → ``cell.nwb.json``."""
+    return path.with_name(path.name + ".json")
 
 
 def _truth_for(path: Path, model_name: str) -> dict[str, float]:

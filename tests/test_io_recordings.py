@@ -251,6 +251,8 @@ def test_18425108_abf1_and_abf2_agree(loaded):
     assert not [w for w in wa if issubclass(w.category, StimulusMismatchWarning)]
     mism = [str(w.message) for w in wb if issubclass(w.category, StimulusMismatchWarning)]
     assert len(mism) == 1 and "abf1-command" in mism[0] and "recorded-channel" in mism[0]
+    text = a.describe()["sweeps"][0]["stimulus_text"]
+    assert "1–1.192 s: 20 pulses of 2.5696 nA (2 ms every 10 ms)" in text
     stim = a.block.filter(neo_pinn_role="stimulus")
     assert len(stim) == 1 and stim[0].name == "Imemb" and stim[0].units == pq.nA
 
@@ -449,7 +451,8 @@ def test_voltage_channel_forcing(loaded, recordings_dir):
     with pytest.raises(UnitsError, match="not a voltage"):
         load_recording(recordings_dir / "18425108.abf", voltage_channel="Imemb")
     assert loaded("190619B_0003.abf")[0].describe()["channels"][:2] == [
-        {"name": "IN 0", "units": "mV", "dimension": "voltage"}, {"name": "IN 2", "units": "mV", "dimension": "voltage"}]
+        {"name": "IN 0", "units": "mV", "dimension": "voltage"},
+        {"name": "IN 2", "units": "mV", "dimension": "voltage"}]
 
 
 def test_bad_sources(tmp_path):
@@ -489,3 +492,37 @@ def test_third_party_stimulus_finder_wins(recordings_dir):
         pm.unregister(finder)
     tr = rec.traces()[0]
     assert tr.stimulus_source == "lab-finder" and np.all(tr.i_ext == 7.0)
+
+
+def test_protocol_sweep_matched_by_start_time(recordings_dir):
+    """A user's new Block holding sweeps 5 and 7 gets their own protocol steps, not sweeps 0 and 1's."""
+    source = neo.io.AxonIO(str(recordings_dir / "17o05028_ic_steps.abf")).read_block()
+    block = neo.Block()
+    for k in (5, 7):
+        seg = neo.Segment(file_origin=source.file_origin)
+        seg.analogsignals.append(source.segments[k].analogsignals[0].copy())
+        block.segments.append(seg)
+    rec = load_recording(block, stimulus=None)  # None is "auto"
+    assert [s.stimulus_source for s in rec.sweeps] == ["abf2-protocol"] * 2
+    assert rec.describe()["stimulus_steps"] == pytest.approx([0.0, 20.0])
+
+
+def test_reloading_an_annotated_tree_keeps_its_marked_stimulus(loaded):
+    rec, _ = loaded("17o05028_ic_steps.abf")
+    before = _snapshot(rec.block)
+    again = load_recording(rec.block)
+    assert _same(_snapshot(rec.block), before)  # the first recording's tree is an input too: unchanged
+    assert [s.stimulus_source for s in again.sweeps] == ["abf2-protocol"] * 16
+    assert all(np.array_equal(a.i_ext, b.i_ext) and np.array_equal(a.v, b.v)
+               for a, b in zip(rec.traces(), again.traces()))
+    # a user replaces sweep 2's stimulus in the annotated tree: the new one is used
+    edited = again.block
+    seg = edited.segments[2]
+    old = next(s for s in seg.analogsignals if s.annotations.get("neo_pinn_role") == "stimulus")
+    new = old.duplicate_with_new_data(np.full(old.shape, 25.0) * pq.pA)
+    new.annotations.update(neo_pinn_role="stimulus", neo_pinn_sweep=2, neo_pinn_stimulus_source="user")
+    old.annotations["neo_pinn_role"] = "replaced"
+    seg.analogsignals.append(new)
+    assert np.all(block_to_traces(edited, sweeps=2)[0].i_ext == 25.0)
+    third = load_recording(edited)
+    assert third.sweeps[2].stimulus_source == "user" and np.all(third.traces(2)[0].i_ext == 25.0)

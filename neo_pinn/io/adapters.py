@@ -34,7 +34,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import quantities as pq
@@ -346,6 +346,8 @@ def _match_channel(chans: list[_Channel], wanted, block) -> _Channel:
                     or any(str(s.name) == text for _, s in c.signals)]
         if not hits:
             hits = [c for c in chans if stimulus_hooks._norm(c.key) == stimulus_hooks._norm(text)]
+        if not hits and text.strip().isdigit() and int(text) < len(keys):  # "1" from a command line
+            hits = [c for c in chans if c.key == keys[int(text)]]
     if not hits:
         raise NoVoltageChannelError(f"No channel named {wanted!r}; channels are {listing}.")
     chan = hits[0]
@@ -377,8 +379,9 @@ def _choose_channel(chans: list[_Channel], voltage_channel, block, notes: list[s
                          "membrane potential (all within ±1 mV, flat or beyond ±200 mV); check voltage_channel=.")
         for other in scored[1:]:
             if not other[4]:
-                notes.append(_Info(f"Channel {other[3].key!r} ({other[3].units}) was not used as the membrane potential: "
-                             "its values stay within ±1 mV (a scaled monitor, not Vm)."))
+                notes.append(_Info(f"Channel {other[3].key!r} ({other[3].units}) was not used as the membrane "
+                                   "potential: its values stay within ±1 mV, are flat or lie beyond ±200 mV "
+                                   "(e.g. a scaled monitor labelled mV)."))
         return best[3], "current_clamp"
     currents = [c for c in chans if c.kind == "current"]
     if currents:
@@ -819,7 +822,6 @@ def load_recording(source, *, voltage_channel: str | int | None = None, stimulus
     StimulusError
         A malformed ``stimulus``.
     """
-    import neo
 
     if mode not in MODES:
         raise ConfigurationError(f"mode={mode!r}; use 'current_clamp' (for fitting) or 'any' (to describe any "

@@ -218,7 +218,8 @@ def block_to_traces(block, sweeps="all", window=None, provenance: dict | None = 
         source_name = str(vsig.annotations.get("neo_pinn_stimulus_source", "not-found"))
         stim = None
         for sig in seg.analogsignals:
-            if sig.annotations.get("neo_pinn_role") == ROLE_STIMULUS and int(sig.annotations.get("neo_pinn_sweep", -1)) == k:
+            ann = sig.annotations
+            if ann.get("neo_pinn_role") == ROLE_STIMULUS and int(ann.get("neo_pinn_sweep", -1)) == k:
                 stim = sig
                 break
         if stim is None and source_name != "none":

@@ -358,8 +358,9 @@ def summarize_steps(t_ms, i_pA, min_duration_ms: float = 1.0, tol_pA: float | No
     list of dict
         ``{"start_ms", "stop_ms", "amplitude_pA", "kind"}`` per epoch, in time order; ``stop_ms`` is the
         time of the first sample after the epoch (or the last time + dt), amplitude the epoch's median,
-        ``kind`` ``"step"``, or ``"ramp"`` (then also ``from_pA`` and ``to_pA``) for a run of at least
-        four small same-direction changes.
+        ``kind`` ``"step"``; ``"ramp"`` (then also ``from_pA`` and ``to_pA``) for a run of at least
+        four small same-direction changes; ``"pulses"`` (then also ``n``, ``base_pA``, ``width_ms`` and
+        ``period_ms``; amplitude is the pulses' level) for a regular train of at least three pulses.
     """
     t = np.asarray(t_ms, dtype=float).reshape(-1)
     x = np.asarray(i_pA, dtype=float).reshape(-1)
@@ -412,8 +413,38 @@ def summarize_steps(t_ms, i_pA, min_duration_ms: float = 1.0, tol_pA: float | No
         out.append({"start_ms": float(t[a]), "stop_ms": stop, "amplitude_pA": level, "kind": "step",
                     "_a": a, "_b": b})
     out = _join_ramps(out, x, tol)
+    out = _join_pulses(out, tol, dt)
     for e in out:
         e.pop("_a"), e.pop("_b")
+    return out
+
+
+def _join_pulses(epochs: list[dict], tol: float, dt: float, min_pulses: int = 3) -> list[dict]:
+    """Collapse a regular train (on, off, on, off, ..., on) of at least ``min_pulses`` pulses into one epoch."""
+    def dur(e):
+        return e["stop_ms"] - e["start_ms"]
+
+    def like(a, b):
+        return (a.get("kind") == b.get("kind") == "step" and abs(a["amplitude_pA"] - b["amplitude_pA"]) <= tol
+                and abs(dur(a) - dur(b)) <= max(2.5 * dt, 0.1 * dur(b)))
+
+    out: list[dict] = []
+    k = 0
+    while k < len(epochs):
+        n, j = 1, k
+        while j + 2 < len(epochs) and like(epochs[j + 2], epochs[k]) and like(epochs[j + 1], epochs[k + 1]):
+            j += 2
+            n += 1
+        if n >= min_pulses:
+            on, off = epochs[k], epochs[k + 1]
+            out.append({"start_ms": on["start_ms"], "stop_ms": epochs[j]["stop_ms"],
+                        "amplitude_pA": on["amplitude_pA"], "kind": "pulses", "n": n,
+                        "base_pA": off["amplitude_pA"], "width_ms": dur(on), "period_ms": dur(on) + dur(off),
+                        "_a": on["_a"], "_b": epochs[j]["_b"]})
+            k = j + 1
+        else:
+            out.append(epochs[k])
+            k += 1
     return out
 
 
@@ -450,7 +481,8 @@ def _fmt_pA(x: float) -> str:
 
 
 def _fmt_time(ms: float) -> str:
-    return f"{ms / 1000:.4g}"
+    text = f"{ms / 1000:.3f}".rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
 
 
 def describe_steps(t_ms, i_pA=None, min_duration_ms: float = 1.0, tol_pA: float | None = None,
@@ -483,6 +515,9 @@ def describe_steps(t_ms, i_pA=None, min_duration_ms: float = 1.0, tol_pA: float 
     def level(e: dict) -> str:
         if e.get("kind") == "ramp":
             return f"ramp {_fmt_pA(e['from_pA'])} → {_fmt_pA(e['to_pA'])}"
+        if e.get("kind") == "pulses":
+            return (f"{e['n']} pulses of {_fmt_pA(e['amplitude_pA'])} ({e['width_ms']:.3g} ms every "
+                    f"{e['period_ms']:.3g} ms)")
         return _fmt_pA(e["amplitude_pA"])
 
     parts = [level(epochs[0])]
