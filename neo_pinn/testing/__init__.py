@@ -1,0 +1,5 @@
+"""Testing helpers for neo_pinn and its plugins: synthetic recordings and a backend compliance mixin."""
+
+from .compliance import BackendCompliance, synthetic_problem
+
+__all__ = ["BackendCompliance", "synthetic_problem"]

@@ -1,0 +1,96 @@
+"""The neo-pinn command line: a stable contract for scripts and benchmarks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from neo_pinn.cli import main
+
+
+def run(capsys, *argv):
+    rc = main(list(argv))
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def ml_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "ml.nwb"
+    rc = main(["simulate", "--model", "morris_lecar", "--preset", "snlc", "--stimulus",
+               "step:amp=60pA,start=20ms,stop=400ms", "--duration", "400", "--rate", "5000", "--noise",
+               "white:sigma=1mV", "--seed", "3", "--out", str(path)])
+    assert rc == 0
+    return path
+
+
+def test_simulate_writes_nwb_with_sidecar_and_info_reads_it(ml_file, capsys):
+    side = json.loads(ml_file.with_name(ml_file.name + ".json").read_text())
+    assert side["model"] == "morris_lecar" and side["parameters"]["gCa"] == 4.0
+    assert side["command"].startswith("neo-pinn simulate")
+    rc, out, _ = run(capsys, "info", str(ml_file), "--json")
+    assert rc == 0
+    d = json.loads(out)
+    assert d["n_sweeps"] == 1 and d["recording_mode"] == "current_clamp"
+    assert d["sweeps"][0]["stimulus_source"] == "nwb-stimulus"
+    amps = [e["amplitude_pA"] for e in d["sweeps"][0]["stimulus_epochs"]]
+    assert max(amps) == pytest.approx(60.0, abs=0.5)
+    assert d["total_spikes"] >= 5
+
+
+def test_simulate_refuses_to_overwrite(ml_file, capsys):
+    rc, _, err = run(capsys, "simulate", "--model", "morris_lecar", "--duration", "200", "--out", str(ml_file))
+    assert rc == 2 and "overwrite" in err
+
+
+def test_simulate_abf_roundtrip(tmp_path, capsys):
+    out = tmp_path / "x.abf"
+    rc, _, _ = run(capsys, "simulate", "--model", "hodgkin_huxley", "--duration", "100", "--rate", "20000",
+                   "--out", str(out))
+    assert rc == 0
+    rc, text, _ = run(capsys, "info", str(out), "--json")
+    d = json.loads(text)
+    assert d["n_sweeps"] == 1 and d["sweeps"][0]["spike_count"] >= 5  # HH tonic at 10 pA: 68 Hz
+
+
+def test_plugins_lists_builtins(capsys):
+    rc, out, _ = run(capsys, "plugins", "--json")
+    d = json.loads(out)
+    assert rc == 0 and d["models"]["morris_lecar"] == "core_models" and "lsq" in d["backends"]
+
+
+def test_errors_are_one_line_with_exit_2(tmp_path, capsys):
+    rc, _, err = run(capsys, "info", str(tmp_path / "missing.abf"))
+    assert rc == 2 and err.startswith("error:")
+    rc, _, err = run(capsys, "fit", str(tmp_path / "missing.abf"), "--model", "morris_lecar", "--backend", "lsq",
+                     "--free", "gCa")
+    assert rc == 2 and err.startswith("error:")
+    rc, _, err = run(capsys, "simulate", "--model", "nope", "--duration", "10", "--out", str(tmp_path / "a.nwb"))
+    assert rc == 2 and "morris_lecar" in err
+
+
+def test_fit_writes_json_report_and_attached_nwb(ml_file, tmp_path, capsys):
+    js, html, nwb = tmp_path / "r.json", tmp_path / "r.html", tmp_path / "fitted.nwb"
+    rc, out, err = run(capsys, "fit", str(ml_file), "--model", "morris_lecar", "--preset", "snlc", "--backend", "lsq",
+                       "--free", "gCa,phi", "--init", "gCa=3,phi=0.05", "--window", "0:200", "--seed", "1",
+                       "--json", str(js), "--report", str(html), "--out", str(nwb), "--quiet")
+    assert rc == 0, err
+    d = json.loads(js.read_text())
+    assert set(d) >= {"model", "backend", "parameters", "metrics", "provenance"}
+    assert d["parameters"]["gCa"]["unit"] == "nS" and d["parameters"]["gCa"]["true_value"] == 4.0
+    assert abs(d["parameters"]["gCa"]["value"] - 4.0) / 4.0 < 0.05
+    assert "<img" in html.read_text()
+    from neo_pinn.io.attach import read_attached
+    from neo_pinn.io.neo_files import read_block
+
+    runs = read_attached(read_block(nwb))
+    assert runs and runs[0]["parameters"]["gCa"]["value"] == pytest.approx(d["parameters"]["gCa"]["value"])
+
+
+@pytest.mark.recordings
+def test_fit_refuses_voltage_clamp(recordings_dir, capsys):
+    rc, _, err = run(capsys, "fit", str(recordings_dir / "171116sh_0013.abf"), "--model", "morris_lecar",
+                     "--backend", "lsq", "--free", "gCa")
+    assert rc == 2 and "voltage-clamp" in err
