@@ -37,12 +37,13 @@ def spike_times(v, t, threshold: float = 0.0, rearm: float | None = None) -> np.
     up = np.flatnonzero((v[:-1] < threshold) & (v[1:] >= threshold))
     if up.size == 0:
         return np.empty(0)
+    # Armed at the start only if the trace starts below threshold (a sweep that opens mid-spike does not
+    # count it); afterwards a crossing counts only once the trace has been below `rearm` since the last.
     below = np.flatnonzero(v < rearm)
     keep = []
-    last = -1
+    last = None if v[0] < threshold else -1
     for k in up:
-        # Count the crossing if the trace went below rearm since the previous counted crossing.
-        if last < 0:
+        if last is None:
             keep.append(k)
             last = k
             continue
@@ -50,6 +51,8 @@ def spike_times(v, t, threshold: float = 0.0, rearm: float | None = None) -> np.
         if j < below.size and below[j] <= k:
             keep.append(k)
             last = k
+    if not keep:
+        return np.empty(0)
     k = np.asarray(keep)
     frac = (threshold - v[k]) / (v[k + 1] - v[k])
     return t[k] + frac * (t[k + 1] - t[k])

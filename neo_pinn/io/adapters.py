@@ -168,6 +168,15 @@ def _read_file(path: Path) -> tuple[list, str]:
             "complete and not corrupted (Neo cannot read ABF1 files smaller than 5,282 bytes), or read it "
             "with Neo yourself and pass the neo.Block.") from exc
     blocks = [b for b in blocks if b is not None]
+    # Files written by neo_pinn.io.neo_files.write_block carry names and annotations that the plain
+    # readers drop (NWB) or decorate (NIX); restore them so a re-loaded fit keeps its roles.
+    from . import neo_files
+
+    for b in blocks:
+        if suffix == ".nwb":
+            neo_files._restore_nwb(b)
+        elif suffix == ".nix":
+            neo_files._strip_nix_names(b)
     if not blocks or not any(len(b.segments) for b in blocks):
         raise EmptySignalError(f"{path.name!r} holds no segments (no sweeps) that Neo could read.")
     return blocks, _format_of(type(io).__name__, blocks[0])
