@@ -136,3 +136,22 @@ def test_example_plugin_installs_as_a_distribution(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["example", "example"]
+
+
+def test_third_party_stimulus_finder_wins_over_builtins(fresh_plugins, tmp_path):
+    """neo_pinn_find_stimulus is firstresult: a plugin's finder is asked before the built-in ones."""
+    from neo_pinn.cli import main
+
+    path = tmp_path / "s.nwb"
+    assert main(["simulate", "--model", "morris_lecar", "--duration", "50", "--rate", "5000",
+                 "--stimulus", "const:amp=60pA", "--out", str(path)]) == 0
+
+    def finder(signal, segment):
+        return np.full(signal.shape[0], 12.5), "my-rig"
+
+    plugins.register_plugin(types.SimpleNamespace(neo_pinn_find_stimulus=hookimpl(finder)), name="rig")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the NWB stimulus series disagrees with the rig's: a warning
+        rec = neo_pinn.load_recording(path)
+    tr = rec.traces()[0]
+    assert tr.stimulus_source == "my-rig" and np.all(tr.i_ext == 12.5)
