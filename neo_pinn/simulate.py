@@ -97,27 +97,33 @@ def _step(model: NeuronModel, method: str, t, ys, p, i0, ih, i1, dt):
     return tuple(y + (dt / 6.0) * (a + 2.0 * b + 2.0 * c + d) for y, a, b, c, d in zip(ys, k1, k2, k3, k4))
 
 
-def _make_chunk(model: NeuronModel, method: str, n_steps: int, record_every: int, dt: float):
-    """A function advancing ``n_steps`` steps and returning the states after each ``record_every``."""
+def _make_chunk(model: NeuronModel, method: str, n_steps: int, record_every: int | None, dt: float,
+                rec_idx: tuple[int, ...]):
+    """A function advancing ``n_steps`` steps.
+
+    It returns the new states and, when ``record_every`` is not None, the recorded states after every
+    ``record_every``-th step stacked into one tensor (B, n_steps // record_every, len(rec_idx)) — one
+    output per chunk instead of one per recorded step keeps the Python/dispatch overhead per chunk fixed.
+    """
 
     def chunk(t0, ys, p, i_seg):
         out = []
         for j in range(n_steps):
             t = t0 + j * dt
             ys = _step(model, method, t, ys, p, i_seg[..., 2 * j], i_seg[..., 2 * j + 1], i_seg[..., 2 * j + 2], dt)
-            if (j + 1) % record_every == 0:
-                out.append(ys)
-        return ys, out
+            if record_every is not None and (j + 1) % record_every == 0:
+                out.append(torch.stack([ys[k] for k in rec_idx], -1))
+        return ys, (torch.stack(out, 1) if out else None)
 
     return chunk
 
 
-def _get_chunk(model, method, n_steps, record_every, dt, compile_: bool):
+def _get_chunk(model, method, n_steps, record_every, dt, rec_idx, compile_: bool):
     global _compile_failed
-    fn = _make_chunk(model, method, n_steps, record_every, dt)
+    fn = _make_chunk(model, method, n_steps, record_every, dt, rec_idx)
     if not compile_ or _compile_failed:
         return fn, False
-    key = (type(model), model.name, method, n_steps, record_every, float(dt))
+    key = (type(model), model.name, method, n_steps, record_every, float(dt), tuple(rec_idx))
     with _lock:
         if key not in _compiled:
             _compiled[key] = torch.compile(fn, dynamic=None)
@@ -163,7 +169,7 @@ def _stimulus_half_grid(i_ext, model, preset, n_steps, dt, t0, B, dtype, device)
             f"An array stimulus needs one value per step time (n_steps + 1 = {n_steps + 1}); got {arr.shape[-1]}. "
             "Resample it to dt, or pass a callable of t (ms)."
         )
-    if arr.shape[0] not in (1, B):
+    if B != 1 and arr.shape[0] not in (1, B):  # B == 1: theta and y0 broadcast to the stimulus batch
         raise ConfigurationError(f"Stimulus batch {arr.shape[0]} does not match B = {B}.")
     mid = 0.5 * (arr[:, :-1] + arr[:, 1:])  # value at the half step for RK4/Heun
     out = torch.stack([arr[:, :-1], mid], -1).reshape(arr.shape[0], -1)
@@ -226,7 +232,8 @@ def simulate(
         Fuse chunks of steps with ``torch.compile``; "auto" does so for large enough work and falls back
         to eager execution (with a warning) where compilation is unavailable.
     chunk_steps : int
-        Steps per (compiled) chunk; rounded to a multiple of ``record_every``.
+        Steps per (compiled) chunk: rounded down to a multiple of ``record_every``, or, when
+        ``record_every`` is larger, to the largest divisor of ``record_every`` not above it.
     progress : bool
         Show a tqdm progress bar.
     check_finite : bool
@@ -270,11 +277,22 @@ def simulate(
         i_half = i_half[0]  # (2N+1,) broadcasts against (B,) states after slicing one column
     rec_idx = [model.state_index(s) for s in states] if states is not None else list(range(model.n_states))
 
-    K = max(record_every, (max(1, int(chunk_steps)) // record_every) * record_every)
+    # Chunk length K (steps unrolled per — compiled — call). It must not grow with record_every: a
+    # chunk of record_every = 1000 unrolled steps takes torch.compile practically forever. So either
+    # K is a multiple of record_every and the chunk records inside (record_every <= chunk_steps), or
+    # K divides record_every, the chunk records nothing and the loop below records after every
+    # record_every // K chunks.
+    cs = max(1, int(chunk_steps))
+    if record_every <= cs:
+        K, rec_in, outer = (cs // record_every) * record_every, record_every, 1
+    else:
+        K = max(d for d in range(1, cs + 1) if record_every % d == 0)
+        rec_in, outer = None, record_every // K
+    rec_idx = tuple(rec_idx)
     work = B * n_steps
     want_compile = (compile is True) or (compile == "auto" and work >= _COMPILE_MIN_WORK)
-    chunk, compiled = _get_chunk(model, method, K, record_every, dt, want_compile)
-    tail_chunk = _make_chunk(model, method, n_steps % K, record_every, dt) if n_steps % K else None
+    chunk, compiled = _get_chunk(model, method, K, rec_in, dt, rec_idx, want_compile)
+    tail_chunk = _make_chunk(model, method, n_steps % K, rec_in, dt, rec_idx) if n_steps % K else None
 
     def colslice(a, b):
         if i_half.ndim == 1:
@@ -286,7 +304,8 @@ def simulate(
         # Shape (..., 2n+1) -> index [..., j] gives (B,) or scalar per half step.
         return seg
 
-    records = [torch.stack([ys[k] for k in rec_idx], -1)]
+    records = [torch.stack([ys[k] for k in rec_idx], -1).unsqueeze(1)]
+    n_chunks = 0
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -307,15 +326,19 @@ def simulate(
             _compile_failed = True
             warnings.warn(f"torch.compile unavailable ({type(exc).__name__}: {str(exc)[:200]}); "
                           "simulating without compilation (slower).", RuntimeWarning, stacklevel=2)
-            chunk, compiled = _make_chunk(model, method, K, record_every, dt), False
+            chunk, compiled = _make_chunk(model, method, K, rec_in, dt, rec_idx), False
             continue
-        records.extend(torch.stack([o[k] for k in rec_idx], -1) for o in outs)
+        if outs is not None:
+            records.append(outs)
+        n_chunks += 1
+        if rec_in is None and n_chunks % outer == 0:
+            records.append(torch.stack([ys[k] for k in rec_idx], -1).unsqueeze(1))
         k0 += n
         if bar is not None:
             bar.update(n)
     if bar is not None:
         bar.close()
-    y = torch.stack(records, 1)
+    y = torch.cat(records, 1)
     if check_finite and not bool(torch.isfinite(y).all()):
         raise NonFiniteDataError(
             f"The {model.name} simulation diverged (NaN/inf); reduce dt (now {dt} ms), use method='rk4' or "

@@ -1,0 +1,524 @@
+"""The ``lsq`` backend: multi-start Levenberg–Marquardt on the voltage trace, by multiple shooting.
+
+Algorithm
+---------
+1. **Segments.** Every sweep is cut into segments of ``segment_ms``; each segment starts from its own
+   node state (the voltage from the recording, hidden states at their quasi-steady value) and all
+   segments of all starts are integrated as ONE batch with the model's ``derivatives`` (fixed-step RK4 by
+   default, ``dt`` the largest step ≤ ``max_dt`` dividing the sampling interval). Forward-mode autograd
+   gives the Jacobian of every segment with respect to its node and the free parameters in the same pass.
+2. **Continuity homotopy.** The cost is ``½‖V_sim − V_obs‖² + ½ w² ‖continuity defects‖²``; the weight
+   ``w`` grows stage by stage (``continuity``). With small ``w`` the segments are nearly independent and
+   each one stays close to the data, which removes the spike-timing non-convexity of trajectory
+   matching; the last weight makes the defects negligible, so the final estimate is the optimum of the
+   pure simulation-error least squares (single shooting). ``segment_ms=None`` fits by single shooting.
+3. **Levenberg–Marquardt per start**, in unconstrained coordinates (log for log-scale parameters, scaled
+   logit otherwise, so estimates stay inside their bounds; logistic for gating variables). The normal
+   matrix is block tridiagonal in the nodes with a dense parameter border and is solved exactly.
+4. **Result.** Every start is re-simulated from its fitted initial state in one batch (single shooting);
+   the best one is reported, ``n_success`` counts the starts within ``success_tol`` of its cost.
+
+Uncertainty
+-----------
+``cov = s² (JᵀJ)⁻¹`` with ``J`` the single-shooting Jacobian at the optimum (free parameters and, when
+``initial_state == "fit"``, the initial states) and ``s²`` the residual variance; standard deviations are
+mapped back to canonical units with the delta method. This is a local, Gaussian (Laplace)
+approximation; it ignores any autocorrelation of the residuals unless the problem assumes AR(1) noise.
+With :class:`~neo_pinn.noise.AR1Noise` the residuals are whitened with the AR(1) filter (Prais–Winsten,
+within each segment while fitting, over the whole sweep for the covariance), ``rho`` re-estimated from
+the residual at every stage, and ``result.noise`` reports ``sigma`` and ``rho``; otherwise ``sigma``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from neo_pinn.errors import ConfigurationError
+from neo_pinn.estimator import Estimator, FitContext, build_result
+from neo_pinn.noise import AR1Noise, fit_ar1
+from neo_pinn.problem import EstimationProblem
+from neo_pinn.simulate import METHODS, simulate
+
+from .shooting import (
+    Raw,
+    assemble,
+    condensed,
+    condensed_apply,
+    condensed_solve,
+    evaluate,
+    make_layout,
+    solve,
+)
+from .transforms import ParamTransform, StateTransform, gate_mask
+
+__all__ = ["LeastSquares"]
+
+_RANDOM = ("bounds", "jitter")
+_CHUNK = 4096  # segments integrated together
+_W_EXACT = 1e3  # continuity weight of the merit function of the exact (single-shooting) phase
+_MAX_DZ = float(__import__("os").environ.get("LSQ_MAXDZ", "1e9"))
+_DEFECT_TOL = 1e-7  # largest continuity defect (mV, hidden states scaled to mV) of a converged start
+
+
+class LeastSquares(Estimator):
+    """Multi-start Levenberg–Marquardt on the voltage trace (multiple shooting with a continuity homotopy).
+
+    Options (``default_config``)
+    ----------------------------
+    n_starts : int
+        Number of starts, all optimised as one batch. Start 0 is the problem's initial guess (free
+        parameters without one are drawn at random); the others are drawn as ``random_starts`` says.
+    random_starts : {"bounds", "jitter"}
+        ``"bounds"``: log-uniform (log-scale) or uniform within the bounds; ``"jitter"``: log-normal
+        (relative spread ``jitter``) around start 0.
+    jitter : float
+        Spread of ``"jitter"`` starts (standard deviation of log θ).
+    max_iter : int
+        Levenberg–Marquardt iterations in all, over all stages.
+    tol : float
+        Relative cost decrease below which a start has converged in the last stage.
+    stage_tol, stage_iter : float, int
+        Convergence tolerance and iteration cap of the earlier homotopy stages.
+    continuity : sequence of float
+        Continuity weights w of the homotopy stages (mV per mV of defect; hidden states are scaled by
+        their typical size). The last one should be large (≥ 1e4) so that the defects vanish.
+    segment_ms : float or None
+        Multiple-shooting segment length in ms; None: single shooting over each whole sweep.
+    dt : float or None
+        Integration step (ms); None: the largest step ≤ ``max_dt`` that divides the sampling interval.
+    max_dt : float
+        Upper limit of the automatic step (ms).
+    method : {"euler", "heun", "rk4"}
+        Fixed-step integrator (the simulator's).
+    subsample : int
+        Use every k-th sample in the residual (integration is unaffected).
+    success_tol : float
+        A start is a success when its final cost is within this relative tolerance of the best.
+    abandon : float
+        In the last (exact) phase, starts whose cost exceeds ``abandon`` times the best are not polished
+        any further (they report the point they reached).
+    lambda0 : float
+        Initial Levenberg–Marquardt damping.
+    gate_states : list of str or None
+        States kept in (0, 1) by a logistic transform; None: the model's (in)activation gates.
+    """
+
+    name = "lsq"
+    description = "multi-start Levenberg–Marquardt on the voltage trace (multiple shooting, forward-mode AD)"
+    default_config = {
+        "n_starts": 8,
+        "random_starts": "bounds",
+        "jitter": 0.5,
+        "max_iter": 120,
+        "tol": 1e-7,
+        "stage_tol": 1e-3,
+        "stage_iter": 12,
+        "continuity": (1.0, 10.0, 100.0, 1e3),
+        "segment_ms": 5.0,
+        "dt": None,
+        "max_dt": 0.05,
+        "method": "rk4",
+        "subsample": 1,
+        "success_tol": 1e-3,
+        "abandon": 10.0,
+        "lambda0": 1e-2,
+        "gate_states": None,
+    }
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self._check_config()
+
+    # ------------------------------------------------------------------ options
+    def _check_config(self) -> None:
+        c = self.config
+
+        def bad(key: str, want: str) -> ConfigurationError:
+            return ConfigurationError(f"lsq option {key}={c[key]!r} is invalid: {want}.")
+
+        def is_int(x) -> bool:
+            return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+        def is_num(x) -> bool:
+            return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
+
+        for key in ("n_starts", "max_iter", "stage_iter", "subsample"):
+            if not is_int(c[key]) or c[key] < 1:
+                raise bad(key, "give a positive integer")
+        for key in ("tol", "stage_tol", "success_tol", "lambda0", "jitter", "max_dt", "abandon"):
+            if not is_num(c[key]) or c[key] <= 0:
+                raise bad(key, "give a positive number")
+        if c["random_starts"] not in _RANDOM:
+            raise bad("random_starts", f"choose one of {', '.join(_RANDOM)}")
+        if c["method"] not in METHODS:
+            raise bad("method", f"choose one of {', '.join(METHODS)}")
+        if c["dt"] is not None and (not is_num(c["dt"]) or c["dt"] <= 0):
+            raise bad("dt", "give a positive step in ms or None (automatic)")
+        if c["segment_ms"] is not None and (not is_num(c["segment_ms"]) or c["segment_ms"] <= 0):
+            raise bad("segment_ms", "give a positive length in ms or None (single shooting)")
+        w = c["continuity"]
+        if isinstance(w, (int, float)):
+            w = (w,)
+        try:
+            w = tuple(float(x) for x in w)
+        except (TypeError, ValueError):
+            raise bad("continuity", "give a sequence of positive weights") from None
+        if not w or any(not (x > 0 and math.isfinite(x)) for x in w):
+            raise bad("continuity", "give a sequence of positive weights")
+        c["continuity"] = w
+        g = c["gate_states"]
+        if g is not None and (isinstance(g, str) or not all(isinstance(x, str) for x in g)):
+            raise bad("gate_states", "give a list of state names or None")
+
+    # ------------------------------------------------------------------ fit
+    def _fit(self, problem: EstimationProblem, ctx: FitContext):
+        c = self.config
+        model = problem.model
+        dev, dtype = ctx.device, ctx.dtype
+        kw = dict(dtype=dtype, device=dev)
+        S, F = model.n_states, len(problem.free)
+        free_index = [model.param_index(n) for n in problem.free_names]
+        gates = gate_mask(model, c["gate_states"])
+        ptf = ParamTransform(problem, dtype, dev)
+        stf = StateTransform(gates, dev, [s.scale for s in model.states], dtype)
+        lay = make_layout(problem.traces, c["dt"], c["max_dt"], c["segment_ms"], c["subsample"])
+        M = lay.n_segments
+        lay_t = {"valid": torch.as_tensor(lay.valid, device=dev), "v_obs": torch.as_tensor(lay.v_obs, **kw),
+                 "has_next": torch.as_tensor(lay.has_next, device=dev), "first": torch.as_tensor(lay.first, device=dev)}
+        i_half = torch.as_tensor(lay.i_half.T.copy(), **kw)                     # (2K+1, M)
+        theta_fixed = torch.as_tensor(problem.theta_full({f.name: _mid(f) for f in problem.free}), **kw)[None]
+        scale = torch.tensor([model.states[0].scale / s.scale if k else 1.0 for k, s in enumerate(model.states)], **kw)
+        fit_x0 = isinstance(problem.initial_state, str) and problem.initial_state == "fit"
+
+        # ---- starts and nodes
+        theta0 = self._starts(problem, ctx.rng)                                 # (n, F)
+        n = theta0.shape[0]
+        z = ptf.clip(torch.as_tensor(ptf.to_z(theta0), **kw))
+        u = self._init_nodes(problem, lay, z, ptf, stf, theta_fixed, free_index, i_half, gates)
+        ar1 = isinstance(problem.noise, AR1Noise)
+        rho = torch.full((n,), float(problem.noise.rho), **kw) if ar1 else None
+
+        def ev(zz, uu):
+            return evaluate(model, c["method"], lay, theta_fixed, free_index, ptf, stf, zz, uu, i_half, _CHUNK)
+
+        def asm(raw_, uu, w_, rho_):
+            return assemble(raw_, uu, stf, lay_t, w_, scale, rho_, not fit_x0)
+
+        multiple = M > len(problem.traces)
+        first_idx = torch.as_tensor(np.flatnonzero(lay.first), device=dev)
+        stages = [("penalty", w) for w in (c["continuity"] if multiple else ())]
+        stages.append(("exact", _W_EXACT))
+        raw = ev(z, u)
+        run = _Run(n=n, max_iter=c["max_iter"], lambda0=c["lambda0"], kw=kw)
+        if ctx.progress:
+            from tqdm.auto import tqdm
+
+            run.bar = tqdm(total=c["max_iter"], desc=f"lsq {model.name} ×{n} starts", unit="it", leave=False)
+        cs = None
+        for stage, (kind, w) in enumerate(stages):
+            last = stage == len(stages) - 1
+            if ar1 and stage > 0:
+                rho = _rho_from(raw, lay_t, seq=kind == "exact")
+            if kind == "penalty":
+                def build(raw_, uu, idx, w=w, rho=rho):
+                    return assemble(raw_, uu, stf, lay_t, w, scale, None if rho is None else rho[idx], not fit_x0)
+
+                def propose(sys_, z_, u_, lam_):
+                    du, dz, pred = solve(sys_, lam_)
+                    return ptf.clip(z_ + dz.clamp(-_MAX_DZ, _MAX_DZ)), stf.step(u_, du), pred
+            else:
+                def build(raw_, uu, idx, w=w, rho=rho):
+                    return condensed(raw_, uu, stf, lay, lay_t, fit_x0, None if rho is None else rho[idx], w, scale)
+
+                def propose(sys_, z_, u_, lam_):
+                    dzeta = torch.nan_to_num(condensed_solve(sys_, lam_))
+                    _, pred = condensed_apply(sys_, dzeta)       # the model's decrease for the plain step
+                    z_t = ptf.clip(z_ + dzeta[:, :F])
+                    dzeta[:, :F] = z_t - z_
+                    x_, _ = stf.from_u(u_)
+                    if fit_x0:
+                        # the initial states move in their own coordinates (limited like every node step); the
+                        # later nodes follow the change they actually make, in state units
+                        u0 = u_[:, first_idx]
+                        u_first = stf.step(u0, dzeta[:, F:].reshape(u0.shape))
+                        (x_new, _), (x_old, dx_old) = stf.from_u(u_first), stf.from_u(u0)
+                        dzeta[:, F:] = ((x_new - x_old) / dx_old).reshape(dzeta[:, F:].shape)
+                    dx, _ = condensed_apply(sys_, dzeta)
+                    u_t = stf.to_u(x_ + dx)                      # the other nodes move in state units
+                    u_t[:, first_idx] = u_first if fit_x0 else u_[:, first_idx]
+                    return z_t, u_t, pred
+            tol = c["tol"] if last else c["stage_tol"]
+            cap = c["max_iter"] - run.it if last else min(c["stage_iter"], c["max_iter"] - run.it)
+            z, u, raw, sys_ = run.stage(stage, len(stages), z, u, raw, build, propose, ev, tol, cap,
+                                        abandon=c["abandon"] if kind == "exact" else None)
+            if kind == "exact":
+                cs = sys_
+        run.close()
+
+        # ---- single-shooting check of every start, best start, uncertainty
+        theta_free, dth = ptf.from_z(z)
+        theta_all = theta_fixed.expand(n, -1).clone()
+        theta_all[:, free_index] = theta_free
+        x_nodes, _ = stf.from_u(u)
+        sims = self._single_shooting(problem, lay, theta_all, x_nodes)          # per sweep (n, T, S)
+        rho_ss = None
+        res_used = []
+        for q, tr in enumerate(problem.traces):
+            res_used.append(sims[q][:, ::lay.subsample, 0] - torch.as_tensor(tr.v[::lay.subsample], **kw))
+        if ar1:
+            num = sum((r[:, 1:] * r[:, :-1]).sum(1) for r in res_used)
+            den = sum((r**2).sum(1) for r in res_used)
+            rho_ss = (num / den.clamp_min(1e-300)).clamp(-0.999, 0.999)
+            whitened = [torch.cat([torch.sqrt(1 - rho_ss[:, None] ** 2) * r[:, :1], r[:, 1:] - rho_ss[:, None] * r[:, :-1]], 1)
+                        for r in res_used]
+        else:
+            whitened = res_used
+        cost_ss = 0.5 * sum((e**2).sum(1) for e in whitened)
+        cost_ss = torch.where(torch.isfinite(cost_ss), cost_ss, torch.full_like(cost_ss, math.inf))
+        best = int(torch.argmin(cost_ss))
+        best_cost = float(cost_ss[best])
+        if not math.isfinite(best_cost):
+            raise ConfigurationError("Every start diverged (NaN/inf); check the bounds, the stimulus units or use a "
+                                     "smaller dt.")
+        n_success = int((cost_ss <= best_cost * (1 + c["success_tol"]) + 1e-12).sum())
+
+        n_rows = sum(int(e.shape[1]) for e in whitened)
+        sse = 2 * best_cost
+        std = self._std(problem, raw, u, stf, lay, lay_t, scale, best, fit_x0, dth, rho_ss, sse, n_rows)
+
+        res_full = np.concatenate([sims[q][best, :, 0].cpu().numpy() - tr.v for q, tr in enumerate(problem.traces)])
+        if ar1:
+            est = fit_ar1(res_full)
+            noise = {"sigma": est.sigma, "rho": est.rho}
+        else:
+            noise = {"sigma": float(np.sqrt(np.mean(res_full**2)))}
+        states = [sims[q][best].cpu().double().numpy() for q in range(len(problem.traces))]
+        tf = theta_free.cpu().double().numpy()
+        free_values = {name: float(tf[best, j]) for j, name in enumerate(problem.free_names)}
+        init = {name: float(theta0[best, j]) for j, name in enumerate(problem.free_names)}
+        metrics = {
+            "n_starts": n,
+            "n_success": n_success,
+            "success_fraction": n_success / n,
+            "iterations": run.it,
+            "cost": best_cost,
+            "n_segments": M,
+            "dt_ms": lay.dt,
+            "max_defect": float(cs.max_defect[best]),
+        }
+        samples = {name: [float(x) for x in tf[:, j]] for j, name in enumerate(problem.free_names)}
+        history = {"cost": run.history_cost, "stage": run.history_stage,
+                   "start_cost": [float(x) if math.isfinite(float(x)) else None for x in cost_ss.cpu()]}
+        return build_result(problem, self.name, free_values, states, std=std, init=init, noise=noise,
+                            metrics=metrics, history=history, samples=samples)
+
+    # ------------------------------------------------------------------ helpers
+    def _starts(self, problem: EstimationProblem, rng: np.random.Generator) -> np.ndarray:
+        n = int(self.config["n_starts"])
+        first = problem.sample_starts(1, rng)[0]
+        for j, f in enumerate(problem.free):
+            if f.init is not None:
+                first[j] = float(f.init)
+        out = np.empty((n, len(problem.free)))
+        out[0] = first
+        if n > 1:
+            if self.config["random_starts"] == "bounds":
+                out[1:] = problem.sample_starts(n - 1, rng)
+            else:
+                lo = np.array([f.bounds[0] for f in problem.free])
+                hi = np.array([f.bounds[1] for f in problem.free])
+                logs = np.array([f.log_scale for f in problem.free])
+                eps = rng.standard_normal((n - 1, len(problem.free))) * float(self.config["jitter"])
+                span = hi - lo
+                jit = np.where(logs, first * np.exp(eps), first + eps * np.abs(first).clip(min=1e-3 * span))
+                out[1:] = np.clip(jit, lo, hi)
+        return out
+
+    def _init_nodes(self, problem, lay, z, ptf, stf, theta_fixed, free_index, i_half, gates) -> torch.Tensor:
+        """Node coordinates u (n, M, S): voltage from the recording, hidden states quasi-steady there."""
+        model = problem.model
+        n, M, S = z.shape[0], lay.n_segments, model.n_states
+        kw = dict(dtype=z.dtype, device=z.device)
+        theta_free, _ = ptf.from_z(z)
+        theta = theta_fixed.expand(n, -1).clone()
+        theta[:, free_index] = theta_free
+        V = torch.as_tensor(lay.v_obs[:, 0], **kw).expand(n, M).reshape(-1)
+        th = theta.repeat_interleave(M, 0)
+        i0 = i_half[0].expand(n, M).reshape(-1)
+        preset = model.initial_state(problem.preset) if (problem.preset or model.default_preset) else \
+            np.array([s.scale for s in model.states])
+        h = torch.as_tensor(np.asarray(preset[1:], dtype=float), **kw).expand(n * M, S - 1).clone()
+        gate_t = torch.as_tensor(gates[1:], device=z.device)
+        p_names = model.param_names
+        for _ in range(6):
+            hr = h.detach().requires_grad_(True)
+            with torch.enable_grad():
+                f = model.derivatives(0.0, (V,) + tuple(hr[:, k] for k in range(S - 1)),
+                                      {nm: th[:, k] for k, nm in enumerate(p_names)}, i0)[1:]
+                diag = []
+                for k in range(S - 1):
+                    fk = f[k] if isinstance(f[k], torch.Tensor) else torch.as_tensor(f[k], **kw)
+                    g = torch.autograd.grad(fk.sum(), hr, retain_graph=True, allow_unused=True)[0] \
+                        if fk.requires_grad else None
+                    diag.append(torch.zeros(n * M, **kw) if g is None else g[:, k])
+            fv = torch.stack([torch.as_tensor(x, **kw).expand(n * M) for x in f], 1).detach()
+            dg = torch.stack(diag, 1).detach()
+            ok = (dg.abs() > 1e-12) & torch.isfinite(fv)
+            h = torch.where(ok, h - fv / torch.where(ok, dg, torch.ones_like(dg)), h)
+            h = torch.where(gate_t, h.clamp(1e-4, 1 - 1e-4), h)
+        x = torch.cat([V[:, None], h], 1).reshape(n, M, S)
+        if not (isinstance(problem.initial_state, str) and problem.initial_state == "fit"):
+            x0 = model.initial_state(problem.preset) if isinstance(problem.initial_state, str) else \
+                np.asarray(problem.initial_state, dtype=float)
+            if x0.shape != (S,):
+                raise ConfigurationError(f"initial_state must have {S} values ({', '.join(model.state_names)}).")
+            first = torch.as_tensor(lay.first, device=z.device)
+            x = torch.where(first[None, :, None], torch.as_tensor(x0, **kw), x)
+        return stf.to_u(x)
+
+    def _single_shooting(self, problem, lay, theta_all, x_nodes) -> list[torch.Tensor]:
+        """Simulate every start over every whole sweep from its fitted initial state (one batch per sweep)."""
+        out = []
+        seg_first = np.flatnonzero(lay.first)
+        for q, tr in enumerate(problem.traces):
+            T = tr.t.size
+            r = lay.steps_per_sample
+            n_steps = (T - 1) * r
+            ts = tr.t[0] + lay.dt * np.arange(n_steps + 1)
+            i_steps = np.interp(ts, tr.t, tr.i_ext)
+            sim = simulate(problem.model, theta_all, duration=n_steps * lay.dt, dt=lay.dt, i_ext=i_steps,
+                           y0=x_nodes[:, seg_first[q]], method=self.config["method"], dtype=theta_all.dtype,
+                           device=theta_all.device, record_every=r, t0=float(tr.t[0]), compile=False,
+                           check_finite=False)
+            out.append(sim.y)
+        return out
+
+    def _std(self, problem, raw: Raw, u, stf, lay, lay_t, scale, best, fit_x0, dth, rho, sse,
+             n_rows) -> dict[str, float | None]:
+        """Standard deviations of the free parameters (canonical units) from the single-shooting Jacobian."""
+        F = len(problem.free)
+        i = torch.tensor([best], device=u.device)
+        cs = condensed(raw.index(i), u[i], stf, lay, lay_t, fit_x0, None if rho is None else rho[i], 1.0, scale)
+        J = cs.J[0]
+        dof = max(1, n_rows - J.shape[1])
+        s2 = sse / dof
+        H = J.T @ J
+        try:
+            cov = s2 * torch.linalg.inv(H)
+        except RuntimeError:
+            cov = s2 * torch.linalg.pinv(H, hermitian=True)
+        var = torch.diagonal(cov)[:F]
+        sd = dth[best] * torch.sqrt(var.clamp_min(0))
+        out = {}
+        for j, name in enumerate(problem.free_names):
+            v = float(sd[j])
+            out[name] = v if math.isfinite(v) and float(var[j]) > 0 else None
+        return out
+
+
+def _mid(f) -> float:
+    lo, hi = f.bounds
+    return math.sqrt(lo * hi) if f.log_scale else 0.5 * (lo + hi)
+
+
+def _rho_from(raw: Raw, lay_t: dict, seq: bool = False) -> torch.Tensor:
+    """Lag-one autocorrelation of each start's data residual (pairs within segments, or along sweeps)."""
+    valid = lay_t["valid"]
+    r = torch.where(valid, raw.v - lay_t["v_obs"], torch.zeros((), dtype=raw.v.dtype, device=raw.v.device))
+    if seq:
+        n = r.shape[0]
+        first = lay_t["first"]
+        rf = r.reshape(n, -1)
+        pair = (valid.reshape(-1)[1:] & valid.reshape(-1)[:-1])
+        start = torch.zeros_like(valid)
+        start[first, 0] = True
+        pair = pair & ~start.reshape(-1)[1:]
+        num = torch.where(pair, rf[:, 1:] * rf[:, :-1], torch.zeros_like(rf[:, 1:])).sum(1)
+    else:
+        pair = (valid[:, 1:] & valid[:, :-1])
+        num = (torch.where(pair, r[:, :, 1:] * r[:, :, :-1], torch.zeros_like(r[:, :, 1:]))).sum((1, 2))
+    den = (r**2).flatten(1).sum(1).clamp_min(1e-300)
+    rho = (num / den).clamp(-0.99, 0.99)
+    return torch.where(torch.isfinite(rho), rho, torch.zeros_like(rho))
+
+
+def _take(obj, idx):
+    """Rows ``idx`` of every tensor field of a dataclass of per-start tensors."""
+    return type(obj)(**{k: getattr(obj, k)[idx] for k in obj.__dataclass_fields__})
+
+
+def _put(obj, a_idx, new, acc) -> None:
+    for k in obj.__dataclass_fields__:
+        getattr(obj, k)[a_idx] = getattr(new, k)[acc]
+
+
+def _cost(sys_) -> torch.Tensor:
+    return sys_.cost if hasattr(sys_, "cost") else sys_.merit
+
+
+class _Run:
+    """Batched Levenberg–Marquardt iterations over the stages, with per-start damping and convergence."""
+
+    def __init__(self, n: int, max_iter: int, lambda0: float, kw: dict) -> None:
+        self.n, self.max_iter, self.lambda0, self.kw = n, max_iter, float(lambda0), kw
+        self.it = 0
+        self.history_cost: list[float] = []
+        self.history_stage: list[int] = []
+        self.bar = None
+
+    def stage(self, stage, n_stages, z, u, raw, build, propose, ev, tol, cap, abandon=None):
+        n = self.n
+        all_idx = torch.arange(n, device=z.device)
+        sys_ = build(raw, u, all_idx)
+        lam = torch.full((n,), self.lambda0, **self.kw)
+        nu = torch.full((n,), 2.0, **self.kw)
+        alive = torch.isfinite(_cost(sys_))
+        active = alive.clone()
+        for _ in range(max(0, cap)):
+            if abandon is not None and bool(alive.any()):
+                c = _cost(sys_)
+                active &= c <= abandon * c[alive].min()
+            idx = torch.nonzero(active).flatten()
+            if idx.numel() == 0:
+                break
+            z_t, u_t, pred = propose(_take(sys_, idx), z[idx], u[idx], lam[idx])
+            z_t = torch.where(torch.isfinite(z_t), z_t, z[idx])
+            u_t = torch.where(torch.isfinite(u_t), u_t, u[idx])
+            raw_t = ev(z_t, u_t)
+            sys_t = build(raw_t, u_t, idx)
+            old, new = _cost(sys_)[idx], _cost(sys_t)
+            acc = torch.isfinite(new) & (new < old)
+            gain = (old - new) / pred.clamp_min(1e-300)
+            lam_i, nu_i = lam[idx], nu[idx]
+            lam_acc = lam_i * torch.clamp(1 - (2 * gain - 1) ** 3, min=1 / 3)
+            lam[idx] = torch.where(acc, lam_acc.clamp_min(1e-12), lam_i * nu_i)
+            nu[idx] = torch.where(acc, torch.full_like(nu_i, 2.0), nu_i * 2)
+            rel = torch.where(acc, (old - new) / old.clamp_min(1e-300), torch.zeros_like(old))
+            # converged: an accepted step gained < tol, or the model predicts no gain worth a step (and, in
+            # the exact phase, the trajectory is continuous)
+            done = (acc & (rel < tol)) | (pred < tol * old)
+            if hasattr(sys_t, "max_defect") and hasattr(sys_t, "merit"):
+                done &= torch.where(acc, sys_t.max_defect, sys_.max_defect[idx]) <= _DEFECT_TOL
+            done |= lam[idx] > 1e10
+            if bool(acc.any()):
+                a_idx = idx[acc]
+                z[a_idx] = z_t[acc]
+                u[a_idx] = u_t[acc]
+                raw.put(a_idx, raw_t.index(acc))
+                _put(sys_, a_idx, sys_t, acc)
+            active[idx[done]] = False
+            self.it += 1
+            c = _cost(sys_)
+            self.history_cost.append(float(c[alive].min()) if bool(alive.any()) else math.inf)
+            self.history_stage.append(stage)
+            if self.bar is not None:
+                self.bar.update(1)
+                self.bar.set_postfix(stage=f"{stage + 1}/{n_stages}", cost=f"{self.history_cost[-1]:.5g}")
+        return z, u, raw, sys_
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

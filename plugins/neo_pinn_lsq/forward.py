@@ -1,0 +1,140 @@
+"""Forward-mode sensitivities of a batch of short simulations (the multiple-shooting segments).
+
+Every segment starts from its own node state and shares the parameters of its start; forward-mode
+autograd (``torch.autograd.forward_ad``) carries D tangent directions — the node's S states and the F
+free parameters — through the same fixed-step integrator the simulator uses
+(:func:`neo_pinn.simulate._step`, which calls the model's one ``derivatives``). The D directions are
+laid out along a leading dimension, so one pass gives the whole Jacobian of every segment of every start.
+
+Performance note (measured with torch 2.13 on CPU): an arithmetic op between a dual tensor and an
+operand without a tangent (a Python float in a model equation, a plain tensor) takes a Python fallback
+through an "efficient zero tensor" and costs 100–300 µs instead of ~5 µs. :class:`_DualConstants`
+therefore turns Python numbers in binary arithmetic into cached dual constants with an explicit zero
+tangent, and every parameter, state and stimulus value is given an explicit tangent. The numbers are
+unchanged; only the slow path is avoided.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.autograd.forward_ad as fwAD
+from neo_pinn.models.base import NeuronModel
+from neo_pinn.simulate import _step
+from torch.overrides import TorchFunctionMode
+
+__all__ = ["integrate_segments"]
+
+_T = torch.Tensor
+_BINARY = {
+    _T.__add__, _T.__radd__, _T.__sub__, _T.__rsub__, _T.__mul__, _T.__rmul__, _T.__truediv__,
+    _T.__rtruediv__, _T.add, _T.sub, _T.mul, _T.div, torch.add, torch.sub, torch.mul, torch.div,
+    torch.true_divide, torch.where,
+}
+
+
+class _DualConstants(TorchFunctionMode):
+    """Replace Python numbers in binary arithmetic by dual constants with an explicit zero tangent."""
+
+    def __init__(self, dtype: torch.dtype, device: torch.device) -> None:
+        super().__init__()
+        self.dtype, self.device = dtype, device
+        self.cache: dict[float, torch.Tensor] = {}
+
+    def const(self, value: float) -> torch.Tensor:
+        c = self.cache.get(value)
+        if c is None:
+            zero = torch.zeros((), dtype=self.dtype, device=self.device)
+            c = fwAD.make_dual(torch.tensor(value, dtype=self.dtype, device=self.device), zero)
+            self.cache[value] = c
+        return c
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in _BINARY:
+            args = tuple(self.const(float(a)) if type(a) in (float, int) else a for a in args)
+        return func(*args, **(kwargs or {}))
+
+
+def _dual(primal: torch.Tensor, tangent: torch.Tensor | None = None) -> torch.Tensor:
+    if tangent is None:
+        tangent = torch.zeros_like(primal)
+    return fwAD.make_dual(primal, tangent)
+
+
+def integrate_segments(
+    model: NeuronModel,
+    method: str,
+    dt: float,
+    n_steps: int,
+    record_every: int,
+    x0: torch.Tensor,
+    dx0: torch.Tensor,
+    theta: torch.Tensor,
+    dtheta: torch.Tensor,
+    free_index: Sequence[int],
+    i_half: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Integrate Bm segments and their D tangent directions.
+
+    Parameters
+    ----------
+    model : NeuronModel
+    method : str
+        ``"euler"``, ``"heun"`` or ``"rk4"``.
+    dt : float
+        Step (ms).
+    n_steps : int
+        Steps per segment.
+    record_every : int
+        Record the voltage every this many steps (the node itself is record 0).
+    x0 : torch.Tensor
+        Node states, (Bm, S).
+    dx0 : torch.Tensor
+        Their tangents, (D, Bm, S).
+    theta : torch.Tensor
+        Full parameter vectors, (Bm, P).
+    dtheta : torch.Tensor
+        Tangents of the free parameters, (D, Bm, F), in the order of ``free_index``.
+    free_index : sequence of int
+        Positions of the free parameters in ``theta``.
+    i_half : torch.Tensor
+        Stimulus on the half-step grid, (2·n_steps + 1, Bm) in pA.
+
+    Returns
+    -------
+    v, dv : torch.Tensor
+        Recorded voltage (Bm, R) and its tangents (D, Bm, R), R = n_steps // record_every.
+    end, dend : torch.Tensor
+        End states (Bm, S) and their tangents (D, Bm, S).
+    """
+    D = dx0.shape[0]
+    Bm, S = x0.shape
+    dtype, device = x0.dtype, x0.device
+    names = model.param_names
+    free_pos = {k: j for j, k in enumerate(free_index)}
+    with fwAD.dual_level(), _DualConstants(dtype, device):
+        ys = tuple(_dual(x0[:, k].expand(D, Bm).contiguous(), dx0[..., k].contiguous()) for k in range(S))
+        p: dict[str, torch.Tensor] = {}
+        for k, name in enumerate(names):
+            if k in free_pos:
+                p[name] = _dual(theta[:, k].expand(D, Bm).contiguous(), dtheta[..., free_pos[k]].contiguous())
+            elif bool((theta[:, k] == theta[0, k]).all()):
+                p[name] = _dual(theta[0, k].clone())
+            else:
+                p[name] = _dual(theta[:, k].contiguous())
+        stim = fwAD.make_dual(i_half.contiguous(), torch.zeros_like(i_half, memory_format=torch.contiguous_format))
+        rec_v, rec_dv = [], []
+        for j in range(n_steps):
+            if j % record_every == 0:
+                pv = fwAD.unpack_dual(ys[0])
+                rec_v.append(pv.primal[0])
+                rec_dv.append(pv.tangent)
+            ys = _step(model, method, j * dt, ys, p, stim[2 * j], stim[2 * j + 1], stim[2 * j + 2], dt)
+        ends = [fwAD.unpack_dual(y) for y in ys]
+    v = torch.stack(rec_v, -1)
+    dv = torch.stack(rec_dv, -1)
+    end = torch.stack([e.primal[0] for e in ends], -1)
+    dend = torch.stack([e.tangent if e.tangent is not None else torch.zeros(D, Bm, dtype=dtype, device=device)
+                        for e in ends], -1)
+    return v, dv, end, dend
