@@ -2,21 +2,28 @@
 
 Algorithm
 ---------
-1. **Segments.** Every sweep is cut into segments of ``segment_ms``; each segment starts from its own
-   node state (the voltage from the recording, hidden states at their quasi-steady value) and all
-   segments of all starts are integrated as ONE batch with the model's ``derivatives`` (fixed-step RK4 by
-   default, ``dt`` the largest step ≤ ``max_dt`` dividing the sampling interval). Forward-mode autograd
-   gives the Jacobian of every segment with respect to its node and the free parameters in the same pass.
-2. **Continuity homotopy.** The cost is ``½‖V_sim − V_obs‖² + ½ w² ‖continuity defects‖²``; the weight
-   ``w`` grows stage by stage (``continuity``). With small ``w`` the segments are nearly independent and
-   each one stays close to the data, which removes the spike-timing non-convexity of trajectory
-   matching; the last weight makes the defects negligible, so the final estimate is the optimum of the
-   pure simulation-error least squares (single shooting). ``segment_ms=None`` fits by single shooting.
-3. **Levenberg–Marquardt per start**, in unconstrained coordinates (log for log-scale parameters, scaled
-   logit otherwise, so estimates stay inside their bounds; logistic for gating variables). The normal
-   matrix is block tridiagonal in the nodes with a dense parameter border and is solved exactly.
-4. **Result.** Every start is re-simulated from its fitted initial state in one batch (single shooting);
-   the best one is reported, ``n_success`` counts the starts within ``success_tol`` of its cost.
+1. **Segments.** Every sweep is cut into segments of ``segment_ms``. Each segment starts from its own
+   node state — initially the recorded voltage and the hidden states' quasi-steady values there — and
+   all segments of all starts are integrated as ONE batch with the model's ``derivatives`` (the
+   simulator's fixed-step RK4; ``dt`` the largest step ≤ ``max_dt`` that divides the sampling interval).
+   Forward-mode autograd gives, in the same pass, every segment's Jacobian with respect to its node and
+   the free parameters.
+2. **Continuity homotopy.** Stage k minimises ``½‖V_sim − V_obs‖² + ½ w_k² ‖continuity defects‖²`` with
+   ``w_k`` growing (``continuity``). While ``w`` is small the segments stay close to the data and are
+   nearly independent, which removes the spike-timing non-convexity of trajectory matching (a start at
+   0.5× gCa that would never spike in a whole-trace simulation still fits each 5 ms piece).
+3. **Exact phase.** The continuity conditions are then linearised and eliminated (condensing, as in
+   Bock's multiple shooting): each Gauss–Newton step also closes the gaps, so the iterates become
+   continuous and the final estimate is the optimum of the pure simulation-error least squares — the
+   single-shooting problem — with defects below 1e-7 mV (metric ``max_defect``).
+4. **Levenberg–Marquardt per start**, batched, each start with its own damping, in unconstrained
+   coordinates: log for log-scale parameters (steps clipped to the bounds), scaled logit otherwise,
+   logistic for gating variables; ``max_step`` bounds a parameter's change per iteration. In the
+   homotopy stages the normal matrix is block tridiagonal in the nodes with a dense parameter border and
+   is solved exactly by block elimination; in the exact phase it has only the free parameters and the
+   initial states.
+5. **Result.** The best start (lowest final cost) is reconstructed at every sample; ``n_success`` counts
+   the starts within ``success_tol`` of its cost; ``samples`` holds every start's optimum.
 
 Uncertainty
 -----------
@@ -24,43 +31,37 @@ Uncertainty
 ``initial_state == "fit"``, the initial states) and ``s²`` the residual variance; standard deviations are
 mapped back to canonical units with the delta method. This is a local, Gaussian (Laplace)
 approximation; it ignores any autocorrelation of the residuals unless the problem assumes AR(1) noise.
-With :class:`~neo_pinn.noise.AR1Noise` the residuals are whitened with the AR(1) filter (Prais–Winsten,
-within each segment while fitting, over the whole sweep for the covariance), ``rho`` re-estimated from
-the residual at every stage, and ``result.noise`` reports ``sigma`` and ``rho``; otherwise ``sigma``.
+With :class:`~neo_pinn.noise.AR1Noise` the residuals are whitened with the AR(1) filter (Prais–Winsten;
+within segments during the homotopy, over whole sweeps in the exact phase and for the covariance), with
+``rho`` re-estimated from the residual at every stage; ``result.noise`` then reports ``sigma`` and
+``rho`` (otherwise ``sigma``), estimated from the final residual.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
+
 from neo_pinn.errors import ConfigurationError
 from neo_pinn.estimator import Estimator, FitContext, build_result
 from neo_pinn.noise import AR1Noise, fit_ar1
 from neo_pinn.problem import EstimationProblem
 from neo_pinn.simulate import METHODS, simulate
 
-from .shooting import (
-    Raw,
-    assemble,
-    condensed,
-    condensed_apply,
-    condensed_solve,
-    evaluate,
-    make_layout,
-    solve,
-)
+from .shooting import Condensed, Raw, assemble, condensed, condensed_apply, condensed_solve, evaluate, make_layout, solve
 from .transforms import ParamTransform, StateTransform, gate_mask
 
 __all__ = ["LeastSquares"]
 
 _RANDOM = ("bounds", "jitter")
 _CHUNK = 4096  # segments integrated together
-_W_EXACT = 1e3  # continuity weight of the merit function of the exact (single-shooting) phase
-_MAX_DZ = float(__import__("os").environ.get("LSQ_MAXDZ", "1e9"))
+_W_EXACT = 1e4  # continuity weight of the merit of the exact phase: large enough that no discontinuous point wins
 _DEFECT_TOL = 1e-7  # largest continuity defect (mV, hidden states scaled to mV) of a converged start
+_DEFECT_SMALL = 1e-3  # defects below which an exact-phase trial is judged by its data cost
 
 
 class LeastSquares(Estimator):
@@ -83,10 +84,12 @@ class LeastSquares(Estimator):
     stage_tol, stage_iter : float, int
         Convergence tolerance and iteration cap of the earlier homotopy stages.
     continuity : sequence of float
-        Continuity weights w of the homotopy stages (mV per mV of defect; hidden states are scaled by
-        their typical size). The last one should be large (≥ 1e4) so that the defects vanish.
+        Continuity weights w of the homotopy stages (a defect of 1 mV weighs like w samples off by 1 mV;
+        hidden states are scaled to mV by their typical size). The exact phase that follows them makes
+        the trajectory continuous whatever the last weight.
     segment_ms : float or None
-        Multiple-shooting segment length in ms; None: single shooting over each whole sweep.
+        Multiple-shooting segment length in ms; None: single shooting over each whole sweep (no homotopy;
+        sequential over the whole recording, so slow, and prone to the local minima of spike timing).
     dt : float or None
         Integration step (ms); None: the largest step ≤ ``max_dt`` that divides the sampling interval.
     max_dt : float
@@ -102,8 +105,20 @@ class LeastSquares(Estimator):
         any further (they report the point they reached).
     lambda0 : float
         Initial Levenberg–Marquardt damping.
+    max_step : float
+        Largest change of a parameter's search coordinate in one iteration (natural-log units for log-scale
+        parameters: 1.0 is a factor e), a trust region that keeps far starts from jumping into degenerate
+        regions of the early, loosely coupled stages.
     gate_states : list of str or None
         States kept in (0, 1) by a logistic transform; None: the model's (in)activation gates.
+    jacobian : {"forward", "reverse"}
+        How autograd computes the segment Jacobians. Forward mode carries the few directions (node states
+        and free parameters) through one pass; reverse mode backpropagates every recorded sample. Measured
+        here (1000 ms, 10 kHz): one start 4.7 s forward vs 10.3 s reverse, 20 starts 17.4 s vs 126 s.
+    num_threads : int or None
+        torch intra-op threads on CPU during the fit (restored afterwards). The batched tensors are small,
+        so one thread is as fast as two and does not stall when other processes share the cores (measured:
+        18 s with 1 thread, 18–48 s with 2 on a busy 2-core machine); None leaves torch's setting alone.
     """
 
     name = "lsq"
@@ -125,7 +140,10 @@ class LeastSquares(Estimator):
         "success_tol": 1e-3,
         "abandon": 10.0,
         "lambda0": 1e-2,
+        "max_step": 1.0,
         "gate_states": None,
+        "num_threads": 1,
+        "jacobian": "forward",
     }
 
     def __init__(self, **config: Any) -> None:
@@ -148,9 +166,13 @@ class LeastSquares(Estimator):
         for key in ("n_starts", "max_iter", "stage_iter", "subsample"):
             if not is_int(c[key]) or c[key] < 1:
                 raise bad(key, "give a positive integer")
-        for key in ("tol", "stage_tol", "success_tol", "lambda0", "jitter", "max_dt", "abandon"):
+        if c["num_threads"] is not None and (not is_int(c["num_threads"]) or c["num_threads"] < 1):
+            raise bad("num_threads", "give a positive integer or None")
+        for key in ("tol", "stage_tol", "success_tol", "lambda0", "jitter", "max_dt", "abandon", "max_step"):
             if not is_num(c[key]) or c[key] <= 0:
                 raise bad(key, "give a positive number")
+        if c["jacobian"] not in ("forward", "reverse"):
+            raise bad("jacobian", "choose forward or reverse")
         if c["random_starts"] not in _RANDOM:
             raise bad("random_starts", f"choose one of {', '.join(_RANDOM)}")
         if c["method"] not in METHODS:
@@ -175,11 +197,22 @@ class LeastSquares(Estimator):
 
     # ------------------------------------------------------------------ fit
     def _fit(self, problem: EstimationProblem, ctx: FitContext):
+        threads = self.config["num_threads"]
+        if ctx.device.type != "cpu" or threads is None:
+            return self._fit_on(problem, ctx)
+        before = torch.get_num_threads()
+        torch.set_num_threads(int(threads))
+        try:
+            return self._fit_on(problem, ctx)
+        finally:
+            torch.set_num_threads(before)
+
+    def _fit_on(self, problem: EstimationProblem, ctx: FitContext):
         c = self.config
         model = problem.model
         dev, dtype = ctx.device, ctx.dtype
         kw = dict(dtype=dtype, device=dev)
-        S, F = model.n_states, len(problem.free)
+        F = len(problem.free)
         free_index = [model.param_index(n) for n in problem.free_names]
         gates = gate_mask(model, c["gate_states"])
         ptf = ParamTransform(problem, dtype, dev)
@@ -202,13 +235,12 @@ class LeastSquares(Estimator):
         rho = torch.full((n,), float(problem.noise.rho), **kw) if ar1 else None
 
         def ev(zz, uu):
-            return evaluate(model, c["method"], lay, theta_fixed, free_index, ptf, stf, zz, uu, i_half, _CHUNK)
-
-        def asm(raw_, uu, w_, rho_):
-            return assemble(raw_, uu, stf, lay_t, w_, scale, rho_, not fit_x0)
+            return evaluate(model, c["method"], lay, theta_fixed, free_index, ptf, stf, zz, uu, i_half, _CHUNK,
+                            c["jacobian"])
 
         multiple = M > len(problem.traces)
         first_idx = torch.as_tensor(np.flatnonzero(lay.first), device=dev)
+        max_dz = float(c["max_step"])
         stages = [("penalty", w) for w in (c["continuity"] if multiple else ())]
         stages.append(("exact", _W_EXACT))
         raw = ev(z, u)
@@ -228,7 +260,7 @@ class LeastSquares(Estimator):
 
                 def propose(sys_, z_, u_, lam_):
                     du, dz, pred = solve(sys_, lam_)
-                    return ptf.clip(z_ + dz.clamp(-_MAX_DZ, _MAX_DZ)), stf.step(u_, du), pred
+                    return ptf.clip(z_ + dz.clamp(-max_dz, max_dz)), stf.step(u_, du), pred
             else:
                 def build(raw_, uu, idx, w=w, rho=rho):
                     return condensed(raw_, uu, stf, lay, lay_t, fit_x0, None if rho is None else rho[idx], w, scale)
@@ -236,7 +268,7 @@ class LeastSquares(Estimator):
                 def propose(sys_, z_, u_, lam_):
                     dzeta = torch.nan_to_num(condensed_solve(sys_, lam_))
                     _, pred = condensed_apply(sys_, dzeta)       # the model's decrease for the plain step
-                    z_t = ptf.clip(z_ + dzeta[:, :F])
+                    z_t = ptf.clip(z_ + dzeta[:, :F].clamp(-max_dz, max_dz))
                     dzeta[:, :F] = z_t - z_
                     x_, _ = stf.from_u(u_)
                     if fit_x0:
@@ -258,44 +290,39 @@ class LeastSquares(Estimator):
                 cs = sys_
         run.close()
 
-        # ---- single-shooting check of every start, best start, uncertainty
+        # ---- best start, reconstruction, uncertainty, noise
+        cost = torch.where(torch.isfinite(cs.merit), cs.merit, torch.full_like(cs.merit, math.inf))
+        best = int(torch.argmin(cost))
+        if not math.isfinite(float(cost[best])):
+            raise ConfigurationError("Every start diverged (NaN/inf); check the bounds and the stimulus units, or "
+                                     "use a smaller dt.")
+        n_success = int((cost <= cost[best] * (1 + c["success_tol"]) + 1e-12).sum())
+        max_defect = float(cs.max_defect[best])
+        if max_defect > 1e-4:
+            warnings.warn(f"lsq: the best start did not reach a continuous trajectory (largest continuity defect "
+                          f"{max_defect:.2g} mV) within max_iter={c['max_iter']}; raise max_iter.", RuntimeWarning,
+                          stacklevel=3)
         theta_free, dth = ptf.from_z(z)
-        theta_all = theta_fixed.expand(n, -1).clone()
-        theta_all[:, free_index] = theta_free
-        x_nodes, _ = stf.from_u(u)
-        sims = self._single_shooting(problem, lay, theta_all, x_nodes)          # per sweep (n, T, S)
-        rho_ss = None
-        res_used = []
-        for q, tr in enumerate(problem.traces):
-            res_used.append(sims[q][:, ::lay.subsample, 0] - torch.as_tensor(tr.v[::lay.subsample], **kw))
+        theta_best = theta_fixed[0].clone()
+        theta_best[free_index] = theta_free[best]
+        x_nodes, _ = stf.from_u(u[best])
+        states = self._reconstruct(problem, lay, theta_best, x_nodes)          # per sweep (T, S), float64
+        res_full = [st[:, 0] - tr.v for st, tr in zip(states, problem.traces, strict=True)]
+        used = [r[::lay.subsample] for r in res_full]
+        rho_used = None
         if ar1:
-            num = sum((r[:, 1:] * r[:, :-1]).sum(1) for r in res_used)
-            den = sum((r**2).sum(1) for r in res_used)
-            rho_ss = (num / den.clamp_min(1e-300)).clamp(-0.999, 0.999)
-            whitened = [torch.cat([torch.sqrt(1 - rho_ss[:, None] ** 2) * r[:, :1], r[:, 1:] - rho_ss[:, None] * r[:, :-1]], 1)
-                        for r in res_used]
-        else:
-            whitened = res_used
-        cost_ss = 0.5 * sum((e**2).sum(1) for e in whitened)
-        cost_ss = torch.where(torch.isfinite(cost_ss), cost_ss, torch.full_like(cost_ss, math.inf))
-        best = int(torch.argmin(cost_ss))
-        best_cost = float(cost_ss[best])
-        if not math.isfinite(best_cost):
-            raise ConfigurationError("Every start diverged (NaN/inf); check the bounds, the stimulus units or use a "
-                                     "smaller dt.")
-        n_success = int((cost_ss <= best_cost * (1 + c["success_tol"]) + 1e-12).sum())
-
-        n_rows = sum(int(e.shape[1]) for e in whitened)
-        sse = 2 * best_cost
-        std = self._std(problem, raw, u, stf, lay, lay_t, scale, best, fit_x0, dth, rho_ss, sse, n_rows)
-
-        res_full = np.concatenate([sims[q][best, :, 0].cpu().numpy() - tr.v for q, tr in enumerate(problem.traces)])
+            num = sum(float(np.dot(r[1:], r[:-1])) for r in used)
+            rho_used = float(np.clip(num / max(sum(float(np.dot(r, r)) for r in used), 1e-300), -0.999, 0.999))
+            used = [np.concatenate([np.sqrt(1 - rho_used**2) * r[:1], r[1:] - rho_used * r[:-1]]) for r in used]
+        sse = float(sum(np.dot(r, r) for r in used))
+        n_rows = sum(r.size for r in used)
+        std = self._std(problem, raw, u, stf, lay, lay_t, scale, best, fit_x0, dth, rho_used, sse, n_rows)
+        res_all = np.concatenate(res_full)
         if ar1:
-            est = fit_ar1(res_full)
+            est = fit_ar1(res_all)
             noise = {"sigma": est.sigma, "rho": est.rho}
         else:
-            noise = {"sigma": float(np.sqrt(np.mean(res_full**2)))}
-        states = [sims[q][best].cpu().double().numpy() for q in range(len(problem.traces))]
+            noise = {"sigma": float(np.sqrt(np.mean(res_all**2)))}
         tf = theta_free.cpu().double().numpy()
         free_values = {name: float(tf[best, j]) for j, name in enumerate(problem.free_names)}
         init = {name: float(theta0[best, j]) for j, name in enumerate(problem.free_names)}
@@ -304,14 +331,15 @@ class LeastSquares(Estimator):
             "n_success": n_success,
             "success_fraction": n_success / n,
             "iterations": run.it,
-            "cost": best_cost,
+            "cost": 0.5 * sse,
             "n_segments": M,
             "dt_ms": lay.dt,
-            "max_defect": float(cs.max_defect[best]),
+            "max_defect": max_defect,
         }
         samples = {name: [float(x) for x in tf[:, j]] for j, name in enumerate(problem.free_names)}
         history = {"cost": run.history_cost, "stage": run.history_stage,
-                   "start_cost": [float(x) if math.isfinite(float(x)) else None for x in cost_ss.cpu()]}
+                   "start_cost": [float(x) if math.isfinite(float(x)) else None for x in cost.cpu()],
+                   "start_init": theta0.tolist()}
         return build_result(problem, self.name, free_values, states, std=std, init=init, noise=noise,
                             metrics=metrics, history=history, samples=samples)
 
@@ -379,21 +407,23 @@ class LeastSquares(Estimator):
             x = torch.where(first[None, :, None], torch.as_tensor(x0, **kw), x)
         return stf.to_u(x)
 
-    def _single_shooting(self, problem, lay, theta_all, x_nodes) -> list[torch.Tensor]:
-        """Simulate every start over every whole sweep from its fitted initial state (one batch per sweep)."""
+    def _reconstruct(self, problem, lay, theta, x_nodes) -> list[np.ndarray]:
+        """States of one start at every sample: all its segments simulated side by side from their nodes.
+
+        With the continuity defects at their converged size (metric ``max_defect``) this is the
+        single-shooting trajectory; the sequential depth is one segment instead of the whole sweep.
+        """
+        M, S = x_nodes.shape
+        r = lay.steps_per_sample
+        i_steps = torch.as_tensor(lay.i_half[:, ::2], dtype=theta.dtype, device=theta.device)   # (M, K+1)
+        sim = simulate(problem.model, theta.expand(M, -1), duration=lay.n_steps * lay.dt, dt=lay.dt, i_ext=i_steps,
+                       y0=x_nodes, method=self.config["method"], dtype=theta.dtype, device=theta.device,
+                       record_every=r, compile=False, check_finite=False)
+        seg = sim.y[:, :-1].detach().cpu().double().numpy()                     # (M, L, S), samples s0 + j
         out = []
-        seg_first = np.flatnonzero(lay.first)
         for q, tr in enumerate(problem.traces):
-            T = tr.t.size
-            r = lay.steps_per_sample
-            n_steps = (T - 1) * r
-            ts = tr.t[0] + lay.dt * np.arange(n_steps + 1)
-            i_steps = np.interp(ts, tr.t, tr.i_ext)
-            sim = simulate(problem.model, theta_all, duration=n_steps * lay.dt, dt=lay.dt, i_ext=i_steps,
-                           y0=x_nodes[:, seg_first[q]], method=self.config["method"], dtype=theta_all.dtype,
-                           device=theta_all.device, record_every=r, t0=float(tr.t[0]), compile=False,
-                           check_finite=False)
-            out.append(sim.y)
+            rows = seg[lay.sweep == q].reshape(-1, S)
+            out.append(rows[:tr.t.size])
         return out
 
     def _std(self, problem, raw: Raw, u, stf, lay, lay_t, scale, best, fit_x0, dth, rho, sse,
@@ -401,7 +431,8 @@ class LeastSquares(Estimator):
         """Standard deviations of the free parameters (canonical units) from the single-shooting Jacobian."""
         F = len(problem.free)
         i = torch.tensor([best], device=u.device)
-        cs = condensed(raw.index(i), u[i], stf, lay, lay_t, fit_x0, None if rho is None else rho[i], 1.0, scale)
+        rho_t = None if rho is None else torch.full((1,), float(rho), dtype=u.dtype, device=u.device)
+        cs = condensed(raw.index(i), u[i], stf, lay, lay_t, fit_x0, rho_t, 1.0, scale)
         J = cs.J[0]
         dof = max(1, n_rows - J.shape[1])
         s2 = sse / dof
@@ -440,7 +471,7 @@ def _rho_from(raw: Raw, lay_t: dict, seq: bool = False) -> torch.Tensor:
     else:
         pair = (valid[:, 1:] & valid[:, :-1])
         num = (torch.where(pair, r[:, :, 1:] * r[:, :, :-1], torch.zeros_like(r[:, :, 1:]))).sum((1, 2))
-    den = (r**2).flatten(1).sum(1).clamp_min(1e-300)
+    den = (r**2).flatten(1).sum(1).clamp_min(torch.finfo(r.dtype).tiny)
     rho = (num / den).clamp(-0.99, 0.99)
     return torch.where(torch.isfinite(rho), rho, torch.zeros_like(rho))
 
@@ -491,12 +522,20 @@ class _Run:
             sys_t = build(raw_t, u_t, idx)
             old, new = _cost(sys_)[idx], _cost(sys_t)
             acc = torch.isfinite(new) & (new < old)
-            gain = (old - new) / pred.clamp_min(1e-300)
+            if isinstance(sys_t, Condensed):
+                # Exact phase: a step closes the gaps only to first order, and the merit would charge its
+                # second-order defects at the full weight (the Maratos effect: tiny steps). Once a trial's
+                # defects are small it is judged, like the linear model's prediction, by its data cost.
+                small = torch.isfinite(new) & (sys_t.max_defect <= _DEFECT_SMALL)
+                acc |= small & (sys_t.data < sys_.data[idx])
+                new = torch.where(small, sys_t.data, new)
+            tiny = torch.finfo(old.dtype).tiny
+            gain = (old - new) / pred.clamp_min(tiny)
             lam_i, nu_i = lam[idx], nu[idx]
             lam_acc = lam_i * torch.clamp(1 - (2 * gain - 1) ** 3, min=1 / 3)
             lam[idx] = torch.where(acc, lam_acc.clamp_min(1e-12), lam_i * nu_i)
             nu[idx] = torch.where(acc, torch.full_like(nu_i, 2.0), nu_i * 2)
-            rel = torch.where(acc, (old - new) / old.clamp_min(1e-300), torch.zeros_like(old))
+            rel = torch.where(acc, (old - new) / old.clamp_min(tiny), torch.zeros_like(old))
             # converged: an accepted step gained < tol, or the model predicts no gain worth a step (and, in
             # the exact phase, the trajectory is continuous)
             done = (acc & (rel < tol)) | (pred < tol * old)

@@ -22,7 +22,7 @@ from neo_pinn.errors import ConfigurationError
 from neo_pinn.models.base import NeuronModel
 from neo_pinn.trace import Trace
 
-from .forward import integrate_segments
+from .forward import integrate_segments, integrate_segments_reverse
 from .transforms import ParamTransform, StateTransform
 
 __all__ = [
@@ -145,11 +145,11 @@ class Raw:
 
 def evaluate(model: NeuronModel, method: str, lay: Layout, theta_fixed: torch.Tensor, free_index: Sequence[int],
              ptf: ParamTransform, stf: StateTransform, z: torch.Tensor, u: torch.Tensor,
-             i_half: torch.Tensor, chunk: int) -> Raw:
-    """Integrate every segment of every start in ``z`` (n, F), ``u`` (n, M, S) with forward sensitivities.
+             i_half: torch.Tensor, chunk: int, jacobian: str = "forward") -> Raw:
+    """Integrate every segment of every start in ``z`` (n, F), ``u`` (n, M, S) with their Jacobians.
 
     ``chunk`` caps the segments integrated together (memory and cache locality); the chunks run one after
-    the other, each holding whole starts' worth of segments or a slice of them.
+    the other. ``jacobian`` is ``"forward"`` or ``"reverse"`` (autograd mode, see :mod:`.forward`).
     """
     n, M, S = u.shape
     F = z.shape[1]
@@ -168,14 +168,18 @@ def evaluate(model: NeuronModel, method: str, lay: Layout, theta_fixed: torch.Te
     for a in range(0, nm, chunk):
         b = min(nm, a + chunk)
         B = b - a
-        dx0 = torch.zeros(D, B, S, dtype=u.dtype, device=u.device)
-        dx0[:S] = eye_s[:, None, :]
-        dtheta = torch.zeros(D, B, F, dtype=u.dtype, device=u.device)
-        dtheta[S:] = eye_f[:, None, :] * dthu[a:b][None]
         seg = torch.arange(a, b, device=u.device) % M
-        v, dv, end, dend = integrate_segments(model, method, lay.dt, lay.n_steps,
-                                              lay.steps_per_sample * lay.subsample, x0[a:b], dx0, th[a:b], dtheta,
-                                              free_index, i_half[:, seg])
+        rec = lay.steps_per_sample * lay.subsample
+        if jacobian == "reverse":
+            v, dv, end, dend = integrate_segments_reverse(model, method, lay.dt, lay.n_steps, rec, x0[a:b],
+                                                          th[a:b], dthu[a:b], free_index, i_half[:, seg])
+        else:
+            dx0 = torch.zeros(D, B, S, dtype=u.dtype, device=u.device)
+            dx0[:S] = eye_s[:, None, :]
+            dtheta = torch.zeros(D, B, F, dtype=u.dtype, device=u.device)
+            dtheta[S:] = eye_f[:, None, :] * dthu[a:b][None]
+            v, dv, end, dend = integrate_segments(model, method, lay.dt, lay.n_steps, rec, x0[a:b], dx0, th[a:b],
+                                                  dtheta, free_index, i_half[:, seg])
         vs.append(v), dvs.append(dv), ends.append(end), dends.append(dend)
     v = torch.cat(vs, 0).reshape(n, M, -1)
     dv = torch.cat(dvs, 1).reshape(D, n, M, -1).permute(1, 2, 3, 0)
@@ -268,7 +272,7 @@ def solve(nq: Normal, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     lam = lam.to(A.dtype)
     dA = torch.diagonal(A, dim1=-2, dim2=-1)
     dE = torch.diagonal(E, dim1=-2, dim2=-1)
-    floor = 1e-9 * torch.maximum(dA.flatten(1).amax(1), dE.amax(1)).clamp_min(1e-30)   # Moré-style floor
+    floor = 1e-9 * torch.maximum(dA.flatten(1).amax(1), dE.amax(1)).clamp_min(torch.finfo(A.dtype).tiny)  # Moré-style floor
     dA = torch.maximum(dA, floor[:, None, None])
     dE = torch.maximum(dE, floor[:, None])
     Ad = A + torch.diag_embed(lam[:, None, None] * dA)
@@ -391,7 +395,7 @@ def condensed_solve(cs: Condensed, lam: torch.Tensor) -> torch.Tensor:
     H = cs.J.transpose(1, 2) @ cs.J
     g = (cs.J.transpose(1, 2) @ cs.r[..., None])[..., 0]
     dH = torch.diagonal(H, dim1=-2, dim2=-1)
-    dH = torch.maximum(dH, 1e-9 * dH.amax(1, keepdim=True).clamp_min(1e-30))
+    dH = torch.maximum(dH, 1e-9 * dH.amax(1, keepdim=True).clamp_min(torch.finfo(H.dtype).tiny))
     Hd = H + torch.diag_embed(lam[:, None] * dH)
     return torch.linalg.solve(Hd, -g[..., None])[..., 0]
 

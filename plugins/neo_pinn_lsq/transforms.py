@@ -31,8 +31,8 @@ class ParamTransform:
         self.lo_np, self.hi_np, self.log_np = lo, hi, np.array([f.log_scale for f in problem.free])
         kw = dict(dtype=dtype, device=device)
         self.lo, self.hi = torch.tensor(lo, **kw), torch.tensor(hi, **kw)
-        self.zlo = torch.where(self.log, torch.log(self.lo.clamp_min(1e-300)), torch.full_like(self.lo, -np.inf))
-        self.zhi = torch.where(self.log, torch.log(self.hi.clamp_min(1e-300)), torch.full_like(self.hi, np.inf))
+        self.zlo = torch.where(self.log, torch.log(self.lo.clamp_min(torch.finfo(dtype).tiny)), torch.full_like(self.lo, -np.inf))
+        self.zhi = torch.where(self.log, torch.log(self.hi.clamp_min(torch.finfo(dtype).tiny)), torch.full_like(self.hi, np.inf))
 
     def to_z(self, theta: np.ndarray) -> np.ndarray:
         """z of values ``theta`` (..., F)."""
