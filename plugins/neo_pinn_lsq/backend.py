@@ -52,7 +52,8 @@ from neo_pinn.noise import AR1Noise, fit_ar1
 from neo_pinn.problem import EstimationProblem
 from neo_pinn.simulate import METHODS, simulate
 
-from .shooting import Condensed, Raw, assemble, condensed, condensed_apply, condensed_solve, evaluate, make_layout, solve
+from .shooting import (Condensed, Raw, assemble, condensed, condensed_apply, condensed_solve, evaluate, make_layout,
+                       solve)
 from .transforms import ParamTransform, StateTransform, gate_mask
 
 __all__ = ["LeastSquares"]
@@ -61,6 +62,7 @@ _RANDOM = ("bounds", "jitter")
 _CHUNK = 4096  # segments integrated together
 _W_EXACT = 1e4  # continuity weight of the merit of the exact phase: large enough that no discontinuous point wins
 _DEFECT_TOL = 1e-7  # largest continuity defect (mV, hidden states scaled to mV) of a converged start
+_RETRIES = 3  # tighter homotopy stages (×10 continuity weight each) for starts whose gaps did not close
 _DEFECT_SMALL = 1e-3  # defects below which an exact-phase trial is judged by its data cost
 
 
@@ -127,10 +129,10 @@ class LeastSquares(Estimator):
         "n_starts": 8,
         "random_starts": "bounds",
         "jitter": 0.5,
-        "max_iter": 120,
+        "max_iter": 200,
         "tol": 1e-7,
         "stage_tol": 1e-3,
-        "stage_iter": 12,
+        "stage_iter": 25,
         "continuity": (1.0, 10.0, 100.0, 1e3),
         "segment_ms": 5.0,
         "dt": None,
@@ -220,10 +222,13 @@ class LeastSquares(Estimator):
         lay = make_layout(problem.traces, c["dt"], c["max_dt"], c["segment_ms"], c["subsample"])
         M = lay.n_segments
         lay_t = {"valid": torch.as_tensor(lay.valid, device=dev), "v_obs": torch.as_tensor(lay.v_obs, **kw),
-                 "has_next": torch.as_tensor(lay.has_next, device=dev), "first": torch.as_tensor(lay.first, device=dev)}
+                 "has_next": torch.as_tensor(lay.has_next, device=dev),
+                 "first": torch.as_tensor(lay.first, device=dev)}
         i_half = torch.as_tensor(lay.i_half.T.copy(), **kw)                     # (2K+1, M)
         theta_fixed = torch.as_tensor(problem.theta_full({f.name: _mid(f) for f in problem.free}), **kw)[None]
-        scale = torch.tensor([model.states[0].scale / s.scale if k else 1.0 for k, s in enumerate(model.states)], **kw)
+        # defects of hidden states are weighed in mV: scaled by (voltage scale / state scale)
+        scale = torch.tensor([model.states[0].scale / st.scale if k else 1.0 for k, st in enumerate(model.states)],
+                             **kw)
         fit_x0 = isinstance(problem.initial_state, str) and problem.initial_state == "fit"
 
         # ---- starts and nodes
@@ -241,28 +246,29 @@ class LeastSquares(Estimator):
         multiple = M > len(problem.traces)
         first_idx = torch.as_tensor(np.flatnonzero(lay.first), device=dev)
         max_dz = float(c["max_step"])
-        stages = [("penalty", w) for w in (c["continuity"] if multiple else ())]
-        stages.append(("exact", _W_EXACT))
+        penalty = list(c["continuity"]) if multiple else []
+        n_stages = len(penalty) + 1
         raw = ev(z, u)
         run = _Run(n=n, max_iter=c["max_iter"], lambda0=c["lambda0"], kw=kw)
         if ctx.progress:
             from tqdm.auto import tqdm
 
             run.bar = tqdm(total=c["max_iter"], desc=f"lsq {model.name} ×{n} starts", unit="it", leave=False)
-        cs = None
-        for stage, (kind, w) in enumerate(stages):
-            last = stage == len(stages) - 1
+
+        def run_stage(stage: int, kind: str, w: float, only: torch.Tensor | None = None):
+            nonlocal z, u, raw, rho
             if ar1 and stage > 0:
-                rho = _rho_from(raw, lay_t, seq=kind == "exact")
+                new_rho = _rho_from(raw, lay_t, seq=kind == "exact")
+                rho = new_rho if only is None else torch.where(only, new_rho, rho)
             if kind == "penalty":
-                def build(raw_, uu, idx, w=w, rho=rho):
+                def build(raw_, uu, idx, rho=rho):
                     return assemble(raw_, uu, stf, lay_t, w, scale, None if rho is None else rho[idx], not fit_x0)
 
                 def propose(sys_, z_, u_, lam_):
                     du, dz, pred = solve(sys_, lam_)
                     return ptf.clip(z_ + dz.clamp(-max_dz, max_dz)), stf.step(u_, du), pred
             else:
-                def build(raw_, uu, idx, w=w, rho=rho):
+                def build(raw_, uu, idx, rho=rho):
                     return condensed(raw_, uu, stf, lay, lay_t, fit_x0, None if rho is None else rho[idx], w, scale)
 
                 def propose(sys_, z_, u_, lam_):
@@ -282,26 +288,47 @@ class LeastSquares(Estimator):
                     u_t = stf.to_u(x_ + dx)                      # the other nodes move in state units
                     u_t[:, first_idx] = u_first if fit_x0 else u_[:, first_idx]
                     return z_t, u_t, pred
-            tol = c["tol"] if last else c["stage_tol"]
-            cap = c["max_iter"] - run.it if last else min(c["stage_iter"], c["max_iter"] - run.it)
-            z, u, raw, sys_ = run.stage(stage, len(stages), z, u, raw, build, propose, ev, tol, cap,
-                                        abandon=c["abandon"] if kind == "exact" else None)
-            if kind == "exact":
-                cs = sys_
+            exact = kind == "exact"
+            tol = c["tol"] if exact else c["stage_tol"]
+            cap = c["max_iter"] - run.it if exact else min(c["stage_iter"], c["max_iter"] - run.it)
+            z, u, raw, sys_ = run.stage(stage, n_stages, z, u, raw, build, propose, ev, tol, cap,
+                                        abandon=c["abandon"] if exact else None, only=only)
+            return sys_
+
+        for stage, w in enumerate(penalty):
+            run_stage(stage, "penalty", w)
+        cs = run_stage(len(penalty), "exact", _W_EXACT)
+        # Where closing the gaps stalled (the linearised closing is poor over long, sensitive stretches, e.g.
+        # a slow variable across bursts), tighten the homotopy for those starts and try the exact phase again.
+        w_more, stage = (penalty[-1] if penalty else _W_EXACT), len(penalty) + 1
+        for _ in range(_RETRIES if multiple else 0):
+            ok = torch.isfinite(cs.merit)
+            if not bool(ok.any()) or run.it >= c["max_iter"]:
+                break
+            stalled = ok & (cs.max_defect > _DEFECT_TOL) & (cs.merit <= c["abandon"] * cs.merit[ok].min())
+            if not bool(stalled.any()):
+                break
+            w_more *= 10.0
+            n_stages = stage + 2
+            run_stage(stage, "penalty", w_more, only=stalled)
+            cs = run_stage(stage + 1, "exact", _W_EXACT, only=stalled)
+            stage += 2
         run.close()
 
         # ---- best start, reconstruction, uncertainty, noise
         cost = torch.where(torch.isfinite(cs.merit), cs.merit, torch.full_like(cs.merit, math.inf))
         best = int(torch.argmin(cost))
         if not math.isfinite(float(cost[best])):
-            raise ConfigurationError("Every start diverged (NaN/inf); check the bounds and the stimulus units, or "
-                                     "use a smaller dt.")
+            raise ConfigurationError(f"Every start's simulation diverged (NaN/inf) at dt = {lay.dt:g} ms; use a "
+                                     "smaller step (option dt or max_dt) and check the bounds and stimulus units.")
         n_success = int((cost <= cost[best] * (1 + c["success_tol"]) + 1e-12).sum())
         max_defect = float(cs.max_defect[best])
         if max_defect > 1e-4:
             warnings.warn(f"lsq: the best start did not reach a continuous trajectory (largest continuity defect "
-                          f"{max_defect:.2g} mV) within max_iter={c['max_iter']}; raise max_iter.", RuntimeWarning,
-                          stacklevel=3)
+                          f"{max_defect:.2g} mV), so its estimate is that of the most tightly coupled "
+                          f"multiple-shooting stage; raise max_iter (now {c['max_iter']}) or stage_iter, or "
+                          "shorten segment_ms.",
+                          RuntimeWarning, stacklevel=4)
         theta_free, dth = ptf.from_z(z)
         theta_best = theta_fixed[0].clone()
         theta_best[free_index] = theta_free[best]
@@ -379,6 +406,8 @@ class LeastSquares(Estimator):
         preset = model.initial_state(problem.preset) if (problem.preset or model.default_preset) else \
             np.array([s.scale for s in model.states])
         h = torch.as_tensor(np.asarray(preset[1:], dtype=float), **kw).expand(n * M, S - 1).clone()
+        if S == 1:
+            return stf.to_u(V.reshape(n, M, 1))
         gate_t = torch.as_tensor(gates[1:], device=z.device)
         p_names = model.param_names
         for _ in range(6):
@@ -500,14 +529,15 @@ class _Run:
         self.history_stage: list[int] = []
         self.bar = None
 
-    def stage(self, stage, n_stages, z, u, raw, build, propose, ev, tol, cap, abandon=None):
+    def stage(self, stage, n_stages, z, u, raw, build, propose, ev, tol, cap, abandon=None, only=None):
+        """Iterate the starts (those in ``only``, default all) at one stage until each converges or ``cap``."""
         n = self.n
         all_idx = torch.arange(n, device=z.device)
         sys_ = build(raw, u, all_idx)
         lam = torch.full((n,), self.lambda0, **self.kw)
         nu = torch.full((n,), 2.0, **self.kw)
         alive = torch.isfinite(_cost(sys_))
-        active = alive.clone()
+        active = alive.clone() if only is None else alive & only
         for _ in range(max(0, cap)):
             if abandon is not None and bool(alive.any()):
                 c = _cost(sys_)

@@ -6,8 +6,11 @@ the (sub-sampled) samples it covers, and its end state with the next node (a *co
 weighted by ``w``). All segments of all starts run as one batch, so the sequential depth of the
 computation is one segment, not the whole recording.
 
-Per start the Gauss–Newton normal matrix is block tridiagonal in the node variables with a dense border
-for the shared parameters; it is solved by block-tridiagonal elimination and a Schur complement.
+Per start the Gauss–Newton normal matrix of the homotopy stages is block tridiagonal in the node
+variables with a dense border for the shared parameters; it is solved by block-tridiagonal elimination and
+a Schur complement (:func:`assemble`, :func:`solve`). The exact phase eliminates the linearised continuity
+conditions instead (condensing, :func:`condensed`), leaving a small system in the parameters and initial
+states whose Jacobian, once the gaps are closed, is the single-shooting one used for the covariance.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from neo_pinn.errors import ConfigurationError
 from neo_pinn.models.base import NeuronModel
 from neo_pinn.trace import Trace
@@ -48,9 +52,9 @@ def choose_dt(sample_dt: float, dt: float | None, max_dt: float) -> tuple[float,
         return sample_dt / steps, steps
     steps = sample_dt / float(dt)
     if abs(steps - round(steps)) > 1e-6 * max(1.0, steps) or round(steps) < 1:
-        raise ConfigurationError(f"dt = {dt} ms does not divide the sampling interval {sample_dt:.6g} ms; "
-                                 f"choose sampling_interval/k (e.g. {sample_dt / max(1, math.ceil(sample_dt / dt)):.6g}) "
-                                 "or leave dt=None.")
+        hint = sample_dt / max(1, math.ceil(sample_dt / dt))
+        raise ConfigurationError(f"dt = {dt} ms does not divide the sampling interval {sample_dt:.6g} ms; choose "
+                                 f"sampling_interval/k (e.g. {hint:.6g}) or leave dt=None.")
     return sample_dt / round(steps), int(round(steps))
 
 
@@ -180,7 +184,10 @@ def evaluate(model: NeuronModel, method: str, lay: Layout, theta_fixed: torch.Te
             dtheta[S:] = eye_f[:, None, :] * dthu[a:b][None]
             v, dv, end, dend = integrate_segments(model, method, lay.dt, lay.n_steps, rec, x0[a:b], dx0, th[a:b],
                                                   dtheta, free_index, i_half[:, seg])
-        vs.append(v), dvs.append(dv), ends.append(end), dends.append(dend)
+        vs.append(v)
+        dvs.append(dv)
+        ends.append(end)
+        dends.append(dend)
     v = torch.cat(vs, 0).reshape(n, M, -1)
     dv = torch.cat(dvs, 1).reshape(D, n, M, -1).permute(1, 2, 3, 0)
     end = torch.cat(ends, 0).reshape(n, M, S)
@@ -200,7 +207,7 @@ class Normal:
     E: torch.Tensor      # (n, F, F) parameter block
     gx: torch.Tensor     # (n, M, S)
     gz: torch.Tensor     # (n, F)
-    max_defect: torch.Tensor  # (n,) largest |defect| in state units / scale
+    max_defect: torch.Tensor  # (n,) largest continuity defect (mV; hidden states scaled to mV)
 
 
 def whiten(x: torch.Tensor, rho: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -254,10 +261,9 @@ def assemble(raw: Raw, u: torch.Tensor, stf: StateTransform, lay_t: dict, w: flo
         Bc = torch.where(fm[:, :-1, None, None], zero, Bc)
     data = 0.5 * (r**2).sum((1, 2))
     cost = data + 0.5 * (d**2).sum((1, 2))
-    bad = ~(torch.isfinite(cost) & torch.isfinite(raw.dv).flatten(1).all(1) & torch.isfinite(raw.dend).flatten(1).all(1))
-    cost = torch.where(bad, torch.full_like(cost, math.inf), cost)
-    maxdef = (torch.where(hn, (raw.end - x_next).abs() * scale / scale[0], zero)).flatten(1).amax(1) if M > 1 \
-        else torch.zeros(n, dtype=u.dtype, device=u.device)
+    finite = torch.isfinite(raw.dv).flatten(1).all(1) & torch.isfinite(raw.dend).flatten(1).all(1)
+    cost = torch.where(torch.isfinite(cost) & finite, cost, torch.full_like(cost, math.inf))
+    maxdef = torch.where(hn, (raw.end - x_next).abs() * scale, zero).flatten(1).amax(1)
     return Normal(cost=cost, data=data, A=A, B=Bc, C=C, E=E, gx=gx, gz=gz, max_defect=maxdef)
 
 
@@ -272,7 +278,8 @@ def solve(nq: Normal, lam: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, to
     lam = lam.to(A.dtype)
     dA = torch.diagonal(A, dim1=-2, dim2=-1)
     dE = torch.diagonal(E, dim1=-2, dim2=-1)
-    floor = 1e-9 * torch.maximum(dA.flatten(1).amax(1), dE.amax(1)).clamp_min(torch.finfo(A.dtype).tiny)  # Moré-style floor
+    # Moré-style floor, so that a variable the data hardly sees is still damped
+    floor = 1e-9 * torch.maximum(dA.flatten(1).amax(1), dE.amax(1)).clamp_min(torch.finfo(A.dtype).tiny)
     dA = torch.maximum(dA, floor[:, None, None])
     dE = torch.maximum(dE, floor[:, None])
     Ad = A + torch.diag_embed(lam[:, None, None] * dA)

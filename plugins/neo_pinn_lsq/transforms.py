@@ -12,13 +12,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+
 from neo_pinn.errors import ConfigurationError
 from neo_pinn.models.base import NeuronModel
 from neo_pinn.problem import EstimationProblem
 
 __all__ = ["ParamTransform", "StateTransform", "gate_mask"]
-
-_EPS = 1e-9
 
 
 class ParamTransform:
@@ -31,8 +30,9 @@ class ParamTransform:
         self.lo_np, self.hi_np, self.log_np = lo, hi, np.array([f.log_scale for f in problem.free])
         kw = dict(dtype=dtype, device=device)
         self.lo, self.hi = torch.tensor(lo, **kw), torch.tensor(hi, **kw)
-        self.zlo = torch.where(self.log, torch.log(self.lo.clamp_min(torch.finfo(dtype).tiny)), torch.full_like(self.lo, -np.inf))
-        self.zhi = torch.where(self.log, torch.log(self.hi.clamp_min(torch.finfo(dtype).tiny)), torch.full_like(self.hi, np.inf))
+        tiny = torch.finfo(dtype).tiny
+        self.zlo = torch.where(self.log, torch.log(self.lo.clamp_min(tiny)), torch.full_like(self.lo, -np.inf))
+        self.zhi = torch.where(self.log, torch.log(self.hi.clamp_min(tiny)), torch.full_like(self.hi, np.inf))
 
     def to_z(self, theta: np.ndarray) -> np.ndarray:
         """z of values ``theta`` (..., F)."""
