@@ -310,7 +310,7 @@ def simulate(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=n_steps, unit="step", desc=f"simulate {model.name} B={B}", leave=False)
+        bar = tqdm(total=n_steps, unit="step", desc=f"simulate {model.name} B={B}", leave=False, disable=None)
     k0 = 0
     t0_t = torch.tensor(t0, dtype=dtype, device=dev)
     while k0 < n_steps:

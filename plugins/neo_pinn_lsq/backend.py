@@ -253,7 +253,8 @@ class LeastSquares(Estimator):
         if ctx.progress:
             from tqdm.auto import tqdm
 
-            run.bar = tqdm(total=c["max_iter"], desc=f"lsq {model.name} ×{n} starts", unit="it", leave=False)
+            run.bar = tqdm(total=c["max_iter"], desc=f"lsq {model.name} ×{n} starts", unit="it", leave=False,
+                           disable=None)  # None: no bar when output is not a terminal (logs, CI)
 
         def run_stage(stage: int, kind: str, w: float, only: torch.Tensor | None = None):
             nonlocal z, u, raw, rho
