@@ -40,7 +40,8 @@ class atomic_path:
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        assert self.tmp is not None
+        if self.tmp is None:  # __enter__ never ran
+            return False
         if exc_type is None:
             os.replace(self.tmp, self.target)
         elif self.tmp.exists():
