@@ -294,15 +294,9 @@ def simulate(
     chunk, compiled = _get_chunk(model, method, K, rec_in, dt, rec_idx, want_compile)
     tail_chunk = _make_chunk(model, method, n_steps % K, rec_in, dt, rec_idx) if n_steps % K else None
 
-    def colslice(a, b):
-        if i_half.ndim == 1:
-            return i_half[a:b].unsqueeze(-1).transpose(0, -1) if False else i_half[a:b]
-        return i_half[:, a:b]
-
     def stim_seg(k0, n):
-        seg = colslice(2 * k0, 2 * (k0 + n) + 1)
-        # Shape (..., 2n+1) -> index [..., j] gives (B,) or scalar per half step.
-        return seg
+        """Stimulus on the half steps of steps k0..k0+n: shape (2n+1,) or (B, 2n+1); [..., j] is one half step."""
+        return i_half[..., 2 * k0: 2 * (k0 + n) + 1]
 
     records = [torch.stack([ys[k] for k in rec_idx], -1).unsqueeze(1)]
     n_chunks = 0
