@@ -172,9 +172,8 @@ def estimate(
     model : str or NeuronModel
     backend : str
         Registered backend name (``neo-pinn plugins`` lists them).
-    free : iterable of str, optional
-        Parameters to estimate (default: every log-scale conductance and rate of the model is *not*
-        assumed — you must name them).
+    free : iterable of str
+        Parameters to estimate; required (None raises ConfigurationError listing the model's parameters).
     preset, values, init, bounds
         See :meth:`EstimationProblem.build`.
     sweeps : "all", int or list of int

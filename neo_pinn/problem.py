@@ -225,7 +225,9 @@ class EstimationProblem:
 
     def to_json(self, path: str | Path | None = None, include_data: bool = True) -> str:
         """Serialise to JSON (written atomically when ``path`` is given)."""
-        text = json.dumps(self.to_dict(include_data), indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+        from .io.files import dumps
+
+        text = dumps(self.to_dict(include_data), indent=1)
         if path is not None:
             from .io.files import atomic_write_text
 

@@ -196,9 +196,9 @@ def _fmt(x: Any) -> str:
 
 
 def _json(obj: Any) -> str:
-    from .io.neo_files import json_default
+    from .io.files import dumps
 
-    return json.dumps(obj, indent=1, sort_keys=True, default=json_default)
+    return dumps(obj, indent=1, sort_keys=True)
 
 
 def _png_data_uri(fig) -> str:

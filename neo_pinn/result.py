@@ -230,7 +230,9 @@ class EstimationResult:
         str
             The JSON text.
         """
-        text = json.dumps(self.to_dict(include_arrays=include_arrays), indent=1, default=_json_default)
+        from .io.files import dumps
+
+        text = dumps(self.to_dict(include_arrays=include_arrays), indent=1)
         if path is not None:
             from .io.files import atomic_write_text
 
@@ -276,15 +278,3 @@ def _text_or_file(text_or_path) -> str:
     if text.lstrip()[:1] in ("{", "["):
         return text
     return Path(text).read_text()
-
-
-def _json_default(o):
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-

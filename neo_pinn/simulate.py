@@ -10,7 +10,6 @@ The computation is differentiable with respect to ``theta``, ``y0`` and a tensor
 
 from __future__ import annotations
 
-import math
 import threading
 import warnings
 from dataclasses import dataclass

@@ -61,7 +61,8 @@ import quantities as pq
 
 from ..errors import ConfigurationError
 from ..result import EstimationResult, ParameterEstimate, SweepFit
-from .neo_files import decode_nwb_payload, json_default
+from .files import dumps as _dumps
+from .neo_files import decode_nwb_payload
 
 __all__ = ["attach", "attach_copy", "read_attached", "result_from_block", "ROLE_RECONSTRUCTION", "ROLE_STATES"]
 
@@ -74,10 +75,6 @@ _UNIFORM_RTOL = 1e-4
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, default=json_default)
-
-
 def _float_or_nan(x) -> float:
     return math.nan if x is None else float(x)
 

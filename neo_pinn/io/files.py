@@ -2,12 +2,37 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_path", "sha256_of"]
+import numpy as np
+
+__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_path", "sha256_of", "json_default", "dumps"]
+
+
+def json_default(o: Any):
+    """``json.dumps`` fallback for numpy, quantities, paths and datetimes (anything else becomes str)."""
+    if hasattr(o, "dimensionality"):  # a quantities array: keep its units in the text
+        return str(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, (set, frozenset)):
+        return sorted(o, key=str)
+    if isinstance(o, (_dt.datetime, _dt.date)):
+        return o.isoformat()
+    return str(o)
+
+
+def dumps(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` with :func:`json_default` for numpy, quantities, paths and datetimes."""
+    return json.dumps(obj, default=json_default, **kwargs)
 
 
 def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -44,7 +44,7 @@ import numpy as np
 import quantities as pq
 
 from ..errors import ConfigurationError, RecordingFormatError
-from .files import atomic_path
+from .files import atomic_path, dumps as _dumps, json_default  # noqa: F401 - json_default re-exported
 
 __all__ = ["write_block", "read_block", "json_default", "decode_nwb_payload", "input_files_of"]
 
@@ -62,25 +62,6 @@ _NWB_GLOBAL = {
 
 
 # ---------------------------------------------------------------------------------------------- JSON
-def json_default(o: Any):
-    """``json.dumps`` fallback for numpy, quantities, paths and datetimes (anything else becomes str)."""
-    if isinstance(o, pq.Quantity):
-        return str(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, (set, frozenset)):
-        return sorted(o, key=str)
-    if isinstance(o, (_dt.datetime, _dt.date)):
-        return o.isoformat()
-    return str(o)
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, default=json_default)
-
-
 # ----------------------------------------------------------------------------------------- guards
 def input_files_of(block) -> list[Path]:
     """Paths the objects of a Neo tree say they were read from (``file_origin`` of block, segments, signals)."""
