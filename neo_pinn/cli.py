@@ -242,7 +242,7 @@ def cmd_fit(args) -> int:
     backend_cls = get_backend(args.backend)
     options = _options(args.option)
     if args.init == "random" and "random_starts" in backend_cls.default_config:
-        options.setdefault("random_starts", True)
+        options.setdefault("random_starts", "bounds")
     estimator = backend_cls(**options)
     rec, traces = _load_traces(args)
     noise = {"white": WhiteNoise(1.0), "ar1": AR1Noise(1.0, 0.5), None: None}[args.noise]

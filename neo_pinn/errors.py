@@ -16,6 +16,7 @@ __all__ = [
     "NoVoltageChannelError",
     "EmptySignalError",
     "NonFiniteDataError",
+    "EstimationError",
     "ConfigurationError",
     "UnknownNameError",
     "DuplicateNameError",
@@ -62,6 +63,10 @@ class NonFiniteDataError(NeoPinnError, ValueError):
 
 class ConfigurationError(NeoPinnError, ValueError):
     """An estimation problem or backend configuration is inconsistent."""
+
+
+class EstimationError(NeoPinnError, RuntimeError):
+    """An estimation diverged (non-finite loss or parameters) and could not produce a result."""
 
 
 class UnknownNameError(NeoPinnError, KeyError):

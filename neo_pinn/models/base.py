@@ -16,7 +16,7 @@ import torch
 
 from ..errors import ConfigurationError, UnknownNameError
 
-__all__ = ["StateSpec", "ParameterSpec", "Preset", "NeuronModel"]
+__all__ = ["StateSpec", "ParameterSpec", "Preset", "NeuronModel", "gate_mask"]
 
 
 @dataclass(frozen=True)
@@ -274,3 +274,22 @@ class NeuronModel:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}: states {self.state_names}, {self.n_params} parameters>"
+
+
+def gate_mask(model: "NeuronModel", gate_states: Sequence[str] | None = None) -> np.ndarray:
+    """Which states are gating variables in [0, 1] (bool array (S,)).
+
+    ``gate_states`` names them explicitly; None picks the dimensionless states whose description
+    mentions an (in)activation or a gate.
+    """
+    if gate_states is not None:
+        for n in gate_states:
+            model.state_index(n)  # raises UnknownNameError listing the states
+        if model.state_names[0] in gate_states:
+            raise ConfigurationError(f"State {model.state_names[0]!r} is the membrane voltage, not a gate.")
+        return np.array([s.name in gate_states for s in model.states])
+    out = []
+    for k, s in enumerate(model.states):
+        desc = s.description.lower()
+        out.append(k > 0 and s.unit == "dimensionless" and ("activation" in desc or "gate" in desc))
+    return np.array(out)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from neo_pinn.errors import ConfigurationError
-from neo_pinn.models.base import NeuronModel
+from neo_pinn.models.base import NeuronModel, gate_mask
 from neo_pinn.problem import EstimationProblem
 
 __all__ = ["ParamTransform", "StateTransform", "gate_mask"]
@@ -54,25 +54,6 @@ class ParamTransform:
         """Project z into the bounds (log-scale parameters; logit ones are bounded by construction)."""
         z = torch.maximum(torch.minimum(z, self.zhi), self.zlo)
         return z.clamp(-40.0, 40.0)
-
-
-def gate_mask(model: NeuronModel, gate_states: Sequence[str] | None) -> np.ndarray:
-    """Which states are gating variables in [0, 1] (bool array (S,)).
-
-    ``gate_states`` names them explicitly; None picks the dimensionless states whose description
-    mentions an (in)activation or a gate.
-    """
-    if gate_states is not None:
-        for n in gate_states:
-            model.state_index(n)  # raises UnknownNameError listing the states
-        if model.state_names[0] in gate_states:
-            raise ConfigurationError(f"State {model.state_names[0]!r} is the membrane voltage, not a gate.")
-        return np.array([s.name in gate_states for s in model.states])
-    out = []
-    for k, s in enumerate(model.states):
-        desc = s.description.lower()
-        out.append(k > 0 and s.unit == "dimensionless" and ("activation" in desc or "gate" in desc))
-    return np.array(out)
 
 
 class StateTransform:

@@ -1,0 +1,258 @@
+"""The ``pinn`` backend: physics-informed networks for joint parameter and hidden-state estimation.
+
+Algorithm
+---------
+An ensemble of ``n_members`` independent physics-informed networks is trained as one batch
+(:func:`neo_pinn_pinn.training.train_members`). Each member maps time to every state of the model (the
+voltage and the unobserved ones) and owns its copy of the free biophysical parameters. The physics is
+the model's own ``rhs`` — the equations exist once, in the model zoo.
+
+1. **Data-derived nondimensionalisation**: time per segment to [−1, 1]; the voltage by its recorded mean
+   and spread; hidden states by their warm-start range (gates through a logistic, so they stay in (0, 1));
+   every residual by the spread of its state's derivative.
+2. **Fourier features** (``fourier_features``): ``n_fourier`` dominant frequencies of the voltage's
+   spectrum (FFT), plus ``n_trainable_frequencies`` trainable ones per member started at sub-harmonics of
+   the fundamental, for the slower hidden states.
+3. **Random weight factorization** (``rwf``) of every dense layer.
+4. **Segments**: a sweep holding many spikes is cut into segments of about ``spikes_per_segment`` spikes,
+   each with its own network (batched), tied by continuity of every state — bursts of ten spikes are
+   learned as well as one.
+5. **Two-stage training** (``two_stage``): stage 1 fits the recorded voltage only (and, with
+   ``warm_start_hidden``, pulls the hidden outputs towards the states their own equations give when
+   driven by the recorded voltage); stage 2 adds the physics residual of every state equation and the
+   continuity terms, and trains networks and parameters jointly.
+6. **Adaptive loss balancing** (``adaptive_weights``): gradient-norm weights with epsilon smoothing
+   (``balance_eps``) and an exponential moving average (``balance_alpha``).
+7. **Separate optimisers** (``separate_optimizers``): Adam for the network weights (``lr_net`` →
+   ``lr_net_final``) and Adam for the parameters in log coordinates (``lr_params`` → ``lr_params_final``),
+   each with its own exponential schedule; off, one Adam with the network's rate trains both.
+
+Result
+------
+Members whose final loss is within ``accept_factor`` of the best are *accepted*; the estimate is their
+median, the uncertainty their spread (sample standard deviation; None with a single accepted member).
+The states are the accepted members' mean network outputs at every sample; ``samples`` holds every
+member's estimate and final loss; ``history`` the loss terms and parameter trajectories (median over
+members); the noise ``sigma`` (and ``rho`` for AR(1)) comes from the voltage residual.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from neo_pinn.errors import ConfigurationError
+from neo_pinn.estimator import Estimator, FitContext, build_result
+from neo_pinn.noise import AR1Noise, fit_ar1
+from neo_pinn.problem import EstimationProblem
+
+from .training import check_config, train_members
+
+__all__ = ["PINN", "ABLATIONS"]
+
+#: The five techniques of the method and the option that switches each off (for ablations).
+ABLATIONS = {
+    "fourier_features": {"fourier_features": False},
+    "random_weight_factorization": {"rwf": False},
+    "two_stage_training": {"two_stage": False},
+    "adaptive_loss_balancing": {"adaptive_weights": False},
+    "separate_optimizers": {"separate_optimizers": False},
+}
+
+
+class PINN(Estimator):
+    """Physics-informed neural network ensemble (see the module docstring for the algorithm).
+
+    Options (``default_config``)
+    ----------------------------
+    n_members : int
+        Independently initialised networks (and parameter starts), trained as one batch.
+    random_starts : {"bounds", "jitter"}
+        Starting parameters of members after the first: log-uniform within the bounds, or log-normal
+        around the first member's start with spread ``jitter``. Member 0 starts at the problem's initial
+        guess (random within bounds where it has none).
+    jitter : float
+        Spread of ``"jitter"`` starts (standard deviation of log θ).
+    width, depth : int
+        Hidden-layer width and number of hidden layers of each network.
+    fourier_features : bool
+        FFT dominant-frequency features (and the trainable ones); off: the local time is the only input.
+    n_fourier, n_trainable_frequencies : int
+        Number of fixed (spectral) and trainable frequencies.
+    max_frequency_hz : float
+        Highest spectral frequency used as a feature.
+    rwf : bool
+        Random weight factorization; ``rwf_mean``/``rwf_std`` the initial log-scale factors.
+    spikes_per_segment : float
+        Target number of spikes per segment (0: one segment per sweep).
+    segment_ms : float or None
+        Fixed segment length instead (ms).
+    two_stage : bool
+        Stage 1 (voltage only) before the physics stage; off: physics from the first step.
+    warm_start_hidden : bool
+        In stage 1, pull the hidden outputs towards the voltage-driven solution of their own equations.
+    stage1_steps, stage2_steps : int
+        Adam steps of each stage.
+    batch_points : int
+        Random collocation/data points per segment and step (the samples of the recording).
+    lr_stage1 : float
+        Network learning rate of stage 1 (decays tenfold).
+    lr_net, lr_net_final, lr_params, lr_params_final : float
+        Start and end of the exponential schedules of stage 2 (parameters in log coordinates).
+    warmup_steps, param_delay : int
+        Stage 2 ramps the learning rates up linearly over ``warmup_steps``; the parameters stay fixed for
+        the first ``param_delay`` steps (the networks first adapt to the physics).
+    separate_optimizers : bool
+        Two optimisers with their own schedules; off: one Adam (``lr_net`` schedule) for both.
+    adaptive_weights : bool
+        Gradient-norm loss balancing; off: every term weighs 1.
+    balance_every, balance_alpha, balance_eps : int, float, float
+        Steps between weight updates, moving-average factor, and ε (weights ≤ 1/ε).
+    accept_factor : float
+        Members whose final loss ≤ ``accept_factor`` × the best are accepted into the estimate.
+    gate_states : list of str or None
+        States kept in (0, 1); None: the model's (in)activation gates.
+    log_every : int
+        Steps between history records and progress-bar updates.
+    eval_chunk : int
+        Samples per segment evaluated at once for the final reconstruction (memory bound).
+    num_threads : int or None
+        torch intra-op threads on CPU during the fit (restored afterwards); None leaves torch's setting.
+    """
+
+    name = "pinn"
+    description = "physics-informed network ensemble (Fourier features, RWF, two-stage, adaptive weights)"
+    default_config = {
+        "n_members": 6,
+        "random_starts": "jitter",
+        "jitter": 0.7,
+        "width": 64,
+        "depth": 3,
+        "fourier_features": True,
+        "n_fourier": 24,
+        "n_trainable_frequencies": 4,
+        "max_frequency_hz": 500.0,
+        "rwf": True,
+        "rwf_mean": 0.5,
+        "rwf_std": 0.1,
+        "spikes_per_segment": 2.0,
+        "segment_ms": None,
+        "two_stage": True,
+        "warm_start_hidden": True,
+        "stage1_steps": 1000,
+        "stage2_steps": 8000,
+        "batch_points": 256,
+        "lr_stage1": 3e-3,
+        "lr_net": 1e-3,
+        "lr_net_final": 5e-5,
+        "lr_params": 1e-2,
+        "lr_params_final": 1e-4,
+        "warmup_steps": 300,
+        "param_delay": 300,
+        "separate_optimizers": True,
+        "adaptive_weights": True,
+        "balance_every": 50,
+        "balance_alpha": 0.9,
+        "balance_eps": 1e-3,
+        "residual_norm": "relative",
+        "relative_floor": 1e-4,
+        "accept_factor": 1.25,
+        "gate_states": None,
+        "log_every": 25,
+        "eval_chunk": 4096,
+        "num_threads": None,
+    }
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        c = self.config
+        if c["random_starts"] is True:  # the CLI's --init random
+            c["random_starts"] = "bounds"
+        if c["random_starts"] not in ("bounds", "jitter"):
+            raise ConfigurationError("pinn option random_starts must be 'bounds' or 'jitter'.")
+        check_config(c)
+
+    # ------------------------------------------------------------------ starts
+    def starts(self, problem: EstimationProblem, rng: np.random.Generator) -> np.ndarray:
+        """Initial free-parameter values (n_members, F) of the ensemble."""
+        n = int(self.config["n_members"])
+        first = problem.sample_starts(1, rng)[0]
+        for j, f in enumerate(problem.free):
+            if f.init is not None:
+                first[j] = float(f.init)
+        out = np.empty((n, len(problem.free)))
+        out[0] = first
+        if n > 1:
+            if self.config["random_starts"] == "bounds":
+                out[1:] = problem.sample_starts(n - 1, rng)
+            else:
+                lo = np.array([f.bounds[0] for f in problem.free])
+                hi = np.array([f.bounds[1] for f in problem.free])
+                logs = np.array([f.log_scale for f in problem.free])
+                eps = rng.standard_normal((n - 1, len(problem.free))) * float(self.config["jitter"])
+                jit = np.where(logs, first * np.exp(eps), first + eps * np.abs(first).clip(min=1e-3 * (hi - lo)))
+                out[1:] = np.clip(jit, lo, hi)
+        return out
+
+    # ------------------------------------------------------------------ fit
+    def _fit(self, problem: EstimationProblem, ctx: FitContext):
+        import torch
+
+        inits = self.starts(problem, ctx.rng)
+        threads = self.config["num_threads"]
+        old = torch.get_num_threads()
+        if threads is not None and ctx.device.type == "cpu":
+            torch.set_num_threads(int(threads))
+        try:
+            tr = train_members(problem, inits, self.config, ctx)
+        finally:
+            torch.set_num_threads(old)
+        return self.assemble(problem, tr, inits)
+
+    def assemble(self, problem: EstimationProblem, tr, inits: np.ndarray):
+        """Build the :class:`~neo_pinn.result.EstimationResult` from a trained ensemble."""
+        names = problem.free_names
+        finite = np.isfinite(tr.loss)
+        best = float(np.min(tr.loss[finite]))
+        accepted = finite & (tr.loss <= float(self.config["accept_factor"]) * best)
+        th = tr.theta_free[accepted]
+        # median in log coordinates for log-scale parameters (members' spread is multiplicative)
+        logs = np.array([f.log_scale for f in problem.free])
+        est = np.where(logs, np.exp(np.median(np.log(th), 0)), np.median(th, 0))
+        std = {n: (float(np.std(th[:, j], ddof=1)) if th.shape[0] > 1 else None) for j, n in enumerate(names)}
+        best_member = int(np.argmin(np.where(finite, tr.loss, np.inf)))
+        states = [s[accepted].mean(0) for s in tr.states]
+        resid = np.concatenate([t.v - s[:, 0] for t, s in zip(problem.traces, states)])
+        noise: dict[str, float] = {"sigma": float(np.sqrt(np.mean(resid ** 2)))}
+        if isinstance(problem.noise, AR1Noise):
+            ar = fit_ar1(resid)
+            noise = {"sigma": float(ar.sigma), "rho": float(ar.rho)}
+        med = lambda a: np.median(a, 1).tolist()  # noqa: E731  median over members per record (nan before stage 2)
+        history = {
+            "loss_data": med(tr.history["loss_data"]),
+            "loss_physics": med(tr.history["loss_physics"]),
+            "params": {n: np.median(tr.history["theta"][:, :, j], 1).tolist() for j, n in enumerate(names)},
+        }
+        if tr.info.get("n_segments", 1) > 1:
+            history["loss_continuity"] = med(tr.history["loss_continuity"])
+        samples = {n: tr.theta_free[:, j].tolist() for j, n in enumerate(names)}
+        samples |= {"loss": tr.loss.tolist(), "accepted": accepted.astype(int).tolist(),
+                    **{f"init_{n}": inits[:, j].tolist() for j, n in enumerate(names)}}
+        metrics = {
+            "n_members": int(tr.loss.size), "n_accepted": int(accepted.sum()), "best_member": best_member,
+            "loss": best, "loss_data": float(tr.loss_terms["data"][best_member]),
+            "loss_physics": float(tr.loss_terms["physics"][best_member]),
+            "loss_continuity": float(tr.loss_terms["continuity"][best_member]),
+            "history_steps": tr.history["step"].tolist(),
+        } | {k: v for k, v in tr.info.items()}
+        return build_result(problem, self.name, dict(zip(names, est)), states, std=std,
+                            init=dict(zip(names, inits[0])), noise=noise, metrics=metrics, history=history,
+                            samples=samples)
+
+
+def relative_l2(estimate: np.ndarray, truth: np.ndarray) -> float:
+    """‖estimate − truth‖₂ / ‖truth‖₂ (nan when the truth is all zero)."""
+    den = float(np.linalg.norm(truth))
+    return float(np.linalg.norm(np.asarray(estimate) - np.asarray(truth)) / den) if den > 0 else math.nan

@@ -1,0 +1,473 @@
+"""Training of an ensemble of physics-informed networks, all members and segments as one batch.
+
+:func:`train_members` is the engine behind the ``pinn`` backend (and the benchmark, which hands it one
+member per initial-guess draw). Members never interact: each has its own network weights, trainable
+frequencies, biophysical parameters, loss weights and optimiser state, so ``E`` members trained
+together give exactly what ``E`` separate fits would, at the cost of one batched pass.
+
+Loss of member ``e`` (all terms are means over the step's points, in normalised units):
+
+* data ``L_d = mean((V_net − V_obs)² / σ_V²)`` — ``σ_V`` the recorded voltage's standard deviation;
+* physics, one term per state ``L_s = mean(((du_s/dt − f_s(u, θ, I)) / r_s)²)`` with ``f = model.rhs`` and
+  ``r_s`` the spread of that state's derivative in the warm start (scale-aware residuals);
+* continuity ``L_c`` of all states (divided by their scales) where consecutive segments meet;
+* stage 1 only: the hidden outputs are pulled towards the warm-start states (``warm_start_hidden``).
+
+Stage 1 (``two_stage``) trains the networks on ``L_d`` alone; stage 2 adds the physics and continuity
+terms and trains network and parameters jointly. With ``adaptive_weights`` the terms of stage 2 are
+weighted ``λ_i = Σ_j g_j / (g_i + ε Σ_j g_j)`` (``g_i`` the norm of term i's gradient with respect to the
+network weights, per member), smoothed by an exponential moving average: every term pulls on the
+network equally hard, and ε caps a weight at 1/ε however small its gradient becomes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from neo_pinn.errors import ConfigurationError, EstimationError
+from neo_pinn.estimator import FitContext
+from neo_pinn.models.base import gate_mask
+from neo_pinn.problem import EstimationProblem
+
+from .network import EnsembleNet
+from .prepare import Flat, Segments, dominant_frequencies, driven_hidden_states, flatten_traces, make_segments
+
+__all__ = ["Trained", "train_members"]
+
+
+@dataclass
+class Trained:
+    """What :func:`train_members` returns.
+
+    Attributes
+    ----------
+    theta_free : numpy.ndarray
+        (E, F) final free-parameter values of every member, canonical units.
+    loss : numpy.ndarray
+        (E,) final unweighted loss (data + physics + continuity) on every sample.
+    loss_terms : dict
+        name → (E,) final unweighted terms.
+    states : list of numpy.ndarray
+        Per sweep, (E, T, S) states of every member at the sweep's samples (canonical units).
+    history : dict
+        ``step`` (n_log,), ``loss_data``/``loss_physics``/``loss_continuity`` (n_log, E) and ``theta``
+        (n_log, E, F) sampled every ``log_every`` steps.
+    info : dict
+        Segments, frequencies, normalisations, timings.
+    """
+
+    theta_free: np.ndarray
+    loss: np.ndarray
+    loss_terms: dict[str, np.ndarray]
+    states: list[np.ndarray]
+    history: dict[str, Any]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class _ParamMap:
+    """Free parameters ↔ search coordinates: ``z = log θ`` (log-scale) or ``z = θ / width`` (others).
+
+    The coordinates are projected into the bounds after every optimiser step (projected Adam); the map
+    itself is smooth, so no gradient is ever cut.
+    """
+
+    def __init__(self, problem: EstimationProblem, dtype, device) -> None:
+        self.log = np.array([f.log_scale for f in problem.free])
+        lo = np.array([f.bounds[0] for f in problem.free], float)
+        hi = np.array([f.bounds[1] for f in problem.free], float)
+        self.width = np.where(self.log, 1.0, (hi - lo) / 4.0)
+        self.zlo = np.where(self.log, np.log(np.maximum(lo, 1e-300)), lo / self.width)
+        self.zhi = np.where(self.log, np.log(np.maximum(hi, 1e-300)), hi / self.width)
+        kw = dict(dtype=dtype, device=device)
+        self.t_log = torch.tensor(self.log, device=device)
+        self.t_width = torch.tensor(self.width, **kw)
+        self.t_zlo, self.t_zhi = torch.tensor(self.zlo, **kw), torch.tensor(self.zhi, **kw)
+
+    def to_z(self, theta: np.ndarray) -> np.ndarray:
+        z = np.where(self.log, np.log(np.maximum(theta, 1e-300)), theta / self.width)
+        return np.clip(z, self.zlo, self.zhi)
+
+    def theta(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.t_log, torch.exp(z), z * self.t_width)
+
+    def project_(self, z: torch.Tensor) -> None:
+        with torch.no_grad():
+            z.copy_(torch.maximum(torch.minimum(z, self.t_zhi), self.t_zlo))
+
+
+def _schedule(step: int, n: int, lr0: float, lr1: float) -> float:
+    """Exponential decay from ``lr0`` to ``lr1`` over ``n`` steps."""
+    if n <= 1:
+        return lr0
+    return lr0 * (lr1 / lr0) ** (min(step, n) / (n - 1))
+
+
+def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx: FitContext) -> Trained:
+    """Train ``E = len(inits)`` independent PINNs, one per row of initial free-parameter values.
+
+    Parameters
+    ----------
+    problem : EstimationProblem
+    inits : numpy.ndarray
+        (E, F) initial guesses of the free parameters (canonical units).
+    cfg : dict
+        The backend's configuration (see :class:`neo_pinn_pinn.backend.PINN`).
+    ctx : FitContext
+        Seed, device, dtype and progress flag.
+
+    Returns
+    -------
+    Trained
+    """
+    import time
+
+    model = problem.model
+    dev, dtype = ctx.device, ctx.dtype
+    kw = dict(dtype=dtype, device=dev)
+    gen = torch.Generator(device="cpu").manual_seed(ctx.seed)
+    inits = np.atleast_2d(np.asarray(inits, float))
+    E, F = inits.shape
+    S = model.n_states
+    free_idx = [model.param_index(n) for n in problem.free_names]
+    theta_base = problem.theta_full(inits[0])
+    theta_init_full = np.tile(theta_base, (E, 1))
+    theta_init_full[:, free_idx] = inits
+    gates = gate_mask(model, cfg.get("gate_states"))
+    t_start = time.perf_counter()
+
+    # ---------------------------------------------------------------- data, segments, spectrum
+    flat: Flat = flatten_traces(problem)
+    seg: Segments = make_segments(problem, flat, cfg["spikes_per_segment"], cfg["segment_ms"])
+    K = seg.n
+    G = E * K
+    use_fourier = bool(cfg["fourier_features"])
+    freqs = dominant_frequencies(problem, int(cfg["n_fourier"]), float(cfg["max_frequency_hz"])) if use_fourier \
+        else np.zeros(0)
+    f0 = float(freqs[0]) if freqs.size else 1.0 / max(float(np.ptp(flat.t)), 1e-6)
+    n_tr = int(cfg["n_trainable_frequencies"]) if use_fourier else 0
+    trainable = f0 * 2.0 ** (-np.arange(1, n_tr + 1, dtype=float))  # sub-harmonics: slower time scales
+
+    # ---------------------------------------------------------------- warm start of the hidden states
+    warm = np.empty((E, flat.t.size, S - 1))
+    for k in range(len(problem.traces)):
+        a, b = flat.offsets[k], flat.offsets[k + 1]
+        warm[:, a:b] = driven_hidden_states(model, theta_init_full, flat.t[a:b], flat.v[a:b], flat.i_ext[a:b], gates)
+
+    # ---------------------------------------------------------------- normalisation
+    # per member (members never share anything): the hidden states' offsets/scales and residual scales
+    # come from that member's own warm start
+    v_mu = float(flat.v.mean())
+    v_sd = max(float(flat.v.std()), 1.0)
+    off = np.zeros((E, S))
+    scl = np.ones((E, S))
+    off[:, 0], scl[:, 0] = v_mu, v_sd
+    rsc = np.ones((E, S))
+    rsc[:, 0] = v_sd * 2.0 * math.pi * f0
+    dt_flat = np.maximum(np.diff(flat.t), 1e-9)
+    for j in range(1, S):
+        w = warm[:, :, j - 1]
+        off[:, j] = w.mean(1)
+        scl[:, j] = np.maximum(w.std(1), max(0.05 * model.states[j].scale, 1e-6))
+        d = np.diff(w, axis=1) / dt_flat[None]
+        d = np.where(np.isfinite(d), d, 0.0)
+        rsc[:, j] = np.maximum(d.std(1), np.maximum(scl[:, j] * 2.0 * math.pi * f0 * 1e-3, 1e-12))
+
+    g_of = np.repeat(np.arange(E), K)  # member of each group
+    t_off = torch.tensor(off[g_of], **kw)[:, None, :]  # (G, 1, S)
+    t_scl = torch.tensor(scl[g_of], **kw)[:, None, :]
+    t_rsc = torch.tensor(rsc[g_of], **kw)[:, None, :]
+    t_gate = torch.tensor(gates, device=dev)
+    sscale = np.where(gates[None, :], 1.0, scl)
+    state_scale = torch.tensor(sscale[g_of], **kw)  # (G, S): continuity and warm-start terms
+
+    def decode(uh: torch.Tensor, duh: torch.Tensor):
+        """Network outputs → states in canonical units (gates through a logistic)."""
+        sig = torch.sigmoid(uh)
+        u = torch.where(t_gate, sig, t_off + t_scl * uh)
+        du = torch.where(t_gate, sig * (1 - sig) * duh, t_scl * duh)
+        return u, du
+
+    tt = torch.tensor(flat.t, **kw)
+    vv = torch.tensor(flat.v, **kw)
+    ii = torch.tensor(flat.i_ext, **kw)
+    warm_t = torch.tensor(warm, **kw)  # (E, T, S-1)
+    centre = torch.tensor(np.tile(seg.centre, E), **kw)  # (G,)
+    half = torch.tensor(np.tile(np.maximum(seg.half, 1e-9), E), **kw)
+    lo_t = torch.tensor(np.tile(seg.lo, E), device=dev)
+    n_in = torch.tensor(np.tile(seg.hi - seg.lo, E), device=dev)
+    t_left = torch.tensor(np.tile(seg.t_left, E), **kw)
+    t_right = torch.tensor(np.tile(seg.t_right, E), **kw)
+    link = torch.tensor(np.tile(seg.linked, E), device=dev)[:-1] if G > 1 else torch.zeros(0, dtype=torch.bool)
+    member_of_group = torch.arange(E, device=dev).repeat_interleave(K)
+
+    net = EnsembleNet(E, K, S, torch.tensor(freqs), torch.tensor(trainable), int(cfg["width"]), int(cfg["depth"]),
+                      bool(cfg["rwf"]), float(cfg["rwf_mean"]), float(cfg["rwf_std"]), gen, dtype, dev)
+    pmap = _ParamMap(problem, dtype, dev)
+    z = torch.tensor(pmap.to_z(inits), **kw).requires_grad_(True)  # (E, F)
+    theta_fixed = torch.tensor(theta_init_full, **kw)
+    free_idx_t = torch.tensor(free_idx, device=dev)
+
+    def theta_full_of(zz: torch.Tensor) -> torch.Tensor:
+        th = theta_fixed.clone()
+        th[:, free_idx_t] = pmap.theta(zz)
+        return th
+
+    m_pts = int(cfg["batch_points"])
+    relative = cfg["residual_norm"] == "relative"
+
+    def sample_points():
+        """(G, m) random sample indices inside each group's segment."""
+        r = torch.rand(G, m_pts, generator=gen).to(dev)
+        idx = lo_t[:, None] + torch.floor(r * n_in[:, None].to(dtype)).long()
+        return idx
+
+    def run(idx: torch.Tensor, with_ends: bool):
+        """States and derivatives at flat sample indices ``idx`` (G, N) (+ both segment ends)."""
+        t_pts = tt[idx]
+        if with_ends:
+            t_pts = torch.cat([t_pts, t_left[:, None], t_right[:, None]], 1)
+        rel = t_pts - centre[:, None]
+        uh, duh = net(rel, rel / half[:, None], (1.0 / half)[:, None])
+        return decode(uh, duh)
+
+    def losses(idx: torch.Tensor, z_cur: torch.Tensor, physics: bool, warm_term: bool):
+        """Per-member loss terms (each (E,) or (E, S))."""
+        u, du = run(idx, with_ends=physics and K > 1)
+        n = idx.shape[1]
+        out = {}
+        v_err = (u[:, :n, 0] - vv[idx]) / v_sd
+        out["data"] = (v_err ** 2).reshape(E, -1).mean(1)
+        if warm_term and S > 1:
+            target = warm_t[member_of_group[:, None], idx]  # (G, n, S-1)
+            h_err = (u[:, :n, 1:] - target) / state_scale[:, None, 1:]
+            out["warm"] = (h_err ** 2).reshape(E, -1, S - 1).mean(1).sum(1)
+        if physics:
+            th = theta_full_of(z_cur)[member_of_group][:, None, :]  # (G, 1, P)
+            f = model.rhs(tt[idx], u[:, :n], th, ii[idx])
+            r2 = (((du[:, :n] - f) / t_rsc) ** 2).reshape(E, -1, S).mean(1)  # (E, S)
+            if relative:
+                # relative to the current spread of the state's derivative: a state cannot satisfy its
+                # equation by going flat (rate parameter → 0, state constant), the collapse PINNs fall into
+                spread = (((du[:, :n] / t_rsc) ** 2).reshape(E, -1, S).mean(1)
+                          + ((f / t_rsc) ** 2).reshape(E, -1, S).mean(1)).detach()
+                r2 = r2 / (0.5 * spread + float(cfg["relative_floor"]))
+            out["physics"] = r2
+            if K > 1:
+                gap = (u[:-1, n + 1] - u[1:, n]) / state_scale[:-1]  # right end of g vs left end of g+1
+                gap = torch.where(link[:, None], gap, torch.zeros_like(gap))
+                per = torch.cat([(gap ** 2).sum(1), torch.zeros(1, **kw)])
+                out["continuity"] = per.reshape(E, K).sum(1) / max(1, int(seg.linked.sum()))
+        return out
+
+    # ---------------------------------------------------------------- optimisers
+    net_params = list(net.parameters())
+    separate = bool(cfg["separate_optimizers"])
+    lr_net0, lr_net1 = float(cfg["lr_net"]), float(cfg["lr_net_final"])
+    lr_par0, lr_par1 = (float(cfg["lr_params"]), float(cfg["lr_params_final"])) if separate else (lr_net0, lr_net1)
+    opt_net = torch.optim.Adam(net_params, lr=lr_net0)
+    opt_par = torch.optim.Adam([z], lr=lr_par0)
+    n1 = int(cfg["stage1_steps"]) if cfg["two_stage"] else 0
+    n2 = int(cfg["stage2_steps"])
+    adaptive = bool(cfg["adaptive_weights"])
+    eps, alpha = float(cfg["balance_eps"]), float(cfg["balance_alpha"])
+    n_terms = 1 + S + (1 if K > 1 else 0)
+    lam = torch.ones(E, n_terms, **kw)
+    hist: dict[str, list] = {"step": [], "loss_data": [], "loss_physics": [], "loss_continuity": [], "theta": [],
+                             "weights": []}
+    log_every = max(1, int(cfg["log_every"]))
+
+    bar = None
+    if ctx.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n1 + n2, desc="pinn", unit="step", dynamic_ncols=True, leave=True)
+
+    def stack_terms(terms) -> torch.Tensor:
+        cols = [terms["data"][:, None], terms["physics"]]
+        if K > 1:
+            cols.append(terms["continuity"][:, None])
+        return torch.cat(cols, 1)  # (E, n_terms)
+
+    def rebalance(terms) -> None:
+        nonlocal lam
+        flat_terms = stack_terms(terms)
+        params = net.network_parameters()
+        g = torch.zeros(E, n_terms, **kw)
+        for j in range(n_terms):
+            grads = torch.autograd.grad(flat_terms[:, j].sum(), params, retain_graph=True, allow_unused=True)
+            sq = torch.zeros(E, **kw)
+            for gr in grads:
+                if gr is not None:
+                    sq = sq + (gr.reshape(E, -1) ** 2).sum(1)
+            g[:, j] = sq.sqrt()
+        total = g.sum(1, keepdim=True)
+        new = total / (g + eps * total + 1e-30)
+        lam = alpha * lam + (1 - alpha) * new.detach()
+
+    def record(step, terms):
+        hist["step"].append(step)
+        hist["loss_data"].append(terms["data"].detach().cpu().numpy())
+        ph = terms.get("physics")
+        hist["loss_physics"].append(np.full(E, np.nan) if ph is None else ph.detach().sum(1).cpu().numpy())
+        co = terms.get("continuity")
+        hist["loss_continuity"].append(np.full(E, np.nan) if co is None else co.detach().cpu().numpy())
+        hist["theta"].append(pmap.theta(z.detach()).cpu().numpy())
+        hist["weights"].append(lam.detach().cpu().numpy().copy())
+
+    def show(stage, terms):
+        if bar is None:
+            return
+        th = np.median(pmap.theta(z.detach()).cpu().numpy(), 0)
+        post = {"stage": stage, "data": f"{float(terms['data'].median()):.2e}"}
+        if "physics" in terms:
+            post["phys"] = f"{float(terms['physics'].sum(1).median()):.2e}"
+        post |= {n: f"{v:.4g}" for n, v in zip(problem.free_names, th)}
+        bar.set_postfix(post, refresh=False)
+
+    # ---------------------------------------------------------------- stage 1: voltage only
+    warm_on = bool(cfg["warm_start_hidden"])
+    step = 0
+    for s1 in range(n1):
+        lr = _schedule(s1, n1, float(cfg["lr_stage1"]), float(cfg["lr_stage1"]) * 0.1)
+        for gparam in opt_net.param_groups:
+            gparam["lr"] = lr
+        terms = losses(sample_points(), z, physics=False, warm_term=warm_on)
+        loss = terms["data"].sum() + (terms["warm"].sum() if "warm" in terms else 0.0)
+        opt_net.zero_grad(set_to_none=True)
+        loss.backward()
+        opt_net.step()
+        if step % log_every == 0:
+            record(step, terms)
+            show("1/2 voltage", terms)
+        step += 1
+        if bar is not None:
+            bar.update(1)
+    if n1:
+        # derivative scale of V from the trained network: what the physics residual of V is compared with
+        with torch.no_grad():
+            _, du = run(sample_points(), with_ends=False)
+            rsc[:, 0] = np.maximum(du[..., 0].reshape(E, -1).std(1).cpu().numpy(), 1e-6)
+            t_rsc = torch.tensor(rsc[g_of], **kw)[:, None, :]
+
+    # ---------------------------------------------------------------- stage 2: joint, physics-informed
+    warmup, delay = int(cfg["warmup_steps"]), int(cfg["param_delay"])
+    if not separate:
+        opt_all = torch.optim.Adam(net_params + [z], lr=lr_net0)
+    for s2 in range(n2):
+        # warm-up: the network first adapts to the physics at gentle rates, the parameters start moving
+        # only after ``param_delay`` steps (a garbage early residual would otherwise send a rate parameter
+        # to zero, a minimum the networks cannot climb out of)
+        ramp_n = min(1.0, (s2 + 1) / max(1, warmup))
+        ramp_p = min(1.0, max(0.0, (s2 + 1 - delay) / max(1, warmup)))
+        lr_n = _schedule(s2, n2, lr_net0, lr_net1) * ramp_n
+        lr_p = _schedule(s2, n2, lr_par0, lr_par1) * (ramp_p if separate else ramp_n)
+        if separate:
+            for gparam in opt_net.param_groups:
+                gparam["lr"] = lr_n
+            for gparam in opt_par.param_groups:
+                gparam["lr"] = lr_p
+        else:
+            for gparam in opt_all.param_groups:
+                gparam["lr"] = lr_n
+        terms = losses(sample_points(), z, physics=True, warm_term=False)
+        if adaptive and s2 % int(cfg["balance_every"]) == 0:
+            rebalance(terms)
+        st = stack_terms(terms)
+        loss = (lam * st).sum()
+        if not torch.isfinite(loss):
+            raise EstimationError("The PINN loss became non-finite; lower lr_net/lr_params or check the data "
+                                  "units (voltage in mV, current in pA).")
+        if separate:
+            opt_net.zero_grad(set_to_none=True)
+            opt_par.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_net.step()
+            opt_par.step()
+        else:
+            opt_all.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_all.step()
+        pmap.project_(z)
+        if step % log_every == 0 or s2 == n2 - 1:
+            record(step, terms)
+            show("2/2 physics", terms)
+        step += 1
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+
+    # ---------------------------------------------------------------- final evaluation on every sample
+    states = [np.empty((E, int(flat.offsets[k + 1] - flat.offsets[k]), S)) for k in range(len(problem.traces))]
+    tot = {"data": np.zeros(E), "physics": np.zeros((E, S)), "continuity": np.zeros(E)}
+    counts = np.zeros(E)
+    max_len = int((seg.hi - seg.lo).max())
+    chunk = max(1, int(cfg["eval_chunk"]))
+    with torch.no_grad():
+        th_all = theta_full_of(z)
+        for a in range(0, max_len, chunk):
+            pos = torch.arange(a, min(a + chunk, max_len), device=dev)
+            valid = pos[None, :] < n_in[:, None]  # (G, n)
+            idx = lo_t[:, None] + torch.minimum(pos[None, :], n_in[:, None] - 1)
+            u, du = run(idx, with_ends=False)
+            f = model.rhs(tt[idx], u, th_all[member_of_group][:, None, :], ii[idx])
+            r = ((du - f) / t_rsc) ** 2
+            d = ((u[..., 0] - vv[idx]) / v_sd) ** 2
+            vm = valid.to(dtype)
+            tot["data"] += (d * vm).reshape(E, -1).sum(1).cpu().numpy()
+            tot["physics"] += (r * vm[..., None]).reshape(E, -1, S).sum(1).cpu().numpy()
+            counts += vm.reshape(E, -1).sum(1).cpu().numpy()
+            u_np = u.cpu().numpy()
+            idx_np = idx.cpu().numpy()
+            valid_np = valid.cpu().numpy()
+            for g_ in range(G):
+                e, kseg = divmod(g_, K)
+                tr_k = int(seg.trace[kseg])
+                sel = valid_np[g_]
+                states[tr_k][e, idx_np[g_, sel] - flat.offsets[tr_k]] = u_np[g_, sel]
+        if K > 1:
+            u_end, _ = run(lo_t[:, None], with_ends=True)
+            gap = (u_end[:-1, 2] - u_end[1:, 1]) / state_scale[:-1]
+            gap = torch.where(link[:, None], gap, torch.zeros_like(gap))
+            per = torch.cat([(gap ** 2).sum(1), torch.zeros(1, **kw)]).reshape(E, K).sum(1)
+            tot["continuity"] = per.cpu().numpy() / max(1, int(seg.linked.sum()))
+    tot["data"] /= counts
+    tot["physics"] /= counts[:, None]
+    loss = tot["data"] + tot["physics"].sum(1) + tot["continuity"]
+    theta_free = pmap.theta(z.detach()).cpu().numpy()
+    if not np.all(np.isfinite(theta_free)):
+        raise EstimationError("PINN parameters became non-finite; lower lr_params.")
+    history = {"step": np.array(hist["step"]),
+               "loss_data": np.array(hist["loss_data"]), "loss_physics": np.array(hist["loss_physics"]),
+               "loss_continuity": np.array(hist["loss_continuity"]), "theta": np.array(hist["theta"]),
+               "weights": np.array(hist["weights"])}
+    info = {"n_segments": K, "segment_ms": float(np.median(2 * seg.half)), "frequencies_hz": (freqs * 1000).tolist(),
+            "trainable_frequencies_hz": (torch.exp(net.log_freqs.detach()).cpu().numpy() * 1000).tolist(),
+            "v_mean_mV": v_mu, "v_sd_mV": v_sd, "residual_scales": rsc.tolist(),
+            "train_seconds": time.perf_counter() - t_start, "steps": n1 + n2}
+    if not np.isfinite(loss).any():
+        raise EstimationError("Every PINN member diverged; lower lr_net/lr_params.")
+    return Trained(theta_free=theta_free, loss=loss,
+                   loss_terms={"data": tot["data"], "physics": tot["physics"].sum(1), "continuity": tot["continuity"]},
+                   states=states, history=history, info=info)
+
+
+def check_config(cfg: dict) -> None:
+    """Raise :class:`ConfigurationError` for options out of range."""
+    for key in ("width", "depth", "batch_points", "n_members"):
+        if int(cfg[key]) < 1:
+            raise ConfigurationError(f"pinn option {key} must be ≥ 1, got {cfg[key]!r}.")
+    for key in ("stage1_steps", "stage2_steps", "n_fourier", "n_trainable_frequencies"):
+        if int(cfg[key]) < 0:
+            raise ConfigurationError(f"pinn option {key} must be ≥ 0, got {cfg[key]!r}.")
+    if not 0.0 <= float(cfg["balance_alpha"]) < 1.0:
+        raise ConfigurationError("pinn option balance_alpha must lie in [0, 1).")
+    if float(cfg["balance_eps"]) <= 0:
+        raise ConfigurationError("pinn option balance_eps must be > 0 (it caps the adaptive weights at 1/eps).")
+    if int(cfg["stage2_steps"]) < 1:
+        raise ConfigurationError("pinn needs stage2_steps ≥ 1 (the physics stage estimates the parameters).")
