@@ -162,3 +162,34 @@ def test_each_ablation_runs_and_changes_the_training(name):
     assert np.isfinite(ablated["gCa"].value)
     assert ablated.history["params"]["gCa"] != full.history["params"]["gCa"] or \
         ablated.history["loss_data"] != full.history["loss_data"]
+
+
+def test_cli_fit_with_every_output(tmp_path, capsys):
+    """`neo-pinn fit --backend pinn` with the contract's flags: JSON, HTML report, attached NWB."""
+    import json
+    from pathlib import Path
+
+    from neo_pinn.cli import main
+    from neo_pinn.io.attach import read_attached
+    from neo_pinn.io.neo_files import read_block
+
+    sample = Path(__file__).resolve().parents[1] / "sample_data" / "ml_snlc.nwb"
+    js, html, nwb = tmp_path / "r.json", tmp_path / "r.html", tmp_path / "fitted.nwb"
+    rc = main(["fit", str(sample), "--model", "morris_lecar", "--preset", "snlc", "--backend", "pinn",
+               "--free", "gCa,gK", "--init", "gCa=3,gK=10", "--bounds", "gCa=0.5:20", "--sweep", "0",
+               "--window", "100:200", "--noise", "ar1", "--seed", "2", "--float32", "--device", "cpu",
+               "--option", "n_members=2", "--option", "stage1_steps=20", "--option", "stage2_steps=20",
+               "--option", "width=16", "--json", str(js), "--report", str(html), "--out", str(nwb), "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "gCa" in out and "n_accepted" in out
+    d = json.loads(js.read_text())
+    assert d["backend"] == "pinn" and d["config"]["n_members"] == 2 and set(d["noise"]) == {"sigma", "rho"}
+    assert d["parameters"]["gCa"]["init"] == 3.0 and 0.5 <= d["parameters"]["gCa"]["value"] <= 20
+    assert "Optimisation history" in html.read_text()
+    runs = read_attached(read_block(nwb))
+    assert runs and runs[0]["backend"] == "pinn"
+    res = json.loads(js.read_text())
+    sweep = runs[0]["sweeps"][0]
+    assert set(sweep["states"]) == {"V", "n"}
+    np.testing.assert_allclose(sweep["states"]["n"], np.array(res["fits"][0]["states"])[:, 1], rtol=1e-6)

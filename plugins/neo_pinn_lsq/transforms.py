@@ -13,8 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from neo_pinn.errors import ConfigurationError
-from neo_pinn.models.base import NeuronModel, gate_mask
+from neo_pinn.models.base import gate_mask
 from neo_pinn.problem import EstimationProblem
 
 __all__ = ["ParamTransform", "StateTransform", "gate_mask"]

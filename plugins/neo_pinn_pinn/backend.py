@@ -93,6 +93,9 @@ class PINN(Estimator):
         Stage 1 (voltage only) before the physics stage; off: physics from the first step.
     warm_start_hidden : bool
         In stage 1, pull the hidden outputs towards the voltage-driven solution of their own equations.
+    warm_spinup : bool
+        Start that voltage-driven integration from where a first pass through the window ended (periodic
+        activity) instead of from rest at the first sample.
     stage1_steps, stage2_steps : int
         Adam steps of each stage.
     batch_points : int
@@ -110,6 +113,22 @@ class PINN(Estimator):
         Gradient-norm loss balancing; off: every term weighs 1.
     balance_every, balance_alpha, balance_eps : int, float, float
         Steps between weight updates, moving-average factor, and ε (weights ≤ 1/ε).
+    residual_form : {"strong", "weak", "both"}
+        Physics residual: pointwise (``du/dt − f``), integral over short intervals (the change of each
+        state against the integral of its right-hand side), or both.
+    weak_samples, weak_intervals : int
+        Interval length in samples and number of intervals per segment and step of the integral form.
+    residual_norm : {"relative", "fixed"}
+        ``"fixed"``: each state's residual divided by the spread of its warm-start derivative;
+        ``"relative"``: further divided by the current spread of the network's and the model's derivative
+        of that state, so a state cannot satisfy its equation by flattening (rate parameter → 0).
+    relative_floor : float
+        Floor of that spread (normalised units).
+    local_weights : bool
+        Weight the voltage residual pointwise by ``1/(|dV/dt|/r_V + local_floor)²`` (from the stage-1
+        network, mean 1), so slow phases count as much as spike upstrokes.
+    local_floor : float
+        See ``local_weights``.
     accept_factor : float
         Members whose final loss ≤ ``accept_factor`` × the best are accepted into the estimate.
     gate_states : list of str or None
@@ -141,13 +160,14 @@ class PINN(Estimator):
         "segment_ms": None,
         "two_stage": True,
         "warm_start_hidden": True,
+        "warm_spinup": True,
         "stage1_steps": 1000,
         "stage2_steps": 8000,
         "batch_points": 256,
         "lr_stage1": 3e-3,
         "lr_net": 1e-3,
         "lr_net_final": 5e-5,
-        "lr_params": 1e-2,
+        "lr_params": 2e-2,
         "lr_params_final": 1e-4,
         "warmup_steps": 300,
         "param_delay": 300,
@@ -156,7 +176,12 @@ class PINN(Estimator):
         "balance_every": 50,
         "balance_alpha": 0.9,
         "balance_eps": 1e-3,
+        "residual_form": "strong",
+        "weak_samples": 40,
+        "weak_intervals": 16,
         "residual_norm": "relative",
+        "local_weights": False,
+        "local_floor": 0.1,
         "relative_floor": 1e-4,
         "accept_factor": 1.25,
         "gate_states": None,
@@ -245,8 +270,8 @@ class PINN(Estimator):
             "loss": best, "loss_data": float(tr.loss_terms["data"][best_member]),
             "loss_physics": float(tr.loss_terms["physics"][best_member]),
             "loss_continuity": float(tr.loss_terms["continuity"][best_member]),
-            "history_steps": tr.history["step"].tolist(),
-        } | {k: v for k, v in tr.info.items()}
+        } | {k: v for k, v in tr.info.items() if k != "trainable_frequencies_hz"}
+        samples["trainable_frequencies_hz"] = tr.info.get("trainable_frequencies_hz", [])
         return build_result(problem, self.name, dict(zip(names, est)), states, std=std,
                             init=dict(zip(names, inits[0])), noise=noise, metrics=metrics, history=history,
                             samples=samples)

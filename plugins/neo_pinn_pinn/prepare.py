@@ -152,7 +152,7 @@ def quasi_steady_hidden(model: NeuronModel, theta: np.ndarray, v0: float, i0: fl
 
 
 def driven_hidden_states(model: NeuronModel, theta: np.ndarray, t: np.ndarray, v: np.ndarray, i_ext: np.ndarray,
-                         gates: np.ndarray, max_dt: float = 0.1) -> np.ndarray:
+                         gates: np.ndarray, max_dt: float = 0.1, spinup: bool = False) -> np.ndarray:
     """Hidden states (E, T, S−1) integrated (RK4) with the recorded voltage in place of V.
 
     Parameters
@@ -167,6 +167,8 @@ def driven_hidden_states(model: NeuronModel, theta: np.ndarray, t: np.ndarray, v
     max_dt : float
         Largest integration step, ms (the sampling grid is strided down to it; values between steps are
         interpolated linearly).
+    spinup : bool
+        Integrate the window twice, the second time from where the first ended (for periodic activity).
 
     Returns
     -------
@@ -178,28 +180,40 @@ def driven_hidden_states(model: NeuronModel, theta: np.ndarray, t: np.ndarray, v
     idx = np.arange(0, t.size, stride)
     if idx[-1] != t.size - 1:
         idx = np.append(idx, t.size - 1)
-    x = quasi_steady_hidden(model, theta, float(v[0]), float(i_ext[0]), gates)
-    x0 = x.copy()
-    out = np.empty((theta.shape[0], idx.size, model.n_states - 1))
-    out[:, 0] = x
+    x0 = quasi_steady_hidden(model, theta, float(v[0]), float(i_ext[0]), gates)
     E = theta.shape[0]
 
     def f(tt, vv, ii, xx):
         y = np.concatenate([np.full((E, 1), vv), xx], 1)
         return model.rhs(tt, y, theta, ii)[:, 1:]
 
-    with np.errstate(all="ignore"):
-        for k in range(idx.size - 1):
-            a, b = idx[k], idx[k + 1]
-            h = t[b] - t[a]
-            vm = 0.5 * (v[a] + v[b])
-            k1 = f(t[a], v[a], i_ext[a], x)
-            k2 = f(t[a] + h / 2, vm, i_ext[a], x + h / 2 * k1)
-            k3 = f(t[a] + h / 2, vm, i_ext[a], x + h / 2 * k2)
-            k4 = f(t[b], v[b], i_ext[a], x + h * k3)
-            x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-            x = np.where(gates[1:], np.clip(x, 0.0, 1.0), x)
-            out[:, k + 1] = x
+    def integrate(x):
+        out = np.empty((E, idx.size, model.n_states - 1))
+        out[:, 0] = x
+        with np.errstate(all="ignore"):
+            for k in range(idx.size - 1):
+                a, b = idx[k], idx[k + 1]
+                h = t[b] - t[a]
+                vm = 0.5 * (v[a] + v[b])
+                k1 = f(t[a], v[a], i_ext[a], x)
+                k2 = f(t[a] + h / 2, vm, i_ext[a], x + h / 2 * k1)
+                k3 = f(t[a] + h / 2, vm, i_ext[a], x + h / 2 * k2)
+                k4 = f(t[b], v[b], i_ext[a], x + h * k3)
+                x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+                x = np.where(gates[1:], np.clip(x, 0.0, 1.0), x)
+                out[:, k + 1] = x
+        return out
+
+    out = integrate(x0)
+    if spinup:
+        # the start of the window is the hidden states' least known point; for the (near) periodic
+        # windows of oscillating cells the end of a first pass is a far better guess of it than rest
+        end = out[:, -1]
+        x1 = np.where(np.isfinite(end), end, x0)
+        second = integrate(x1)
+        first_ok = np.isfinite(out).all(axis=(1, 2))
+        second_ok = np.isfinite(second).all(axis=(1, 2))
+        out = np.where((second_ok | ~first_ok)[:, None, None], second, out)
     bad = ~np.isfinite(out)
     if bad.any():
         out = np.where(bad, x0[:, None, :], out)

@@ -68,6 +68,17 @@ class Trained:
     history: dict[str, Any]
     info: dict[str, Any] = field(default_factory=dict)
 
+    def subset(self, members) -> "Trained":
+        """The same training restricted to some members (members are independent, so this is exactly
+        what training only those members would have given)."""
+        idx = np.asarray(members)
+        hist = {k: (v[:, idx] if k not in ("step",) and np.ndim(v) >= 2 else v) for k, v in self.history.items()}
+        info = dict(self.info)
+        if "trainable_frequencies_hz" in info:
+            info["trainable_frequencies_hz"] = np.asarray(info["trainable_frequencies_hz"])[idx].tolist()
+        return Trained(self.theta_free[idx], self.loss[idx], {k: v[idx] for k, v in self.loss_terms.items()},
+                       [s_[idx] for s_ in self.states], hist, info)
+
 
 class _ParamMap:
     """Free parameters ↔ search coordinates: ``z = log θ`` (log-scale) or ``z = θ / width`` (others).
@@ -156,7 +167,8 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
     warm = np.empty((E, flat.t.size, S - 1))
     for k in range(len(problem.traces)):
         a, b = flat.offsets[k], flat.offsets[k + 1]
-        warm[:, a:b] = driven_hidden_states(model, theta_init_full, flat.t[a:b], flat.v[a:b], flat.i_ext[a:b], gates)
+        warm[:, a:b] = driven_hidden_states(model, theta_init_full, flat.t[a:b], flat.v[a:b], flat.i_ext[a:b], gates,
+                                            spinup=bool(cfg["warm_spinup"]))
 
     # ---------------------------------------------------------------- normalisation
     # per member (members never share anything): the hidden states' offsets/scales and residual scales
@@ -235,6 +247,47 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
         uh, duh = net(rel, rel / half[:, None], (1.0 / half)[:, None])
         return decode(uh, duh)
 
+    form = str(cfg["residual_form"])
+    if form not in ("strong", "weak", "both"):
+        raise ConfigurationError("pinn option residual_form must be 'strong', 'weak' or 'both'.")
+    L_w = max(1, int(cfg["weak_samples"]))
+    m_w = max(1, int(cfg["weak_intervals"]))
+    span_w = torch.clamp(n_in - 1, min=1)
+
+    def normalise(sq: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Mean squared residual per member and state, (E, S); with ``residual_norm="relative"`` divided by
+        the current spread of the two sides (a state cannot satisfy its equation by going flat — rate
+        parameter → 0, state constant — the collapse PINNs fall into)."""
+        r2 = sq.reshape(E, -1, S).mean(1)
+        if relative:
+            spread = ((a ** 2).reshape(E, -1, S).mean(1) + (b ** 2).reshape(E, -1, S).mean(1)).detach()
+            r2 = r2 / (0.5 * spread + float(cfg["relative_floor"]))
+        return r2
+
+    def weak_residual(th: torch.Tensor) -> torch.Tensor:
+        """Integral form over random intervals of ``weak_samples`` samples: the change of every state
+        against the trapezoidal integral of its right-hand side, divided by the interval's length. Spikes
+        drive brief, steep changes of the hidden states (Ca jumps, gates flip) whose derivative a network
+        matches poorly; regressed pointwise, that error biases rate parameters towards zero (attenuation).
+        Their integral over the interval is what the state's values must show, and values are what the
+        network represents well."""
+        r = torch.rand(G, m_w, generator=gen).to(dev)
+        length = torch.minimum(torch.full_like(span_w, L_w), span_w)  # (G,)
+        start = lo_t[:, None] + torch.floor(r * (n_in - length).clamp(min=1)[:, None].to(dtype)).long()
+        offs = torch.arange(L_w + 1, device=dev)
+        idx_w = start[..., None] + torch.minimum(offs[None, None, :], length[:, None, None])  # (G, m, L+1)
+        flat_idx = idx_w.reshape(G, -1)
+        uw, _ = run(flat_idx, with_ends=False)
+        fw = model.rhs(tt[flat_idx], uw, th, ii[flat_idx]).reshape(G, m_w, L_w + 1, S)
+        uw = uw.reshape(G, m_w, L_w + 1, S)
+        tw = tt[idx_w]
+        dtw = (tw[..., 1:] - tw[..., :-1]).unsqueeze(-1)
+        integral = (0.5 * (fw[:, :, 1:] + fw[:, :, :-1]) * dtw).sum(2)  # (G, m, S)
+        dur = (tw[..., -1] - tw[..., 0]).clamp(min=1e-9).unsqueeze(-1)
+        change = (uw[:, :, -1] - uw[:, :, 0]) / dur / t_rsc
+        drive = integral / dur / t_rsc
+        return normalise((change - drive) ** 2, change, drive)
+
     def losses(idx: torch.Tensor, z_cur: torch.Tensor, physics: bool, warm_term: bool):
         """Per-member loss terms (each (E,) or (E, S))."""
         u, du = run(idx, with_ends=physics and K > 1)
@@ -248,14 +301,15 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
             out["warm"] = (h_err ** 2).reshape(E, -1, S - 1).mean(1).sum(1)
         if physics:
             th = theta_full_of(z_cur)[member_of_group][:, None, :]  # (G, 1, P)
-            f = model.rhs(tt[idx], u[:, :n], th, ii[idx])
-            r2 = (((du[:, :n] - f) / t_rsc) ** 2).reshape(E, -1, S).mean(1)  # (E, S)
-            if relative:
-                # relative to the current spread of the state's derivative: a state cannot satisfy its
-                # equation by going flat (rate parameter → 0, state constant), the collapse PINNs fall into
-                spread = (((du[:, :n] / t_rsc) ** 2).reshape(E, -1, S).mean(1)
-                          + ((f / t_rsc) ** 2).reshape(E, -1, S).mean(1)).detach()
-                r2 = r2 / (0.5 * spread + float(cfg["relative_floor"]))
+            r2 = torch.zeros(E, S, **kw)
+            if form in ("strong", "both"):
+                f = model.rhs(tt[idx], u[:, :n], th, ii[idx])
+                sq = ((du[:, :n] - f) / t_rsc) ** 2
+                if local_w is not None:
+                    sq = sq * local_w[member_of_group[:, None], idx]
+                r2 = r2 + normalise(sq, du[:, :n] / t_rsc, f / t_rsc)
+            if form in ("weak", "both"):
+                r2 = r2 + weak_residual(th)
             out["physics"] = r2
             if K > 1:
                 gap = (u[:-1, n + 1] - u[1:, n]) / state_scale[:-1]  # right end of g vs left end of g+1
@@ -329,6 +383,18 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
         post |= {n: f"{v:.4g}" for n, v in zip(problem.free_names, th)}
         bar.set_postfix(post, refresh=False)
 
+    max_len = int((seg.hi - seg.lo).max())
+    chunk = max(1, int(cfg["eval_chunk"]))
+
+    def all_sample_chunks():
+        """(idx (G, n), valid (G, n)) covering every sample of every segment, ``eval_chunk`` at a time."""
+        for a in range(0, max_len, chunk):
+            pos = torch.arange(a, min(a + chunk, max_len), device=dev)
+            valid = pos[None, :] < n_in[:, None]
+            yield lo_t[:, None] + torch.minimum(pos[None, :], n_in[:, None] - 1), valid
+
+    local_w = None
+
     # ---------------------------------------------------------------- stage 1: voltage only
     warm_on = bool(cfg["warm_start_hidden"])
     step = 0
@@ -353,6 +419,19 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
             _, du = run(sample_points(), with_ends=False)
             rsc[:, 0] = np.maximum(du[..., 0].reshape(E, -1).std(1).cpu().numpy(), 1e-6)
             t_rsc = torch.tensor(rsc[g_of], **kw)[:, None, :]
+            if cfg["local_weights"]:
+                # pointwise weights of the voltage residual, 1/(|dV/dt|/r_V + floor)², mean 1 per member: the
+                # slow phases between spikes (where slow currents such as I_KCa decide the dynamics) count
+                # as much as the upstrokes, whose large derivatives would otherwise drown them
+                dv = torch.zeros(E * flat.t.size, **kw)
+                for idx, valid in all_sample_chunks():
+                    _, du = run(idx, with_ends=False)
+                    dv[(member_of_group[:, None] * flat.t.size + idx)[valid]] = du[..., 0][valid]
+                dv = dv.reshape(E, -1, 1).abs() / t_rsc[::K, :, :1]
+                d_all = torch.cat([dv, torch.zeros(E, flat.t.size, S - 1, **kw)], -1)  # (E, T, S)
+                w = 1.0 / (d_all + float(cfg["local_floor"])) ** 2
+                local_w = w / w.mean(1, keepdim=True)
+                local_w[..., 1:] = 1.0  # hidden states: unweighted
 
     # ---------------------------------------------------------------- stage 2: joint, physics-informed
     warmup, delay = int(cfg["warmup_steps"]), int(cfg["param_delay"])
@@ -406,14 +485,9 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
     states = [np.empty((E, int(flat.offsets[k + 1] - flat.offsets[k]), S)) for k in range(len(problem.traces))]
     tot = {"data": np.zeros(E), "physics": np.zeros((E, S)), "continuity": np.zeros(E)}
     counts = np.zeros(E)
-    max_len = int((seg.hi - seg.lo).max())
-    chunk = max(1, int(cfg["eval_chunk"]))
     with torch.no_grad():
         th_all = theta_full_of(z)
-        for a in range(0, max_len, chunk):
-            pos = torch.arange(a, min(a + chunk, max_len), device=dev)
-            valid = pos[None, :] < n_in[:, None]  # (G, n)
-            idx = lo_t[:, None] + torch.minimum(pos[None, :], n_in[:, None] - 1)
+        for idx, valid in all_sample_chunks():
             u, du = run(idx, with_ends=False)
             f = model.rhs(tt[idx], u, th_all[member_of_group][:, None, :], ii[idx])
             r = ((du - f) / t_rsc) ** 2
@@ -448,7 +522,6 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
                "weights": np.array(hist["weights"])}
     info = {"n_segments": K, "segment_ms": float(np.median(2 * seg.half)), "frequencies_hz": (freqs * 1000).tolist(),
             "trainable_frequencies_hz": (torch.exp(net.log_freqs.detach()).cpu().numpy() * 1000).tolist(),
-            "v_mean_mV": v_mu, "v_sd_mV": v_sd, "residual_scales": rsc.tolist(),
             "train_seconds": time.perf_counter() - t_start, "steps": n1 + n2}
     if not np.isfinite(loss).any():
         raise EstimationError("Every PINN member diverged; lower lr_net/lr_params.")

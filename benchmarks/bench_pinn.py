@@ -1,0 +1,284 @@
+"""Accuracy, robustness and speed of the ``pinn`` backend (issue: PINN backend), with ``lsq`` side by side.
+
+For every case a synthetic recording is written by ``neo-pinn simulate`` (NWB, with the noise-free states
+in a ``--states`` JSON), started long enough before the window for the transient to die out. The fitted
+window is about two oscillation periods (two bursts for bursters). Noise is white with sigma = the given
+percentage of the window's noise-free peak-to-peak voltage. Initial guesses are drawn log-uniformly over
+0.25×–4× the truth (``--draws`` per case, the same draws for every method); bounds are the model's.
+
+* **pinn**: one fit per draw with the backend's ensemble (``--members`` members started around the draw,
+  see ``random_starts="jitter"``); all draws of a case are trained as one batch (members never interact,
+  so this is exactly ``--draws`` separate fits — ``tests/test_pinn.py`` checks it).
+* **lsq**: one start per draw (``n_starts=1``), every draw a separate fit.
+
+A draw succeeds when every free parameter is within ``--tol`` (5 %) of the truth. Tables: per case the
+median relative error per parameter, the success count, the median hidden-state relative L2 error and the
+wall time; the lsq success side by side; with ``--ablation`` the five techniques switched off in turn;
+with ``--real`` one sweep of ``17o05028_ic_steps.abf`` (needs ``../shared/data/recordings``).
+
+    python benchmarks/bench_pinn.py [--cases ml_snlc,ml_hopf,...] [--noise 1,5] [--draws 10] [--members 6]
+                                    [--steps2 8000] [--ablation] [--no-lsq] [--real] [--out DIR]
+                                    [--device auto] [--float64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neo_pinn.api import get_backend, get_model, simulate
+from neo_pinn.cli import main as cli_main
+from neo_pinn.estimator import FitContext
+from neo_pinn.io import load_recording
+from neo_pinn.problem import EstimationProblem
+from neo_pinn.simulate import resolve_device
+from neo_pinn_pinn import ABLATIONS, PINN
+from neo_pinn_pinn.backend import relative_l2
+from neo_pinn_pinn.training import train_members
+
+#: name → (model, preset, free parameters, window start (ms, after the transient), hidden states scored)
+CASES = {
+    "ml_hopf": ("morris_lecar", "hopf", ("gCa", "gK", "phi", "gL"), 1000.0, ("n",)),
+    "ml_snlc": ("morris_lecar", "snlc", ("gCa", "gK", "phi", "gL"), 1000.0, ("n",)),
+    "ml_homoclinic": ("morris_lecar", "homoclinic", ("gCa", "gK", "phi", "gL"), 1000.0, ("n",)),
+    "ml_bursting": ("morris_lecar_burster", "bursting_fast", ("gCa", "gK", "gKCa", "epsilon"), 6000.0, ("n", "Ca")),
+    "butera_bursting": ("butera_pbc", "bursting_fast", ("gNaP", "gK", "gL"), 30000.0, ("n", "h")),
+}
+REAL_FILE = "17o05028_ic_steps.abf"
+
+
+def period_ms(model, preset: str) -> float:
+    """Oscillation (or burst) period of a preset from its documented behaviour, ms."""
+    exp = model.preset(preset).expected
+    if "period_ms" in exp:
+        return float(exp["period_ms"])
+    return 1000.0 / float(exp["rate_hz"])
+
+
+def make_recording(case: str, noise_pct: float, seed: int, workdir: Path, rate: float):
+    """Write the case's recording with ``neo-pinn simulate``; return (trace in the window, true states)."""
+    name, preset, _free, t_start, _hidden = CASES[case]
+    model = get_model(name)
+    window = 2.0 * period_ms(model, preset) * 1.02
+    duration = t_start + window
+    tt, yy = simulate(model, preset=preset, duration=duration, dt=0.01, record_every=10, device="cpu").numpy()
+    vv = yy[0, :, 0]
+    ptp = float(np.ptp(vv[tt >= t_start]))
+    sigma = noise_pct / 100.0 * ptp
+    out = workdir / f"{case}_{noise_pct:g}pct_seed{seed}.nwb"
+    states_json = out.with_suffix(".states.json")
+    argv = ["simulate", "--model", name, "--preset", preset, "--duration", f"{duration:g}", "--rate", f"{rate:g}",
+            "--seed", str(seed), "--states", str(states_json), "--out", str(out), "--overwrite"]
+    if sigma > 0:
+        argv += ["--noise", f"white:sigma={sigma:.6g}mV"]
+    cli_main(argv)
+    rec = load_recording(out)
+    trace = rec.traces(sweeps=[0], window=(t_start, t_start + window))[0]
+    js = json.loads(states_json.read_text())
+    t_all = np.asarray(js["t_ms"])
+    keep = (t_all >= trace.t[0] - 1e-9) & (t_all <= trace.t[-1] + 1e-9)
+    states = np.stack([np.asarray(js[s])[keep] for s in model.state_names], 1)
+    if states.shape[0] != trace.t.size:
+        raise RuntimeError(f"state/trace length mismatch {states.shape[0]} vs {trace.t.size}")
+    return model, trace, states, sigma, " ".join(["neo-pinn"] + argv)
+
+
+def draws_for(truth: np.ndarray, n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(1000 + seed)
+    return truth * np.exp(rng.uniform(np.log(0.25), np.log(4.0), (n, truth.size)))
+
+
+def run_pinn(problem, draws, options, members: int, seed: int, device, dtype):
+    """One PINN fit per draw (members jittered around it), all trained as one batch."""
+    est = PINN(**(options | {"n_members": members}))
+    rng = np.random.default_rng(seed)
+    inits = []
+    for d in draws:
+        p = replace(problem, free=tuple(replace(f, init=float(np.clip(v, *f.bounds)))
+                                        for f, v in zip(problem.free, d)))
+        inits.append(est.starts(p, rng))
+    inits = np.concatenate(inits)
+    ctx = FitContext(seed=seed, device=device, dtype=dtype, progress=False, rng=rng)
+    t0 = time.perf_counter()
+    tr = train_members(problem, inits, est.config, ctx)
+    wall = time.perf_counter() - t0
+    results = [est.assemble(problem, tr.subset(np.arange(k * members, (k + 1) * members)),
+                            inits[k * members:(k + 1) * members]) for k in range(len(draws))]
+    return results, wall
+
+
+def run_lsq(problem, draws, seed: int, device):
+    out, t0 = [], time.perf_counter()
+    for d in draws:
+        p = replace(problem, free=tuple(replace(f, init=float(np.clip(v, *f.bounds)))
+                                        for f, v in zip(problem.free, d)))
+        try:
+            out.append(get_backend("lsq")(n_starts=1).fit(p, seed=seed, device=device))
+        except Exception as exc:  # a diverged start counts as a failure, with its reason in the table
+            out.append(exc)
+    return out, time.perf_counter() - t0
+
+
+def score(results, problem, truth, states, hidden, tol):
+    model = problem.model
+    errs, l2s, ok = [], [], []
+    for r in results:
+        if isinstance(r, Exception):
+            errs.append(np.full(len(truth), np.nan))
+            l2s.append(np.full(len(hidden), np.nan))
+            ok.append(False)
+            continue
+        e = np.array([r[n].value / truth[j] - 1.0 for j, n in enumerate(problem.free_names)])
+        errs.append(e)
+        l2s.append(np.array([relative_l2(r.fits[0].states[:, model.state_index(h)], states[:, model.state_index(h)])
+                             for h in hidden]))
+        ok.append(bool(np.all(np.abs(e) <= tol)))
+    return np.array(errs), np.array(l2s), np.array(ok)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", default="ml_hopf,ml_snlc,ml_homoclinic,ml_bursting,butera_bursting")
+    ap.add_argument("--noise", default="1,5", help="noise levels in %% of peak-to-peak (ML spiking cases)")
+    ap.add_argument("--draws", type=int, default=10)
+    ap.add_argument("--members", type=int, default=PINN.default_config["n_members"])
+    ap.add_argument("--steps1", type=int, default=PINN.default_config["stage1_steps"])
+    ap.add_argument("--steps2", type=int, default=PINN.default_config["stage2_steps"])
+    ap.add_argument("--option", action="append", default=[], metavar="K=V", help="pinn option (JSON value)")
+    ap.add_argument("--tol", type=float, default=0.05)
+    ap.add_argument("--rate", type=float, default=10000.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ablation", action="store_true", help="ablation table on ml_snlc and ml_bursting")
+    ap.add_argument("--no-lsq", action="store_true")
+    ap.add_argument("--real", action="store_true", help=f"fit one sweep of {REAL_FILE}")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--float64", action="store_true")
+    ap.add_argument("--out", default=None, help="folder for recordings, JSON rows and the real-data report")
+    args = ap.parse_args(argv)
+
+    device = resolve_device(args.device)
+    dtype = torch.float64 if args.float64 else torch.float32
+    options = {"stage1_steps": args.steps1, "stage2_steps": args.steps2}
+    for kv in args.option:
+        k, v = kv.split("=", 1)
+        options[k] = json.loads(v)
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_pinn_"))
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"# bench_pinn — {platform.node() and 'host'} {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, torch {torch.__version__}, device {device}, {str(dtype)[6:]}")
+    print(f"draws {args.draws} (0.25×–4× truth, log-uniform), pinn members {args.members}, "
+          f"steps {args.steps1}+{args.steps2}, options {options}, success = all within {args.tol:.0%}\n")
+    rows = []
+    noise_levels = [float(x) for x in args.noise.split(",") if x]
+    todo = []
+    for case in [c for c in args.cases.split(",") if c]:
+        levels = noise_levels if case.startswith("ml_") and case != "ml_bursting" else [noise_levels[0]]
+        todo += [(case, lvl, None) for lvl in levels]
+    if args.ablation:
+        for case in ("ml_snlc", "ml_bursting"):
+            todo += [(case, noise_levels[0], name) for name in ABLATIONS]
+    real_done = False
+    for case, lvl, ablation in todo:
+        if ablation and args.real and not real_done:  # the real recording before the (long) ablations
+            real_recording(out, options, args, device, dtype)
+            real_done = True
+        model, trace, states, sigma, cmd = make_recording(case, lvl, args.seed, out, args.rate)
+        _, preset, free, _, hidden = CASES[case]
+        truth_all = model.param_values(preset)
+        truth = np.array([truth_all[k] for k in free])
+        problem = EstimationProblem.build(model, [trace], list(free), preset=preset,
+                                          truth={k: truth_all[k] for k in free})
+        draws = draws_for(truth, args.draws, args.seed)
+        opts = options | (ABLATIONS[ablation] if ablation else {})
+        res, wall = run_pinn(problem, draws, opts, args.members, args.seed, device, dtype)
+        errs, l2, ok = score(res, problem, truth, states, hidden, args.tol)
+        row = {"case": case, "noise_pct": lvl, "sigma_mV": sigma, "ablation": ablation or "-", "free": list(free),
+               "window_ms": float(trace.t[-1] - trace.t[0]), "median_abs_err": np.nanmedian(np.abs(errs), 0).tolist(),
+               "success": int(ok.sum()), "draws": len(draws), "median_l2": np.nanmedian(l2, 0).tolist(),
+               "hidden": list(hidden), "pinn_wall_s": wall, "errors": errs.tolist(), "l2": l2.tolist(),
+               "command": cmd}
+        if not args.no_lsq and ablation is None:
+            lres, lwall = run_lsq(problem, draws, args.seed, device)
+            lerr, ll2, lok = score(lres, problem, truth, states, hidden, args.tol)
+            row |= {"lsq_success": int(lok.sum()), "lsq_median_abs_err": np.nanmedian(np.abs(lerr), 0).tolist(),
+                    "lsq_wall_s": lwall}
+        rows.append(row)
+        (out / "bench_pinn_rows.json").write_text(json.dumps(rows, indent=1))
+        print(f"done {case} {lvl:g}% {ablation or ''}: pinn {row['success']}/{len(draws)} in {wall:.0f} s"
+              + (f", lsq {row['lsq_success']}/{len(draws)}" if "lsq_success" in row else ""), flush=True)
+
+    def pct(x):
+        return "/".join(f"{100 * v:.2f}" for v in x)
+
+    print("\n## Accuracy (median |relative error| per free parameter, %; success = draws with all within tol)\n")
+    print("| case | noise | free | median error % | pinn success | hidden L2 % (median) | lsq success | pinn wall s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r["ablation"] != "-":
+            continue
+        print(f"| {r['case']} | {r['noise_pct']:g} % ({r['sigma_mV']:.2f} mV) | {','.join(r['free'])} | "
+              f"{pct(r['median_abs_err'])} | {r['success']}/{r['draws']} | "
+              f"{', '.join(f'{h} {100 * v:.2f}' for h, v in zip(r['hidden'], r['median_l2']))} | "
+              f"{r.get('lsq_success', '-')}/{r['draws']} | {r['pinn_wall_s']:.0f} |")
+    abl = [r for r in rows if r["ablation"] != "-" or r["case"] in ("ml_snlc", "ml_bursting")]
+    if args.ablation and abl:
+        print("\n## Ablation (one technique off at a time)\n")
+        print("| case | switched off | median error % | success |")
+        print("|---|---|---|---|")
+        for r in abl:
+            if r["noise_pct"] != noise_levels[0]:
+                continue
+            print(f"| {r['case']} | {r['ablation']} | {pct(r['median_abs_err'])} | {r['success']}/{r['draws']} |")
+    if args.real and not real_done:
+        real_recording(out, options, args, device, dtype)
+    print(f"\nrows: {out / 'bench_pinn_rows.json'}")
+
+
+def real_recording(out: Path, options: dict, args, device, dtype) -> None:
+    """Fit Morris–Lecar (C free) to one spiking sweep of the shared steps recording; attach and report."""
+    here = Path(__file__).resolve().parents[1]
+    path = here.parent / "shared" / "data" / "recordings" / REAL_FILE
+    if not path.exists():
+        print(f"\n(real recording skipped: {REAL_FILE} not found beside the checkout)")
+        return
+    from neo_pinn.io.attach import attach
+    from neo_pinn.io.neo_files import write_block
+    from neo_pinn.report import write_report
+
+    rec = load_recording(path)
+    sweep = int(os.environ.get("BENCH_PINN_SWEEP", "12"))
+    window = (float(os.environ.get("BENCH_PINN_T0", "120")), float(os.environ.get("BENCH_PINN_T1", "520")))
+    tr = rec.traces(sweeps=[sweep], window=window)[0]
+    model = get_model("morris_lecar")
+    free = ["C", "gL", "gCa", "gK", "phi", "EL"]
+    problem = EstimationProblem.build(model, [tr], free, preset="snlc")
+    t0 = time.perf_counter()
+    res = PINN(**(options | {"n_members": args.members})).fit(problem, seed=args.seed, device=device, dtype=dtype)
+    wall = time.perf_counter() - t0
+    v_fit = res.fits[0].states[:, 0]
+    rmse = float(np.sqrt(np.mean((v_fit - tr.v) ** 2)))
+    attach(res, rec.block)
+    write_block(rec.block, out / "real_fit.nwb", overwrite=True)
+    write_report(res, out / "real_report.html")
+    print(f"\n## Real recording {REAL_FILE}, sweep {sweep}, window {window[0]:g}–{window[1]:g} ms, "
+          f"I = {np.median(tr.i_ext):.0f} pA\n")
+    print("| parameter | estimate | std |")
+    print("|---|---|---|")
+    for n in free:
+        p = res[n]
+        print(f"| {n} | {p.value:.4g} {p.unit} | {p.std if p.std is None else f'{p.std:.3g}'} |")
+    print(f"\nvoltage RMSE in the window {rmse:.2f} mV; wall {wall:.0f} s; states attached and written to "
+          f"{out / 'real_fit.nwb'}; report {out / 'real_report.html'}")
+
+
+if __name__ == "__main__":
+    main()
