@@ -99,7 +99,10 @@ class PINN(Estimator):
     stage1_steps, stage2_steps : int
         Adam steps of each stage.
     batch_points : int
-        Random collocation/data points per segment and step (the samples of the recording).
+        Random collocation/data points (samples of the recording) per member and step, shared among the
+        member's segments.
+    min_segment_points : int
+        Lower limit of the points per segment and step.
     lr_stage1 : float
         Network learning rate of stage 1 (decays tenfold).
     lr_net, lr_net_final, lr_params, lr_params_final : float
@@ -164,6 +167,7 @@ class PINN(Estimator):
         "stage1_steps": 1000,
         "stage2_steps": 8000,
         "batch_points": 256,
+        "min_segment_points": 48,
         "lr_stage1": 3e-3,
         "lr_net": 1e-3,
         "lr_net_final": 5e-5,

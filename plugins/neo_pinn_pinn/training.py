@@ -229,7 +229,9 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
         th[:, free_idx_t] = pmap.theta(zz)
         return th
 
-    m_pts = int(cfg["batch_points"])
+    # the step's points are shared among a member's segments (so many segments do not multiply the cost),
+    # with at least ``min_segment_points`` per segment
+    m_pts = max(int(cfg["min_segment_points"]), int(math.ceil(int(cfg["batch_points"]) / K)))
     relative = cfg["residual_norm"] == "relative"
 
     def sample_points():
