@@ -19,6 +19,7 @@ with ``--real`` one sweep of ``17o05028_ic_steps.abf`` (needs ``../shared/data/r
     python benchmarks/bench_pinn.py [--cases ml_snlc,ml_hopf,...] [--noise 1,5] [--draws 10] [--members 6]
                                     [--steps2 8000] [--ablation] [--no-lsq] [--real] [--out DIR]
                                     [--device auto] [--float64]
+    python benchmarks/bench_pinn.py --tables DIR/bench_pinn_rows.json [...]   # reprint saved results
 """
 
 from __future__ import annotations
@@ -163,7 +164,12 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--float64", action="store_true")
     ap.add_argument("--out", default=None, help="folder for recordings, JSON rows and the real-data report")
+    ap.add_argument("--tables", nargs="+", default=None, metavar="ROWS.json",
+                    help="only print the tables of earlier runs' bench_pinn_rows.json files")
     args = ap.parse_args(argv)
+    if args.tables:
+        print_tables([r for f in args.tables for r in json.loads(Path(f).read_text())])
+        return
 
     device = resolve_device(args.device)
     dtype = torch.float64 if args.float64 else torch.float32
@@ -216,6 +222,15 @@ def main(argv=None) -> None:
         print(f"done {case} {lvl:g}% {ablation or ''}: pinn {row['success']}/{len(draws)} in {wall:.0f} s"
               + (f", lsq {row['lsq_success']}/{len(draws)}" if "lsq_success" in row else ""), flush=True)
 
+    print_tables(rows)
+    if args.real and not real_done:
+        real_recording(out, options, args, device, dtype)
+    print(f"\nrows: {out / 'bench_pinn_rows.json'}")
+
+
+def print_tables(rows) -> None:
+    """Markdown tables of benchmark rows (from a run, or read back with ``--tables``)."""
+
     def pct(x):
         return "/".join(f"{100 * v:.2f}" for v in x)
 
@@ -229,18 +244,16 @@ def main(argv=None) -> None:
               f"{pct(r['median_abs_err'])} | {r['success']}/{r['draws']} | "
               f"{', '.join(f'{h} {100 * v:.2f}' for h, v in zip(r['hidden'], r['median_l2']))} | "
               f"{r.get('lsq_success', '-')}/{r['draws']} | {r['pinn_wall_s']:.0f} |")
-    abl = [r for r in rows if r["ablation"] != "-" or r["case"] in ("ml_snlc", "ml_bursting")]
-    if args.ablation and abl:
+    abl = [r for r in rows if r["ablation"] != "-"]
+    if abl:
+        cases = {r["case"] for r in abl}
         print("\n## Ablation (one technique off at a time)\n")
         print("| case | switched off | median error % | success |")
         print("|---|---|---|---|")
-        for r in abl:
-            if r["noise_pct"] != noise_levels[0]:
-                continue
-            print(f"| {r['case']} | {r['ablation']} | {pct(r['median_abs_err'])} | {r['success']}/{r['draws']} |")
-    if args.real and not real_done:
-        real_recording(out, options, args, device, dtype)
-    print(f"\nrows: {out / 'bench_pinn_rows.json'}")
+        for r in rows:
+            if r["case"] in cases and (r["ablation"] != "-" or r["noise_pct"] == min(x["noise_pct"] for x in abl)):
+                print(f"| {r['case']} | {r['ablation'] if r['ablation'] != '-' else 'nothing (full method)'} | "
+                      f"{pct(r['median_abs_err'])} | {r['success']}/{r['draws']} |")
 
 
 def real_recording(out: Path, options: dict, args, device, dtype) -> None:
