@@ -158,7 +158,8 @@ def main(argv=None) -> None:
     ap.add_argument("--tol", type=float, default=0.05)
     ap.add_argument("--rate", type=float, default=10000.0)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--ablation", action="store_true", help="ablation table on ml_snlc and ml_bursting")
+    ap.add_argument("--ablation", action="store_true", help="ablation table (see --ablation-cases)")
+    ap.add_argument("--ablation-cases", default="ml_snlc,ml_bursting")
     ap.add_argument("--no-lsq", action="store_true")
     ap.add_argument("--real", action="store_true", help=f"fit one sweep of {REAL_FILE}")
     ap.add_argument("--device", default="auto")
@@ -190,7 +191,7 @@ def main(argv=None) -> None:
         levels = noise_levels if case.startswith("ml_") and case != "ml_bursting" else [noise_levels[0]]
         todo += [(case, lvl, None) for lvl in levels]
     if args.ablation:
-        for case in ("ml_snlc", "ml_bursting"):
+        for case in [c for c in args.ablation_cases.split(",") if c]:
             todo += [(case, noise_levels[0], name) for name in ABLATIONS]
     real_done = False
     for case, lvl, ablation in todo:
