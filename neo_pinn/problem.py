@@ -196,6 +196,35 @@ class EstimationProblem:
                 out[:, j] = rng.uniform(lo, hi, n)
         return out
 
+    def starting_points(self, n: int, rng: np.random.Generator, mode: str = "bounds",
+                        jitter: float = 0.5) -> np.ndarray:
+        """``n`` starting points (n, F) for multi-start backends.
+
+        Row 0 is the initial guess (free parameters without one are drawn within their bounds). The
+        others are drawn within the bounds (``mode="bounds"``, see :meth:`sample_starts`) or around row 0
+        (``mode="jitter"``: log-normal with standard deviation ``jitter`` of log θ for log-scale
+        parameters, normal with ``jitter`` × |θ| otherwise), clipped to the bounds.
+        """
+        first = self.sample_starts(1, rng)[0]
+        for j, f in enumerate(self.free):
+            if f.init is not None:
+                first[j] = float(f.init)
+        out = np.empty((n, len(self.free)))
+        out[0] = first
+        if n > 1:
+            if mode == "bounds":
+                out[1:] = self.sample_starts(n - 1, rng)
+            elif mode == "jitter":
+                lo = np.array([f.bounds[0] for f in self.free])
+                hi = np.array([f.bounds[1] for f in self.free])
+                logs = np.array([f.log_scale for f in self.free])
+                eps = rng.standard_normal((n - 1, len(self.free))) * float(jitter)
+                jit = np.where(logs, first * np.exp(eps), first + eps * np.abs(first).clip(min=1e-3 * (hi - lo)))
+                out[1:] = np.clip(jit, lo, hi)
+            else:
+                raise ConfigurationError(f"Starting points mode must be 'bounds' or 'jitter', got {mode!r}.")
+        return out
+
     def with_traces(self, traces: Sequence[Trace]) -> "EstimationProblem":
         """A copy with other traces (e.g. a decimated version)."""
         return replace(self, traces=tuple(traces))

@@ -373,25 +373,8 @@ class LeastSquares(Estimator):
 
     # ------------------------------------------------------------------ helpers
     def _starts(self, problem: EstimationProblem, rng: np.random.Generator) -> np.ndarray:
-        n = int(self.config["n_starts"])
-        first = problem.sample_starts(1, rng)[0]
-        for j, f in enumerate(problem.free):
-            if f.init is not None:
-                first[j] = float(f.init)
-        out = np.empty((n, len(problem.free)))
-        out[0] = first
-        if n > 1:
-            if self.config["random_starts"] == "bounds":
-                out[1:] = problem.sample_starts(n - 1, rng)
-            else:
-                lo = np.array([f.bounds[0] for f in problem.free])
-                hi = np.array([f.bounds[1] for f in problem.free])
-                logs = np.array([f.log_scale for f in problem.free])
-                eps = rng.standard_normal((n - 1, len(problem.free))) * float(self.config["jitter"])
-                span = hi - lo
-                jit = np.where(logs, first * np.exp(eps), first + eps * np.abs(first).clip(min=1e-3 * span))
-                out[1:] = np.clip(jit, lo, hi)
-        return out
+        return problem.starting_points(int(self.config["n_starts"]), rng, self.config["random_starts"],
+                                       float(self.config["jitter"]))
 
     def _init_nodes(self, problem, lay, z, ptf, stf, theta_fixed, free_index, i_half, gates) -> torch.Tensor:
         """Node coordinates u (n, M, S): voltage from the recording, hidden states quasi-steady there."""

@@ -206,24 +206,8 @@ class PINN(Estimator):
     # ------------------------------------------------------------------ starts
     def starts(self, problem: EstimationProblem, rng: np.random.Generator) -> np.ndarray:
         """Initial free-parameter values (n_members, F) of the ensemble."""
-        n = int(self.config["n_members"])
-        first = problem.sample_starts(1, rng)[0]
-        for j, f in enumerate(problem.free):
-            if f.init is not None:
-                first[j] = float(f.init)
-        out = np.empty((n, len(problem.free)))
-        out[0] = first
-        if n > 1:
-            if self.config["random_starts"] == "bounds":
-                out[1:] = problem.sample_starts(n - 1, rng)
-            else:
-                lo = np.array([f.bounds[0] for f in problem.free])
-                hi = np.array([f.bounds[1] for f in problem.free])
-                logs = np.array([f.log_scale for f in problem.free])
-                eps = rng.standard_normal((n - 1, len(problem.free))) * float(self.config["jitter"])
-                jit = np.where(logs, first * np.exp(eps), first + eps * np.abs(first).clip(min=1e-3 * (hi - lo)))
-                out[1:] = np.clip(jit, lo, hi)
-        return out
+        return problem.starting_points(int(self.config["n_members"]), rng, self.config["random_starts"],
+                                       float(self.config["jitter"]))
 
     # ------------------------------------------------------------------ fit
     def _fit(self, problem: EstimationProblem, ctx: FitContext):
