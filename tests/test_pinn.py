@@ -193,3 +193,14 @@ def test_cli_fit_with_every_output(tmp_path, capsys):
     sweep = runs[0]["sweeps"][0]
     assert set(sweep["states"]) == {"V", "n"}
     np.testing.assert_allclose(sweep["states"]["n"], np.array(res["fits"][0]["states"])[:, 1], rtol=1e-6)
+
+
+@pytest.mark.parametrize("option", [{"local_weights": True}, {"residual_form": "weak"}, {"residual_form": "both"},
+                                    {"residual_norm": "fixed"}, {"warm_spinup": False}])
+def test_optional_residual_forms_run_and_differ(option):
+    m, tr, _ = _trace(t0=500.0, t1=560.0, rate=5000.0)
+    prob = EstimationProblem.build(m, [tr], ["gCa"], preset="snlc", init={"gCa": 3.0})
+    full = PINN(**FAST).fit(prob, seed=0, device="cpu")
+    other = PINN(**(FAST | option)).fit(prob, seed=0, device="cpu")
+    assert np.isfinite(other["gCa"].value) and np.all(np.isfinite(other.fits[0].states))
+    assert other.history["params"]["gCa"] != full.history["params"]["gCa"]

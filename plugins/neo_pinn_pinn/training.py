@@ -430,10 +430,9 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
                     _, du = run(idx, with_ends=False)
                     dv[(member_of_group[:, None] * flat.t.size + idx)[valid]] = du[..., 0][valid]
                 dv = dv.reshape(E, -1, 1).abs() / t_rsc[::K, :, :1]
-                d_all = torch.cat([dv, torch.zeros(E, flat.t.size, S - 1, **kw)], -1)  # (E, T, S)
-                w = 1.0 / (d_all + float(cfg["local_floor"])) ** 2
-                local_w = w / w.mean(1, keepdim=True)
-                local_w[..., 1:] = 1.0  # hidden states: unweighted
+                w = 1.0 / (dv + float(cfg["local_floor"])) ** 2
+                # (E, T, S): the voltage weighted, hidden states unweighted
+                local_w = torch.cat([w / w.mean(1, keepdim=True), torch.ones(E, flat.t.size, S - 1, **kw)], -1)
 
     # ---------------------------------------------------------------- stage 2: joint, physics-informed
     warmup, delay = int(cfg["warmup_steps"]), int(cfg["param_delay"])
