@@ -16,11 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from neo_pinn.errors import ConfigurationError
 from neo_pinn.features import spike_times
 from neo_pinn.models.base import NeuronModel
 from neo_pinn.problem import EstimationProblem
 
-__all__ = ["Segments", "dominant_frequencies", "make_segments", "driven_hidden_states", "flatten_traces"]
+__all__ = ["Segments", "dominant_frequencies", "make_segments", "driven_hidden_states", "driven_voltage_misfit",
+           "flatten_traces", "screen_parameters", "slow_states"]
 
 
 @dataclass(frozen=True)
@@ -151,35 +153,45 @@ def quasi_steady_hidden(model: NeuronModel, theta: np.ndarray, v0: float, i0: fl
     return x
 
 
-def driven_hidden_states(model: NeuronModel, theta: np.ndarray, t: np.ndarray, v: np.ndarray, i_ext: np.ndarray,
-                         gates: np.ndarray, max_dt: float = 0.1, spinup: bool = False) -> np.ndarray:
-    """Hidden states (E, T, S−1) integrated (RK4) with the recorded voltage in place of V.
+def slow_states(model: NeuronModel, problem: EstimationProblem, warm: np.ndarray, share: float = 0.9) -> np.ndarray:
+    """Which states are slow: (S,) bool, V never.
+
+    A hidden state is slow when at least ``share`` of its warm-start variance (median over members) lies
+    below half the median firing rate of the recording (1/(2·median ISI)): it follows the bursts, not the
+    spikes (Ca in a Ca-activated K burster, NaP inactivation h). No state is slow in a recording with
+    fewer than 3 spikes.
 
     Parameters
     ----------
     model : NeuronModel
-    theta : numpy.ndarray
-        (E, P) parameter vectors, one per ensemble member.
-    t, v, i_ext : numpy.ndarray
-        One sweep: time (ms), voltage (mV) and current (pA), (T,).
-    gates : numpy.ndarray
-        (S,) bool, states kept in [0, 1].
-    max_dt : float
-        Largest integration step, ms (the sampling grid is strided down to it; values between steps are
-        interpolated linearly).
-    spinup : bool
-        Integrate the window twice, the second time from where the first ended (for periodic activity).
-
-    Returns
-    -------
-    numpy.ndarray
-        Starting from the quasi-steady state at ``v[0]``; non-finite results are replaced by that state.
+    problem : EstimationProblem
+    warm : numpy.ndarray
+        (E, T, S−1) warm-start hidden states of the flattened sweeps (the longest sweep is analysed).
+    share : float
+        Variance share below the cut.
     """
-    dt_s = float(np.median(np.diff(t))) if t.size > 1 else max_dt
-    stride = max(1, int(np.floor(max_dt / dt_s + 1e-9)))
-    idx = np.arange(0, t.size, stride)
-    if idx[-1] != t.size - 1:
-        idx = np.append(idx, t.size - 1)
+    tr = max(problem.traces, key=lambda x: x.t.size)
+    a = int(sum(x.t.size for x in problem.traces[:problem.traces.index(tr)]))
+    out = np.zeros(model.n_states, bool)
+    st = spike_times(tr.v, tr.t, threshold=model.spike_threshold, rearm=model.spike_rearm)
+    if st.size < 3:
+        return out
+    f_cut = 0.5 / float(np.median(np.diff(st)))  # 1/ms
+    dt = float(np.median(np.diff(tr.t)))
+    freqs = np.fft.rfftfreq(tr.t.size, dt)
+    for j in range(1, model.n_states):
+        x = warm[:, a:a + tr.t.size, j - 1]
+        x = x - x.mean(1, keepdims=True)
+        power = np.abs(np.fft.rfft(x, axis=1)) ** 2
+        frac = power[:, freqs < f_cut].sum(1) / np.maximum(power.sum(1), 1e-300)
+        out[j] = bool(np.median(frac) >= share)
+    return out
+
+
+def _driven_on_grid(model: NeuronModel, theta: np.ndarray, t: np.ndarray, v: np.ndarray, i_ext: np.ndarray,
+                    gates: np.ndarray, idx: np.ndarray, spinup: bool) -> np.ndarray:
+    """Hidden states (E, len(idx), S−1) integrated (RK4) over the sample indices ``idx`` with ``v`` in place
+    of V (see :func:`driven_hidden_states`); non-finite rows are left non-finite."""
     x0 = quasi_steady_hidden(model, theta, float(v[0]), float(i_ext[0]), gates)
     E = theta.shape[0]
 
@@ -214,11 +226,291 @@ def driven_hidden_states(model: NeuronModel, theta: np.ndarray, t: np.ndarray, v
         first_ok = np.isfinite(out).all(axis=(1, 2))
         second_ok = np.isfinite(second).all(axis=(1, 2))
         out = np.where((second_ok | ~first_ok)[:, None, None], second, out)
+    return out
+
+
+def _grid(t: np.ndarray, max_dt: float) -> np.ndarray:
+    """Sample indices strided down to steps of at most ``max_dt`` (ms), last sample included."""
+    dt_s = float(np.median(np.diff(t))) if t.size > 1 else max_dt
+    stride = max(1, int(np.floor(max_dt / dt_s + 1e-9)))
+    idx = np.arange(0, t.size, stride)
+    if idx[-1] != t.size - 1:
+        idx = np.append(idx, t.size - 1)
+    return idx
+
+
+def driven_hidden_states(model: NeuronModel, theta: np.ndarray, t: np.ndarray, v: np.ndarray, i_ext: np.ndarray,
+                         gates: np.ndarray, max_dt: float = 0.1, spinup: bool = False) -> np.ndarray:
+    """Hidden states (E, T, S−1) integrated (RK4) with the recorded voltage in place of V.
+
+    Parameters
+    ----------
+    model : NeuronModel
+    theta : numpy.ndarray
+        (E, P) parameter vectors, one per ensemble member.
+    t, v, i_ext : numpy.ndarray
+        One sweep: time (ms), voltage (mV) and current (pA), (T,).
+    gates : numpy.ndarray
+        (S,) bool, states kept in [0, 1].
+    max_dt : float
+        Largest integration step, ms (the sampling grid is strided down to it; values between steps are
+        interpolated linearly).
+    spinup : bool
+        Integrate the window twice, the second time from where the first ended (for periodic activity).
+
+    Returns
+    -------
+    numpy.ndarray
+        Starting from the quasi-steady state at ``v[0]``; non-finite results are replaced by that state.
+    """
+    idx = _grid(t, max_dt)
+    out = _driven_on_grid(model, theta, t, v, i_ext, gates, idx, spinup)
     bad = ~np.isfinite(out)
     if bad.any():
+        x0 = quasi_steady_hidden(model, theta, float(v[0]), float(i_ext[0]), gates)
         out = np.where(bad, x0[:, None, :], out)
     full = np.empty((theta.shape[0], t.size, model.n_states - 1))
     for j in range(model.n_states - 1):
         for e in range(theta.shape[0]):
             full[e, :, j] = np.interp(t, t[idx], out[e, :, j])
     return full
+
+
+def _smoothed(tr, smooth_ms: float) -> np.ndarray:
+    """The trace's voltage (mV) through a Savitzky–Golay filter (cubic, ``smooth_ms`` wide); unchanged when
+    that is under 5 samples."""
+    from scipy.signal import savgol_filter
+
+    dt = float(np.median(np.diff(tr.t)))
+    win = int(round(smooth_ms / dt)) | 1
+    if win < 5 or tr.t.size < 5:
+        return tr.v
+    return savgol_filter(tr.v, min(win, tr.t.size if tr.t.size % 2 else tr.t.size - 1), 3)
+
+
+def linear_parameters(model: NeuronModel, theta: np.ndarray, free_idx: list[int], y: np.ndarray,
+                      i_ext: np.ndarray, rtol: float = 1e-6) -> list[int]:
+    """Positions (into ``free_idx``) of free parameters that enter the voltage equation jointly linearly and
+    no hidden-state equation (typically the maximal conductances).
+
+    Tested numerically at the states ``y`` (N, S): changing such a parameter leaves every hidden state's
+    right-hand side unchanged, and the voltage's right-hand side responds additively and proportionally
+    to changes of the whole group. Parameters are added greedily in order.
+    """
+    base = model.rhs(0.0, y, theta[None, :], i_ext)
+    scale = np.abs(base[:, 0]).max() + 1e-12
+    rng = np.random.default_rng(0)
+    group: list[int] = []
+
+    def f_at(delta: dict[int, float]) -> np.ndarray:
+        th = theta.copy()
+        for j, d in delta.items():
+            th[free_idx[j]] += d
+        return model.rhs(0.0, y, th[None, :], i_ext)
+
+    for j in range(len(free_idx)):
+        step = 0.1 * max(abs(theta[free_idx[j]]), 1e-3)
+        one = f_at({j: step})
+        if not np.allclose(one[:, 1:], base[:, 1:], rtol=rtol, atol=1e-12):
+            continue
+        trial = group + [j]
+        d = {k: float(rng.uniform(0.05, 0.2)) * max(abs(theta[free_idx[k]]), 1e-3) for k in trial}
+        sum_single = sum(f_at({k: d[k]})[:, 0] - base[:, 0] for k in trial)
+        joint = f_at(d)[:, 0] - base[:, 0]
+        double = f_at({k: 2 * v for k, v in d.items()})[:, 0] - base[:, 0]
+        if (np.abs(joint - sum_single).max() <= 1e-6 * scale and np.abs(double - 2 * joint).max() <= 1e-6 * scale
+                and np.abs(joint).max() > 1e-9 * scale):
+            group = trial
+    return group
+
+
+def driven_voltage_misfit(problem: EstimationProblem, theta: np.ndarray, gates: np.ndarray, interval_ms: float,
+                          smooth_ms: float = 0.0, linear: list[int] | None = None, max_dt: float = 0.1,
+                          spinup: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """How badly each parameter vector explains the recorded voltage, in integral form.
+
+    The hidden states are integrated with the recorded voltage in place of V
+    (:func:`driven_hidden_states`); then, over intervals of ``interval_ms``, the change of the
+    recorded voltage is compared with the integral (trapezoidal, on the integration grid) of the voltage
+    equation's right-hand side ``f_V(V, hidden, θ, I)`` (intervals overlap: one starts at every point of the
+    integration grid). The misfit is the sum of squared differences
+    divided by the sum of squared deviations of the changes (so 1 means "explains nothing"), pooled over
+    the sweeps. The integral form needs no derivative of the noisy voltage, so no smoothing that would
+    blunt fast spikes.
+
+    Parameters
+    ----------
+    problem : EstimationProblem
+    theta : numpy.ndarray
+        (N, P) full parameter vectors, canonical units.
+    gates : numpy.ndarray
+        (S,) bool, states kept in [0, 1].
+    interval_ms : float
+        Length of the intervals, ms.
+    smooth_ms : float
+        Optional Savitzky–Golay smoothing of the voltage that drives the hidden states and enters f_V (0:
+        the recorded samples).
+    linear : list of int, optional
+        Positions into ``problem.free`` of parameters found by :func:`linear_parameters`: they are not
+        taken from ``theta`` but solved for (least squares, clipped to their bounds) — the variable
+        projection that leaves only the other parameters to search.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The misfits (N,) (``inf`` where the integration diverged) and ``theta`` with the linear
+        parameters replaced by their solutions (N, P).
+    """
+    model = problem.model
+    theta = np.array(np.atleast_2d(theta), float)
+    lin = [problem.model.param_index(problem.free[j].name) for j in (linear or [])]
+    parts = []
+    for tr in problem.traces:
+        t = tr.t - tr.t[0]
+        v_d = _smoothed(tr, smooth_ms) if smooth_ms > 0 else tr.v
+        idx = _grid(t, max_dt)
+        hidden = _driven_on_grid(model, theta, t, v_d, tr.i_ext, gates, idx, spinup)
+        y = np.concatenate([np.broadcast_to(v_d[idx][None, :, None], hidden.shape[:2] + (1,)), hidden], -1)
+        h_grid = float(np.median(np.diff(t[idx]))) if idx.size > 1 else 1.0
+        m = max(1, int(round(interval_ms / h_grid)))
+        if idx.size < m + 3:
+            raise ConfigurationError("The sweep is too short for the parameter screen; set pinn option "
+                                     "screen_candidates=0 or a shorter screen_interval_ms.")
+        w = np.diff(t[idx])
+        v_g = tr.v[idx]
+        # overlapping intervals, one starting at every grid point: every sample is an end point
+        parts.append((t[idx][None, :], y, tr.i_ext[idx][None, :], v_g[m:] - v_g[:-m], w, m))
+
+    def changes(th):
+        """Integral of f_V over every interval, per sweep: list of (N, n_intervals)."""
+        out = []
+        with np.errstate(all="ignore"):
+            for tt, y, ii, _, w, m in parts:
+                f = model.rhs(tt, y, th[:, None, :], ii)[..., 0]
+                cum = np.concatenate([np.zeros((f.shape[0], 1)), np.cumsum(0.5 * (f[:, 1:] + f[:, :-1]) * w, 1)], 1)
+                out.append(cum[:, m:] - cum[:, :-m])
+        return out
+
+    if lin:
+        # ∫f_V = a + Σ_j B_j θ_j over the linear parameters: a at θ_lin = 0, B_j from unit vectors
+        th0 = theta.copy()
+        th0[:, lin] = 0.0
+        a = np.concatenate(changes(th0), 1)
+        cols = []
+        for p in lin:
+            th1 = th0.copy()
+            th1[:, p] = 1.0
+            cols.append(np.concatenate(changes(th1), 1) - a)
+        Bm = np.stack(cols, -1)  # (N, K, L)
+        target = np.concatenate([d for *_, d, _w, _e in parts])[None, :] - a
+        ok = np.isfinite(Bm).all((1, 2)) & np.isfinite(target).all(1)
+        Bm = np.where(ok[:, None, None], Bm, 0.0)
+        target = np.where(ok[:, None], target, 0.0)
+        gram = np.einsum("nkl,nkm->nlm", Bm, Bm)
+        eye = np.eye(len(lin))
+        ridge = (1e-9 * np.trace(gram, axis1=1, axis2=2)[:, None, None] + 1e-30) * eye
+        sol = np.linalg.solve(gram + ridge, np.einsum("nkl,nk->nl", Bm, target)[..., None])[..., 0]
+        lo = np.array([problem.free[j].bounds[0] for j in linear])
+        hi = np.array([problem.free[j].bounds[1] for j in linear])
+        theta[:, lin] = np.where(ok[:, None], np.clip(sol, lo, hi), theta[:, lin])
+    num = sum(((d[None, :] - c) ** 2).sum(1) for (*_, d, _w, _e), c in zip(parts, changes(theta)))
+    den = sum(float(((d - d.mean()) ** 2).sum()) for *_, d, _w, _e in parts)
+    out = num / max(den, 1e-30)
+    return np.where(np.isfinite(out), out, np.inf), theta
+
+
+def screen_parameters(problem: EstimationProblem, inits: np.ndarray, gates: np.ndarray, n_candidates: int,
+                      rounds: int, spread: float, interval_ms: float, rng: np.random.Generator,
+                      smooth_ms: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Better starting parameters for each member, by a search on the driven voltage misfit.
+
+    From a poor initial guess a PINN's parameters descend into whatever valley is nearest (e.g. for
+    Morris–Lecar: the K conductance at its bound while phi → 0 and n goes flat). Before training, each
+    member's start is therefore replaced by the best parameter vector found for
+    :func:`driven_voltage_misfit`, which needs no network. Free parameters that enter only the voltage
+    equation, linearly (:func:`linear_parameters`, usually the maximal conductances), are solved for by
+    least squares for every candidate; the others are searched by a cross-entropy method: round 0 draws
+    half of ``n_candidates`` around the member's start (normal in search coordinates with standard
+    deviation ``spread``) and half uniformly within the bounds; each later round draws around the elite
+    (best eighth) of the round before, with the elite's spread, keeping the elite.
+
+    Parameters
+    ----------
+    problem : EstimationProblem
+    inits : numpy.ndarray
+        (E, F) starting values of the free parameters, canonical units.
+    gates : numpy.ndarray
+        (S,) bool, states kept in [0, 1].
+    n_candidates, rounds : int
+        Candidates per member and round; number of rounds.
+    spread : float
+        Standard deviation of round 0's candidates around the start, in log units for log-scale
+        parameters and in quarters of the bounds' width otherwise.
+    interval_ms : float
+        Interval of the integral-form misfit, ms.
+    rng : numpy.random.Generator
+    smooth_ms : float
+        Optional smoothing of the driving voltage (see :func:`driven_voltage_misfit`), ms.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The screened starts (E, F) and their misfits (E,).
+    """
+    inits = np.atleast_2d(np.asarray(inits, float))
+    E, F = inits.shape
+    model = problem.model
+    free_idx = [model.param_index(n) for n in problem.free_names]
+    theta_base = problem.theta_full(inits[0])
+    # the linear group, tested at states along the recording (hidden states at their scales' mid-range)
+    tr0 = problem.traces[0]
+    pick = np.linspace(0, tr0.t.size - 1, 64).astype(int)
+    y_test = np.empty((pick.size, model.n_states))
+    y_test[:, 0] = tr0.v[pick]
+    y_test[:, 1:] = rng.uniform(0.1, 0.9, (pick.size, model.n_states - 1)) * np.array(
+        [1.0 if g else st.scale for g, st in zip(gates[1:], model.states[1:])])
+    linear = linear_parameters(model, theta_base, free_idx, y_test, tr0.i_ext[pick])
+    search = [j for j in range(F) if j not in linear]
+
+    logs = np.array([f.log_scale for f in problem.free])
+    lo = np.array([f.bounds[0] for f in problem.free], float)
+    hi = np.array([f.bounds[1] for f in problem.free], float)
+    width = np.where(logs, 1.0, (hi - lo) / 4.0)
+    zlo = np.where(logs, np.log(np.maximum(lo, 1e-300)), lo / width)
+    zhi = np.where(logs, np.log(np.maximum(hi, 1e-300)), hi / width)
+    to_z = lambda th: np.clip(np.where(logs, np.log(np.maximum(th, 1e-300)), th / width), zlo, zhi)  # noqa: E731
+    to_theta = lambda z: np.where(logs, np.exp(z), z * width)  # noqa: E731
+
+    def score(z):  # (E, n, F) → misfits (E, n), candidates with the linear parameters solved (E, n, F)
+        th = np.tile(theta_base, (z.shape[0] * z.shape[1], 1))
+        th[:, free_idx] = to_theta(z.reshape(-1, F))
+        m, th = driven_voltage_misfit(problem, th, gates, interval_ms, smooth_ms, linear)
+        return m.reshape(z.shape[:2]), to_z(th[:, free_idx]).reshape(z.shape)
+
+    z0 = to_z(inits)
+    if not search:  # every free parameter is linear: one least-squares solve
+        s, zc = score(z0[:, None, :])
+        return to_theta(zc[:, 0]), s[:, 0]
+    C = max(2, int(n_candidates))
+    n_local = C // 2
+    cand = np.repeat(z0[:, None, :], C, 1)
+    ns = len(search)
+    cand[:, 1:n_local, search] += float(spread) * rng.standard_normal((E, n_local - 1, ns))
+    cand[:, n_local:, search] = zlo[search] + (zhi - zlo)[search] * rng.random((E, C - n_local, ns))
+    cand = np.clip(cand, zlo, zhi)
+    s, cand = score(cand)
+    n_elite = max(2, C // 8)
+    for _ in range(max(0, int(rounds) - 1)):
+        order = np.argsort(s, 1)[:, :n_elite]
+        elite = np.take_along_axis(cand, order[..., None], 1)
+        s_elite = np.take_along_axis(s, order, 1)
+        mu = elite.mean(1, keepdims=True)
+        sd = np.maximum(elite.std(1, keepdims=True), 0.01)
+        new = np.repeat(elite[:, :1], C - n_elite, 1)
+        new[..., search] = np.clip(mu[..., search] + sd[..., search] * rng.standard_normal((E, C - n_elite, ns)),
+                                   zlo[search], zhi[search])
+        s_new, new = score(new)
+        cand = np.concatenate([elite, new], 1)
+        s = np.concatenate([s_elite, s_new], 1)
+    best = np.argmin(s, 1)
+    return to_theta(cand[np.arange(E), best]), s[np.arange(E), best]

@@ -35,7 +35,8 @@ from neo_pinn.models.base import gate_mask
 from neo_pinn.problem import EstimationProblem
 
 from .network import EnsembleNet
-from .prepare import Flat, Segments, dominant_frequencies, driven_hidden_states, flatten_traces, make_segments
+from .prepare import (Flat, Segments, dominant_frequencies, driven_hidden_states, flatten_traces, make_segments,
+                      screen_parameters, slow_states)
 
 __all__ = ["Trained", "train_members"]
 
@@ -74,6 +75,9 @@ class Trained:
         idx = np.asarray(members)
         hist = {k: (v[:, idx] if k not in ("step",) and np.ndim(v) >= 2 else v) for k, v in self.history.items()}
         info = dict(self.info)
+        for key in ("screened", "screen_misfit"):
+            if key in info:
+                info[key] = np.asarray(info[key])[idx]
         if "trainable_frequencies_hz" in info:
             info["trainable_frequencies_hz"] = np.asarray(info["trainable_frequencies_hz"])[idx].tolist()
         return Trained(self.theta_free[idx], self.loss[idx], {k: v[idx] for k, v in self.loss_terms.items()},
@@ -145,11 +149,21 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
     E, F = inits.shape
     S = model.n_states
     free_idx = [model.param_index(n) for n in problem.free_names]
+    gates = gate_mask(model, cfg.get("gate_states"))
+    t_start = time.perf_counter()
+    screened = None
+    if int(cfg["screen_candidates"]) > 0:
+        # replace every member's start by the best of a search on the voltage misfit of the
+        # voltage-driven hidden states (no network needed); see prepare.screen_parameters
+        screened, misfit = screen_parameters(problem, inits, gates, int(cfg["screen_candidates"]),
+                                             int(cfg["screen_rounds"]), float(cfg["screen_spread"]),
+                                             float(cfg["screen_interval_ms"]), np.random.default_rng(ctx.seed),
+                                             smooth_ms=float(cfg["screen_smooth_ms"]))
+        inits = screened
+    t_screen = time.perf_counter() - t_start
     theta_base = problem.theta_full(inits[0])
     theta_init_full = np.tile(theta_base, (E, 1))
     theta_init_full[:, free_idx] = inits
-    gates = gate_mask(model, cfg.get("gate_states"))
-    t_start = time.perf_counter()
 
     # ---------------------------------------------------------------- data, segments, spectrum
     flat: Flat = flatten_traces(problem)
@@ -170,6 +184,18 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
         warm[:, a:b] = driven_hidden_states(model, theta_init_full, flat.t[a:b], flat.v[a:b], flat.i_ext[a:b], gates,
                                             spinup=bool(cfg["warm_spinup"]))
 
+    # slow hidden states get the integral (weak) residual over long intervals instead of the pointwise one
+    slow_cfg = cfg["slow_states"]
+    if slow_cfg == "auto":
+        slow = slow_states(model, problem, warm)
+    else:
+        names = list(slow_cfg or [])
+        unknown = [n for n in names if n not in model.state_names[1:]]
+        if unknown:
+            raise ConfigurationError(f"pinn option slow_states: {unknown} are not hidden states of {model.name} "
+                                     f"({', '.join(model.state_names[1:])}).")
+        slow = np.array([n in names for n in model.state_names])
+
     # ---------------------------------------------------------------- normalisation
     # per member (members never share anything): the hidden states' offsets/scales and residual scales
     # come from that member's own warm start
@@ -189,6 +215,14 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
         d = np.where(np.isfinite(d), d, 0.0)
         rsc[:, j] = np.maximum(d.std(1), np.maximum(scl[:, j] * 2.0 * math.pi * f0 * 1e-3, 1e-12))
 
+    if slow.any():
+        # a slow state's integral residual compares changes over long intervals: its scale is the spread
+        # of the warm start's changes over half a segment per unit time, not of its (spiky) derivative
+        lag = max(1, int(round(0.5 * float(np.median(seg.hi - seg.lo)))))
+        for j in np.flatnonzero(slow):
+            w = warm[:, :, j - 1]
+            d = (w[:, lag:] - w[:, :-lag]) / np.maximum(flat.t[lag:] - flat.t[:-lag], 1e-9)[None]
+            rsc[:, j] = np.maximum(d.std(1), 1e-12)
     g_of = np.repeat(np.arange(E), K)  # member of each group
     t_off = torch.tensor(off[g_of], **kw)[:, None, :]  # (G, 1, S)
     t_scl = torch.tensor(scl[g_of], **kw)[:, None, :]
@@ -290,6 +324,43 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
         drive = integral / dur / t_rsc
         return normalise((change - drive) ** 2, change, drive)
 
+    slow_t = torch.tensor(slow, device=dev)
+    Q_s = max(2, int(cfg["slow_points"]))
+    m_s = max(1, int(cfg["slow_intervals"]))
+    seg_len = t_right - t_left  # (G,)
+    # intervals of about slow_interval_isi inter-spike intervals: long enough to hold whole spikes, short
+    # enough that Q_s points sample the spiky drive densely (a sparse quadrature is a noisy regressor, and
+    # a noisy regressor biases the rate towards zero just as the pointwise form does)
+    from neo_pinn.features import spike_times as _spike_times
+    _isis = np.concatenate([np.diff(_spike_times(tr.v, tr.t, threshold=model.spike_threshold,
+                                                 rearm=model.spike_rearm)) for tr in problem.traces])
+    slow_len = float(cfg["slow_interval_isi"]) * (float(np.median(_isis)) if _isis.size else float(seg.half.max()))
+    dt_seg = seg_len / n_in.to(dtype)
+
+    def slow_residual(th: torch.Tensor) -> torch.Tensor:
+        """Integral form for the slow states over long random intervals (half to all of the segment):
+        the change of the state against ``Q_s`` stratified random samples of its right-hand side times
+        the interval's length (an unbiased quadrature). A slow state such as Ca jumps a little at every
+        spike; a smooth network cannot follow the jumps, and regressed pointwise the spiky drive then
+        biases its rate towards zero (attenuation). Over intervals holding whole spikes the change is
+        what the network represents well and the integral of the drive is exact."""
+        length = torch.minimum(seg_len, torch.full_like(seg_len, slow_len))[:, None] * \
+            (0.5 + 0.5 * torch.rand(G, m_s, generator=gen).to(dev, dtype))  # (G, m)
+        start = t_left[:, None] + (seg_len[:, None] - length) * torch.rand(G, m_s, generator=gen).to(dev, dtype)
+        strata = (torch.arange(Q_s, device=dev, dtype=dtype) + torch.rand(G, m_s, Q_s, generator=gen).to(dev, dtype))
+        t_q = start[..., None] + length[..., None] * strata / Q_s  # (G, m, Q)
+        t_all = torch.cat([start[..., None], t_q, (start + length)[..., None]], -1).reshape(G, -1)
+        rel = t_all - centre[:, None]
+        uh, duh = net(rel, rel / half[:, None], (1.0 / half)[:, None])
+        u, _ = decode(uh, duh)
+        sample = lo_t[:, None] + torch.clamp(torch.round((t_all - t_left[:, None]) / dt_seg[:, None]).long(),
+                                             min=0).minimum(n_in[:, None] - 1)
+        f = model.rhs(t_all, u, th, ii[sample]).reshape(G, m_s, Q_s + 2, S)
+        u = u.reshape(G, m_s, Q_s + 2, S)
+        change = (u[:, :, -1] - u[:, :, 0]) / length[..., None] / t_rsc
+        drive = f[:, :, 1:-1].mean(2) / t_rsc
+        return normalise((change - drive) ** 2, change, drive)
+
     def losses(idx: torch.Tensor, z_cur: torch.Tensor, physics: bool, warm_term: bool):
         """Per-member loss terms (each (E,) or (E, S))."""
         u, du = run(idx, with_ends=physics and K > 1)
@@ -312,6 +383,8 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
                 r2 = r2 + normalise(sq, du[:, :n] / t_rsc, f / t_rsc)
             if form in ("weak", "both"):
                 r2 = r2 + weak_residual(th)
+            if slow.any():
+                r2 = torch.where(slow_t, slow_residual(th), r2)
             out["physics"] = r2
             if K > 1:
                 gap = (u[:-1, n + 1] - u[1:, n]) / state_scale[:-1]  # right end of g vs left end of g+1
@@ -333,6 +406,8 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
     eps, alpha = float(cfg["balance_eps"]), float(cfg["balance_alpha"])
     n_terms = 1 + S + (1 if K > 1 else 0)
     lam = torch.ones(E, n_terms, **kw)
+    boost = torch.ones(n_terms, **kw)
+    boost[1:1 + S] = torch.where(torch.tensor(slow, device=dev), float(cfg["slow_weight"]), 1.0).to(dtype)
     hist: dict[str, list] = {"step": [], "loss_data": [], "loss_physics": [], "loss_continuity": [], "theta": [],
                              "weights": []}
     log_every = max(1, int(cfg["log_every"]))
@@ -458,7 +533,7 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
         if adaptive and s2 % int(cfg["balance_every"]) == 0:
             rebalance(terms)
         st = stack_terms(terms)
-        loss = (lam * st).sum()
+        loss = (lam * boost * st).sum()
         if not torch.isfinite(loss):
             raise EstimationError("The PINN loss became non-finite; lower lr_net/lr_params or check the data "
                                   "units (voltage in mV, current in pA).")
@@ -523,7 +598,11 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
                "weights": np.array(hist["weights"])}
     info = {"n_segments": K, "segment_ms": float(np.median(2 * seg.half)), "frequencies_hz": (freqs * 1000).tolist(),
             "trainable_frequencies_hz": (torch.exp(net.log_freqs.detach()).cpu().numpy() * 1000).tolist(),
-            "train_seconds": time.perf_counter() - t_start, "steps": n1 + n2}
+            "train_seconds": time.perf_counter() - t_start, "screen_seconds": t_screen, "steps": n1 + n2,
+            "slow_states": [n for n, f in zip(model.state_names, slow) if f]}
+    if screened is not None:
+        info["screened"] = screened
+        info["screen_misfit"] = misfit
     if not np.isfinite(loss).any():
         raise EstimationError("Every PINN member diverged; lower lr_net/lr_params.")
     return Trained(theta_free=theta_free, loss=loss,
@@ -543,5 +622,9 @@ def check_config(cfg: dict) -> None:
         raise ConfigurationError("pinn option balance_alpha must lie in [0, 1).")
     if float(cfg["balance_eps"]) <= 0:
         raise ConfigurationError("pinn option balance_eps must be > 0 (it caps the adaptive weights at 1/eps).")
+    if int(cfg["screen_candidates"]) < 0 or int(cfg["screen_rounds"]) < 1 or float(cfg["screen_interval_ms"]) <= 0 \
+            or float(cfg["screen_smooth_ms"]) < 0:
+        raise ConfigurationError("pinn options: screen_candidates ≥ 0 (0: no screening), screen_rounds ≥ 1, "
+                                 "screen_interval_ms > 0 and screen_smooth_ms ≥ 0.")
     if int(cfg["stage2_steps"]) < 1:
         raise ConfigurationError("pinn needs stage2_steps ≥ 1 (the physics stage estimates the parameters).")
