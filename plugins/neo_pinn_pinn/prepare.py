@@ -75,6 +75,26 @@ def flatten_traces(problem: EstimationProblem) -> Flat:
     return Flat(np.concatenate(ts), np.concatenate(vs), np.concatenate(is_), np.array(offs))
 
 
+class SearchSpace:
+    """Free parameters ↔ search coordinates: ``z = log θ`` (log-scale parameters) or ``z = θ / width``
+    (others, ``width`` a quarter of the bounds' span), with the bounds in those coordinates."""
+
+    def __init__(self, problem: EstimationProblem) -> None:
+        self.log = np.array([f.log_scale for f in problem.free])
+        lo = np.array([f.bounds[0] for f in problem.free], float)
+        hi = np.array([f.bounds[1] for f in problem.free], float)
+        self.width = np.where(self.log, 1.0, (hi - lo) / 4.0)
+        self.zlo = np.where(self.log, np.log(np.maximum(lo, 1e-300)), lo / self.width)
+        self.zhi = np.where(self.log, np.log(np.maximum(hi, 1e-300)), hi / self.width)
+
+    def to_z(self, theta: np.ndarray) -> np.ndarray:
+        z = np.where(self.log, np.log(np.maximum(theta, 1e-300)), theta / self.width)
+        return np.clip(z, self.zlo, self.zhi)
+
+    def to_theta(self, z: np.ndarray) -> np.ndarray:
+        return np.where(self.log, np.exp(z), z * self.width)
+
+
 def dominant_frequencies(problem: EstimationProblem, n: int, max_hz: float) -> np.ndarray:
     """The ``n`` dominant frequencies (1/ms) of the recorded voltage, strongest first.
 
@@ -472,14 +492,8 @@ def screen_parameters(problem: EstimationProblem, inits: np.ndarray, gates: np.n
     linear = linear_parameters(model, theta_base, free_idx, y_test, tr0.i_ext[pick])
     search = [j for j in range(F) if j not in linear]
 
-    logs = np.array([f.log_scale for f in problem.free])
-    lo = np.array([f.bounds[0] for f in problem.free], float)
-    hi = np.array([f.bounds[1] for f in problem.free], float)
-    width = np.where(logs, 1.0, (hi - lo) / 4.0)
-    zlo = np.where(logs, np.log(np.maximum(lo, 1e-300)), lo / width)
-    zhi = np.where(logs, np.log(np.maximum(hi, 1e-300)), hi / width)
-    to_z = lambda th: np.clip(np.where(logs, np.log(np.maximum(th, 1e-300)), th / width), zlo, zhi)  # noqa: E731
-    to_theta = lambda z: np.where(logs, np.exp(z), z * width)  # noqa: E731
+    space = SearchSpace(problem)
+    zlo, zhi, to_z, to_theta = space.zlo, space.zhi, space.to_z, space.to_theta
 
     def score(z):  # (E, n, F) → misfits (E, n), candidates with the linear parameters solved (E, n, F)
         th = np.tile(theta_base, (z.shape[0] * z.shape[1], 1))

@@ -35,7 +35,7 @@ from neo_pinn.models.base import gate_mask
 from neo_pinn.problem import EstimationProblem
 
 from .network import EnsembleNet
-from .prepare import (Flat, Segments, dominant_frequencies, driven_hidden_states, flatten_traces, make_segments,
+from .prepare import (Flat, SearchSpace, Segments, dominant_frequencies, driven_hidden_states, flatten_traces, make_segments,
                       screen_parameters, slow_states)
 
 __all__ = ["Trained", "train_members"]
@@ -84,28 +84,17 @@ class Trained:
                        [s_[idx] for s_ in self.states], hist, info)
 
 
-class _ParamMap:
-    """Free parameters ↔ search coordinates: ``z = log θ`` (log-scale) or ``z = θ / width`` (others).
-
-    The coordinates are projected into the bounds after every optimiser step (projected Adam); the map
-    itself is smooth, so no gradient is ever cut.
-    """
+class _ParamMap(SearchSpace):
+    """:class:`~neo_pinn_pinn.prepare.SearchSpace` with the torch side: the coordinates are projected into
+    the bounds after every optimiser step (projected Adam); the map itself is smooth, so no gradient is
+    ever cut."""
 
     def __init__(self, problem: EstimationProblem, dtype, device) -> None:
-        self.log = np.array([f.log_scale for f in problem.free])
-        lo = np.array([f.bounds[0] for f in problem.free], float)
-        hi = np.array([f.bounds[1] for f in problem.free], float)
-        self.width = np.where(self.log, 1.0, (hi - lo) / 4.0)
-        self.zlo = np.where(self.log, np.log(np.maximum(lo, 1e-300)), lo / self.width)
-        self.zhi = np.where(self.log, np.log(np.maximum(hi, 1e-300)), hi / self.width)
+        super().__init__(problem)
         kw = dict(dtype=dtype, device=device)
         self.t_log = torch.tensor(self.log, device=device)
         self.t_width = torch.tensor(self.width, **kw)
         self.t_zlo, self.t_zhi = torch.tensor(self.zlo, **kw), torch.tensor(self.zhi, **kw)
-
-    def to_z(self, theta: np.ndarray) -> np.ndarray:
-        z = np.where(self.log, np.log(np.maximum(theta, 1e-300)), theta / self.width)
-        return np.clip(z, self.zlo, self.zhi)
 
     def theta(self, z: torch.Tensor) -> torch.Tensor:
         return torch.where(self.t_log, torch.exp(z), z * self.t_width)
