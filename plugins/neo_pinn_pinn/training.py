@@ -10,8 +10,13 @@ Loss of member ``e`` (all terms are means over the step's points, in normalised 
 * data ``L_d = mean((V_net − V_obs)² / σ_V²)`` — ``σ_V`` the recorded voltage's standard deviation;
 * physics, one term per state ``L_s = mean(((du_s/dt − f_s(u, θ, I)) / r_s)²)`` with ``f = model.rhs`` and
   ``r_s`` the spread of that state's derivative in the warm start (scale-aware residuals);
+  slow states (``slow_states``, e.g. Ca) instead in integral form over intervals of a few inter-spike
+  intervals (the change against a stratified quadrature of ``f_s``);
 * continuity ``L_c`` of all states (divided by their scales) where consecutive segments meet;
 * stage 1 only: the hidden outputs are pulled towards the warm-start states (``warm_start_hidden``).
+
+Before anything is trained, ``screen_candidates`` > 0 replaces every member's start by the best of a
+network-free search (:func:`~neo_pinn_pinn.prepare.screen_parameters`).
 
 Stage 1 (``two_stage``) trains the networks on ``L_d`` alone; stage 2 adds the physics and continuity
 terms and trains network and parameters jointly. With ``adaptive_weights`` the terms of stage 2 are
