@@ -267,3 +267,18 @@ def test_optional_residual_forms_run_and_differ(option):
     other = PINN(**(FAST | option)).fit(prob, seed=0, device="cpu")
     assert np.isfinite(other["gCa"].value) and np.all(np.isfinite(other.fits[0].states))
     assert other.history["params"]["gCa"] != full.history["params"]["gCa"]
+
+
+def test_forced_slow_state_uses_the_integral_residual():
+    """``slow_states`` names a hidden state whose residual is taken in integral form; the training runs,
+    records it, and differs from the pointwise form; an unknown name is refused."""
+    m, tr, _ = _trace(t0=500.0, t1=620.0, rate=5000.0)
+    prob = EstimationProblem.build(m, [tr], ["gCa", "phi"], preset="snlc", init={"gCa": 3.0, "phi": 0.05})
+    opts = FAST | {"screen_candidates": 0}
+    pointwise = PINN(**opts).fit(prob, seed=0, device="cpu")
+    integral = PINN(**(opts | {"slow_states": ["n"]})).fit(prob, seed=0, device="cpu")
+    assert pointwise.metrics["slow_states"] == [] and integral.metrics["slow_states"] == ["n"]
+    assert np.isfinite(integral["phi"].value)
+    assert integral.history["params"]["phi"] != pointwise.history["params"]["phi"]
+    with pytest.raises(ConfigurationError, match="slow_states"):
+        PINN(**(opts | {"slow_states": ["Ca"]})).fit(prob, seed=0, device="cpu")

@@ -22,7 +22,7 @@ from neo_pinn.models.base import NeuronModel
 from neo_pinn.problem import EstimationProblem
 
 __all__ = ["Segments", "dominant_frequencies", "make_segments", "driven_hidden_states", "driven_voltage_misfit",
-           "flatten_traces", "screen_parameters", "slow_states"]
+           "flatten_traces", "median_isi", "screen_parameters", "slow_states"]
 
 
 @dataclass(frozen=True)
@@ -173,6 +173,14 @@ def quasi_steady_hidden(model: NeuronModel, theta: np.ndarray, v0: float, i0: fl
     return x
 
 
+def median_isi(problem: EstimationProblem) -> float | None:
+    """Median inter-spike interval of all sweeps, ms (None with fewer than two spikes in every sweep)."""
+    model = problem.model
+    isis = np.concatenate([np.diff(spike_times(tr.v, tr.t, threshold=model.spike_threshold, rearm=model.spike_rearm))
+                           for tr in problem.traces])
+    return float(np.median(isis)) if isis.size else None
+
+
 def slow_states(model: NeuronModel, problem: EstimationProblem, warm: np.ndarray, share: float = 0.9) -> np.ndarray:
     """Which states are slow: (S,) bool, V never.
 
@@ -196,7 +204,7 @@ def slow_states(model: NeuronModel, problem: EstimationProblem, warm: np.ndarray
     st = spike_times(tr.v, tr.t, threshold=model.spike_threshold, rearm=model.spike_rearm)
     if st.size < 3:
         return out
-    f_cut = 0.5 / float(np.median(np.diff(st)))  # 1/ms
+    f_cut = 0.5 / median_isi(problem.with_traces([tr]))  # 1/ms
     dt = float(np.median(np.diff(tr.t)))
     freqs = np.fft.rfftfreq(tr.t.size, dt)
     for j in range(1, model.n_states):

@@ -41,7 +41,7 @@ from neo_pinn.problem import EstimationProblem
 
 from .network import EnsembleNet
 from .prepare import (Flat, SearchSpace, Segments, dominant_frequencies, driven_hidden_states, flatten_traces, make_segments,
-                      screen_parameters, slow_states)
+                      median_isi, screen_parameters, slow_states)
 
 __all__ = ["Trained", "train_members"]
 
@@ -325,10 +325,8 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
     # intervals of about slow_interval_isi inter-spike intervals: long enough to hold whole spikes, short
     # enough that Q_s points sample the spiky drive densely (a sparse quadrature is a noisy regressor, and
     # a noisy regressor biases the rate towards zero just as the pointwise form does)
-    from neo_pinn.features import spike_times as _spike_times
-    _isis = np.concatenate([np.diff(_spike_times(tr.v, tr.t, threshold=model.spike_threshold,
-                                                 rearm=model.spike_rearm)) for tr in problem.traces])
-    slow_len = float(cfg["slow_interval_isi"]) * (float(np.median(_isis)) if _isis.size else float(seg.half.max()))
+    isi = median_isi(problem)
+    slow_len = float(cfg["slow_interval_isi"]) * (isi if isi is not None else 2.0 * float(seg.half.max()))
     dt_seg = seg_len / n_in.to(dtype)
 
     def slow_residual(th: torch.Tensor) -> torch.Tensor:
