@@ -8,6 +8,19 @@ import math
 import numpy as np
 import pytest
 import torch
+from neo_pinn_pinn import ABLATIONS, PINN
+from neo_pinn_pinn.network import EnsembleNet
+from neo_pinn_pinn.prepare import (
+    dominant_frequencies,
+    driven_hidden_states,
+    driven_voltage_misfit,
+    flatten_traces,
+    linear_parameters,
+    make_segments,
+    screen_parameters,
+    slow_states,
+)
+from neo_pinn_pinn.training import train_members
 
 from neo_pinn.api import get_backend, get_model, synthetic_trace
 from neo_pinn.errors import ConfigurationError
@@ -15,11 +28,6 @@ from neo_pinn.estimator import FitContext
 from neo_pinn.models.base import gate_mask
 from neo_pinn.problem import EstimationProblem
 from neo_pinn.testing import BackendCompliance
-from neo_pinn_pinn import ABLATIONS, PINN
-from neo_pinn_pinn.network import EnsembleNet
-from neo_pinn_pinn.prepare import (dominant_frequencies, driven_hidden_states, driven_voltage_misfit, flatten_traces,
-                                   linear_parameters, make_segments, screen_parameters, slow_states)
-from neo_pinn_pinn.training import train_members
 
 FAST = {"n_members": 2, "stage1_steps": 30, "stage2_steps": 30, "width": 16, "depth": 2, "batch_points": 64,
         "warmup_steps": 5, "param_delay": 5, "n_fourier": 6, "log_every": 10}
@@ -151,7 +159,7 @@ def test_screen_finds_the_parameters_from_poor_starts():
 
 def test_slow_states_are_those_on_the_burst_time_scale():
     """A hidden state that follows the spikes is fast; one varying over several ISIs is slow."""
-    m, tr, st = _trace(t0=500.0, t1=900.0, rate=5000.0)  # ML SNLC: 17 Hz spiking, V and the true n
+    _, tr, st = _trace(t0=500.0, t1=900.0, rate=5000.0)  # ML SNLC: 17 Hz spiking, V and the true n
     burster = get_model("morris_lecar_burster")  # V, n, Ca
     prob = EstimationProblem.build(burster, [tr], ["gKCa"], preset="bursting_fast")
     t = tr.t - tr.t[0]

@@ -40,8 +40,18 @@ from neo_pinn.models.base import gate_mask
 from neo_pinn.problem import EstimationProblem
 
 from .network import EnsembleNet
-from .prepare import (Flat, SearchSpace, Segments, dominant_frequencies, driven_hidden_states, flatten_traces, make_segments,
-                      median_isi, screen_parameters, slow_states)
+from .prepare import (
+    Flat,
+    SearchSpace,
+    Segments,
+    dominant_frequencies,
+    driven_hidden_states,
+    flatten_traces,
+    make_segments,
+    median_isi,
+    screen_parameters,
+    slow_states,
+)
 
 __all__ = ["Trained", "train_members"]
 
@@ -140,7 +150,7 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
     kw = dict(dtype=dtype, device=dev)
     gen = torch.Generator(device="cpu").manual_seed(ctx.seed)
     inits = np.atleast_2d(np.asarray(inits, float))
-    E, F = inits.shape
+    E = inits.shape[0]
     S = model.n_states
     free_idx = [model.param_index(n) for n in problem.free_names]
     gates = gate_mask(model, cfg.get("gate_states"))
