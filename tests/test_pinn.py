@@ -290,3 +290,61 @@ def test_forced_slow_state_uses_the_integral_residual():
     assert integral.history["params"]["phi"] != pointwise.history["params"]["phi"]
     with pytest.raises(ConfigurationError, match="slow_states"):
         PINN(**(opts | {"slow_states": ["Ca"]})).fit(prob, seed=0, device="cpu")
+
+
+def _burst_voltage(t_ms: np.ndarray, period_ms: float = 200.0) -> np.ndarray:
+    """A periodic burst pattern, mV: 4 spikes (1 ms Gaussians to +20 mV) every 20 ms in the first 80 ms of
+    every period, −60 mV between."""
+    phase = np.mod(t_ms, period_ms)
+    v = np.full_like(t_ms, -60.0)
+    for k in range(4):
+        v += 80.0 * np.exp(-0.5 * ((phase - 10.0 - 20.0 * k) / 0.5) ** 2)
+    return v
+
+
+def test_spinup_finds_the_periodic_start_of_a_slow_state():
+    """Ca of the ML burster (τ = 1/ε = 200 ms) driven by a periodic burst pattern: over a window of 2.3
+    periods, starting Ca at the fixed point of one period's map reproduces the periodic solution (reached
+    after 10 periods of spin-up) within 1 % of its range; starting from rest does not."""
+    from neo_pinn_pinn.prepare import repeat_lag
+
+    b = get_model("morris_lecar_burster")
+    theta = b.theta(preset="bursting_fast")[None]
+    dt, period = 0.1, 200.0
+    t_long = np.arange(0.0, 12.3 * period, dt)
+    v_long = _burst_voltage(t_long, period)
+    gates = gate_mask(b)
+    ca_long = driven_hidden_states(b, theta, t_long, v_long, np.zeros_like(t_long), gates)[0, :, 1]
+    start = int(round(10.0 * period / dt))
+    t, v = t_long[start:] - t_long[start], v_long[start:]
+    reference = ca_long[start:]
+    span = float(np.ptp(reference))
+    assert repeat_lag(t, v, np.arange(t.size)) == int(round(period / dt))
+    fixed = driven_hidden_states(b, theta, t, v, np.zeros_like(t), gates, spinup=True)[0, :, 1]
+    rest = driven_hidden_states(b, theta, t, v, np.zeros_like(t), gates, spinup=False)[0, :, 1]
+    assert np.max(np.abs(fixed - reference)) < 0.01 * span
+    assert np.max(np.abs(rest - reference)) > 0.1 * span  # the test can fail: a wrong start shows
+
+
+def test_slow_parameters_and_long_intervals():
+    """In the ML burster, gCa (Ca influx) and epsilon (Ca's rate) act on the slow Ca, gK and gKCa do not;
+    with such parameters the misfit adds intervals up to an eighth of the burst period."""
+    from neo_pinn_pinn.prepare import acting_on_slow_states, misfit_intervals
+
+    b = get_model("morris_lecar_burster")
+    free = ["gCa", "gK", "gKCa", "epsilon"]
+    rng = np.random.default_rng(0)
+    y = np.stack([rng.uniform(-70, 30, 16), rng.uniform(0.05, 0.95, 16), rng.uniform(0.1, 1.0, 16)], 1)
+    found = acting_on_slow_states(b, b.theta(preset="bursting_fast"), [b.param_index(f) for f in free],
+                                  np.array([False, False, True]), y, np.zeros(16))
+    assert [free[j] for j in found] == ["gCa", "epsilon"]
+    assert acting_on_slow_states(b, b.theta(preset="bursting_fast"), [b.param_index(f) for f in free],
+                                 np.array([False, False, False]), y, np.zeros(16)) == []
+    t = np.arange(0.0, 800.0, 0.1)
+    from neo_pinn.trace import Trace
+
+    tr = Trace(t=t, v=_burst_voltage(t), i_ext=np.zeros_like(t))
+    prob = EstimationProblem.build(b, [tr], free, preset="bursting_fast")
+    assert misfit_intervals(prob, 1.0, False) == [1.0]
+    lengths = misfit_intervals(prob, 1.0, True)
+    assert len(lengths) == 3 and lengths[0] == 1.0 and abs(lengths[-1] - 200.0 / 8) < 2.0

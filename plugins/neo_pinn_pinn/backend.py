@@ -180,9 +180,16 @@ class PINN(Estimator):
         uniformly within the bounds instead.
     screen_interval_ms : float
         The screen compares the recorded voltage's change over intervals of this length with the
-        integral of the voltage equation (no derivative of the noisy recording is needed), ms.
+        integral of the voltage equation (no derivative of the noisy recording is needed), ms. When a free
+        parameter acts on a slow state (ε of a burster's Ca), two longer intervals are added, up to an
+        eighth of the dominant (burst) period (:func:`neo_pinn_pinn.prepare.misfit_intervals`): only over
+        those does the slow time scale show above the noise.
     screen_smooth_ms : float
         Optional Savitzky–Golay smoothing of the voltage that drives the screen's hidden states, ms (0: none).
+    hold_slow_parameters : "auto" or bool
+        Hold the free parameters that act on a slow state at their screened values during stage 2
+        ("auto"/True: whenever the screen ran; False: train them with the rest). The network's residuals
+        barely see the slow time scale, and left free it drifts.
     """
 
     name = "pinn"
@@ -244,6 +251,7 @@ class PINN(Estimator):
         "screen_spread": 1.0,
         "screen_interval_ms": 1.0,
         "screen_smooth_ms": 0.0,
+        "hold_slow_parameters": "auto",
     }
 
     def __init__(self, **config: Any) -> None:

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +23,8 @@ from neo_pinn.models.base import NeuronModel
 from neo_pinn.problem import EstimationProblem
 
 __all__ = ["Segments", "dominant_frequencies", "make_segments", "driven_hidden_states", "driven_voltage_misfit",
-           "flatten_traces", "median_isi", "screen_parameters", "slow_states"]
+           "flatten_traces", "median_isi", "acting_on_slow_states", "misfit_intervals", "repeat_lag",
+           "screen_parameters", "slow_states"]
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,24 @@ def slow_states(model: NeuronModel, problem: EstimationProblem, warm: np.ndarray
     return out
 
 
+def acting_on_slow_states(model: NeuronModel, theta: np.ndarray, free_idx: list[int], slow: np.ndarray,
+                          y: np.ndarray, i_ext: np.ndarray) -> list[int]:
+    """Positions (into ``free_idx``) of the free parameters that change the right-hand side of a slow
+    state (tested numerically at the states ``y`` (N, S)): they set the slow state's pace or drive, which
+    shows only over intervals long enough for the slow state to move (:func:`misfit_intervals`)."""
+    if not np.any(slow):
+        return []
+    base = model.rhs(0.0, y, theta[None, :], i_ext)
+    out = []
+    for j, p in enumerate(free_idx):
+        th = theta.copy()
+        th[p] += 0.1 * max(abs(th[p]), 1e-3)
+        diff = model.rhs(0.0, y, th[None, :], i_ext) - base
+        if np.any(np.abs(diff[:, slow]) > 1e-9 * (np.abs(base[:, slow]).max() + 1e-30)):
+            out.append(j)
+    return out
+
+
 def _driven_on_grid(model: NeuronModel, theta: np.ndarray, t: np.ndarray, v: np.ndarray, i_ext: np.ndarray,
                     gates: np.ndarray, idx: np.ndarray, spinup: bool) -> np.ndarray:
     """Hidden states (E, len(idx), S−1) integrated (RK4) over the sample indices ``idx`` with ``v`` in place
@@ -227,11 +247,12 @@ def _driven_on_grid(model: NeuronModel, theta: np.ndarray, t: np.ndarray, v: np.
         y = np.concatenate([np.full((E, 1), vv), xx], 1)
         return model.rhs(tt, y, theta, ii)[:, 1:]
 
-    def integrate(x):
-        out = np.empty((E, idx.size, model.n_states - 1))
+    def integrate(x, upto=None):
+        n_out = idx.size if upto is None else upto + 1
+        out = np.empty((E, n_out, model.n_states - 1))
         out[:, 0] = x
         with np.errstate(all="ignore"):
-            for k in range(idx.size - 1):
+            for k in range(n_out - 1):
                 a, b = idx[k], idx[k + 1]
                 h = t[b] - t[a]
                 vm = 0.5 * (v[a] + v[b])
@@ -246,15 +267,51 @@ def _driven_on_grid(model: NeuronModel, theta: np.ndarray, t: np.ndarray, v: np.
 
     out = integrate(x0)
     if spinup:
-        # the start of the window is the hidden states' least known point; for the (near) periodic
-        # windows of oscillating cells the end of a first pass is a far better guess of it than rest
-        end = out[:, -1]
-        x1 = np.where(np.isfinite(end), end, x0)
-        second = integrate(x1)
-        first_ok = np.isfinite(out).all(axis=(1, 2))
+        # the start of the window is the hidden states' least known point. For the (near) periodic windows
+        # of oscillating cells the state one period later should equal it: x0 is the fixed point of
+        # x0 ↦ x(L; x0), L the lag at which the recording repeats its start. A slow state (Ca, τ of
+        # hundreds of ms) forgets a wrong x0 only slowly, and the error biases its rate; the map is
+        # (near) affine in x0, so two passes and an Aitken step find the fixed point.
+        lag = repeat_lag(t, v, idx)
+        ok0 = np.isfinite(out).all(axis=(1, 2))
+        if lag is None:
+            end = out[:, -1]
+            x_fix = np.where(np.isfinite(end), end, x0)
+        else:
+            a1 = out[:, lag]
+            a2 = integrate(np.where(np.isfinite(a1), a1, x0), upto=lag)[:, -1]
+            d1, d2 = a1 - x0, a2 - a1
+            with np.errstate(all="ignore"):
+                s = np.clip(np.where(np.abs(d1) > 1e-12, d2 / d1, 0.0), 0.0, 0.95)
+                x_fix = a1 + d2 / (1.0 - s)
+            x_fix = np.where(gates[1:], np.clip(x_fix, 0.0, 1.0), x_fix)
+            x_fix = np.where(np.isfinite(x_fix), x_fix, np.where(np.isfinite(a2), a2, x0))
+        second = integrate(x_fix)
         second_ok = np.isfinite(second).all(axis=(1, 2))
-        out = np.where((second_ok | ~first_ok)[:, None, None], second, out)
+        out = np.where((second_ok | ~ok0)[:, None, None], second, out)
     return out
+
+
+def repeat_lag(t: np.ndarray, v: np.ndarray, idx: np.ndarray, match: float = 0.1,
+                tolerance: float = 0.25) -> int | None:
+    """Grid position at which the voltage repeats the window's start best: the lag (between a third of
+    the window and its end less the matched stretch) minimising the mean squared difference between the
+    first ``match`` of the window and the stretch starting there; ``None`` when even the best match
+    leaves more than ``tolerance`` of the voltage's variance (no periodicity to rely on)."""
+    vg = v[idx]
+    n = vg.size
+    w = max(4, int(match * n))
+    first = int(n / 3)
+    if n - w <= first + 1:
+        return None
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    windows = sliding_window_view(vg, w)[first:n - w + 1]  # (n_lags, w)
+    mse = ((windows - vg[:w][None, :]) ** 2).mean(1)
+    best = int(np.argmin(mse))
+    if mse[best] > tolerance * max(float(vg.var()), 1e-12):
+        return None
+    return first + best
 
 
 def _grid(t: np.ndarray, max_dt: float) -> np.ndarray:
@@ -352,8 +409,9 @@ def linear_parameters(model: NeuronModel, theta: np.ndarray, free_idx: list[int]
     return group
 
 
-def driven_voltage_misfit(problem: EstimationProblem, theta: np.ndarray, gates: np.ndarray, interval_ms: float,
-                          smooth_ms: float = 0.0, linear: list[int] | None = None, max_dt: float = 0.1,
+def driven_voltage_misfit(problem: EstimationProblem, theta: np.ndarray, gates: np.ndarray,
+                          interval_ms: float | Sequence[float], smooth_ms: float = 0.0,
+                          linear: list[int] | None = None, max_dt: float = 0.1,
                           spinup: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """How badly each parameter vector explains the recorded voltage, in integral form.
 
@@ -361,10 +419,15 @@ def driven_voltage_misfit(problem: EstimationProblem, theta: np.ndarray, gates: 
     (:func:`driven_hidden_states`); then, over intervals of ``interval_ms``, the change of the
     recorded voltage is compared with the integral (trapezoidal, on the integration grid) of the voltage
     equation's right-hand side ``f_V(V, hidden, θ, I)`` (intervals overlap: one starts at every point of the
-    integration grid). The misfit is the sum of squared differences
-    divided by the sum of squared deviations of the changes (so 1 means "explains nothing"), pooled over
-    the sweeps. The integral form needs no derivative of the noisy voltage, so no smoothing that would
-    blunt fast spikes.
+    integration grid). The misfit of one interval length is the sum of squared differences divided by the
+    sum of squared deviations of the changes (so 1 means "explains nothing"), pooled over the sweeps;
+    with several interval lengths it is the mean over them. The integral form needs no derivative of the
+    noisy voltage, so no smoothing that would blunt fast spikes.
+
+    Short intervals weigh the fast currents; a slow current (I_KCa through Ca, whose rate is ε) changes
+    each millisecond's change of V by far less than the recording noise does, so its rate is nearly
+    unidentifiable there. Over intervals of tens to hundreds of ms its effect accumulates while the
+    noise averages out: slow rates need the long intervals (see :func:`misfit_intervals`).
 
     Parameters
     ----------
@@ -373,15 +436,16 @@ def driven_voltage_misfit(problem: EstimationProblem, theta: np.ndarray, gates: 
         (N, P) full parameter vectors, canonical units.
     gates : numpy.ndarray
         (S,) bool, states kept in [0, 1].
-    interval_ms : float
-        Length of the intervals, ms.
+    interval_ms : float or sequence of float
+        Length(s) of the intervals, ms.
     smooth_ms : float
         Optional Savitzky–Golay smoothing of the voltage that drives the hidden states and enters f_V (0:
         the recorded samples).
     linear : list of int, optional
         Positions into ``problem.free`` of parameters found by :func:`linear_parameters`: they are not
-        taken from ``theta`` but solved for (least squares, clipped to their bounds) — the variable
-        projection that leaves only the other parameters to search.
+        taken from ``theta`` but solved for (least squares over every interval length, each weighted as
+        in the misfit, clipped to their bounds) — the variable projection that leaves only the other
+        parameters to search.
 
     Returns
     -------
@@ -391,6 +455,7 @@ def driven_voltage_misfit(problem: EstimationProblem, theta: np.ndarray, gates: 
     """
     model = problem.model
     theta = np.array(np.atleast_2d(theta), float)
+    lengths = [float(x) for x in np.atleast_1d(np.asarray(interval_ms, float))]
     lin = [problem.model.param_index(problem.free[j].name) for j in (linear or [])]
     parts = []
     for tr in problem.traces:
@@ -400,37 +465,45 @@ def driven_voltage_misfit(problem: EstimationProblem, theta: np.ndarray, gates: 
         hidden = _driven_on_grid(model, theta, t, v_d, tr.i_ext, gates, idx, spinup)
         y = np.concatenate([np.broadcast_to(v_d[idx][None, :, None], hidden.shape[:2] + (1,)), hidden], -1)
         h_grid = float(np.median(np.diff(t[idx]))) if idx.size > 1 else 1.0
-        m = max(1, int(round(interval_ms / h_grid)))
-        if idx.size < m + 3:
+        ms = [max(1, int(round(x / h_grid))) for x in lengths]
+        if idx.size < min(ms) + 3:
             raise ConfigurationError("The sweep is too short for the parameter screen; set pinn option "
                                      "screen_candidates=0 or a shorter screen_interval_ms.")
-        w = np.diff(t[idx])
+        ms = [m for m in ms if idx.size >= m + 3]  # a long interval that does not fit this sweep: skipped
         v_g = tr.v[idx]
         # overlapping intervals, one starting at every grid point: every sample is an end point
-        parts.append((t[idx][None, :], y, tr.i_ext[idx][None, :], v_g[m:] - v_g[:-m], w, m))
+        parts.append((t[idx][None, :], y, tr.i_ext[idx][None, :], np.diff(t[idx]),
+                      {m: v_g[m:] - v_g[:-m] for m in ms}))
+    # every interval length counts equally: its rows are divided by the spread of its changes
+    scales: dict[int, float] = {}
+    for *_, targets in parts:
+        for m, d in targets.items():
+            scales[m] = scales.get(m, 0.0) + float(((d - d.mean()) ** 2).sum())
+    weight = {m: 1.0 / np.sqrt(max(v, 1e-30) * len(scales)) for m, v in scales.items()}
 
     def changes(th):
-        """Integral of f_V over every interval, per sweep: list of (N, n_intervals)."""
+        """Weighted integrals of f_V over every interval of every length and sweep, (N, n_rows)."""
         out = []
         with np.errstate(all="ignore"):
-            for tt, y, ii, _, w, m in parts:
+            for tt, y, ii, w, targets in parts:
                 f = model.rhs(tt, y, th[:, None, :], ii)[..., 0]
                 cum = np.concatenate([np.zeros((f.shape[0], 1)), np.cumsum(0.5 * (f[:, 1:] + f[:, :-1]) * w, 1)], 1)
-                out.append(cum[:, m:] - cum[:, :-m])
-        return out
+                out += [weight[m] * (cum[:, m:] - cum[:, :-m]) for m in targets]
+        return np.concatenate(out, 1)
 
+    observed = np.concatenate([weight[m] * d for *_, targets in parts for m, d in targets.items()])
     if lin:
         # ∫f_V = a + Σ_j B_j θ_j over the linear parameters: a at θ_lin = 0, B_j from unit vectors
         th0 = theta.copy()
         th0[:, lin] = 0.0
-        a = np.concatenate(changes(th0), 1)
+        a = changes(th0)
         cols = []
         for p in lin:
             th1 = th0.copy()
             th1[:, p] = 1.0
-            cols.append(np.concatenate(changes(th1), 1) - a)
+            cols.append(changes(th1) - a)
         Bm = np.stack(cols, -1)  # (N, K, L)
-        target = np.concatenate([d for *_, d, _w, _e in parts])[None, :] - a
+        target = observed[None, :] - a
         ok = np.isfinite(Bm).all((1, 2)) & np.isfinite(target).all(1)
         Bm = np.where(ok[:, None, None], Bm, 0.0)
         target = np.where(ok[:, None], target, 0.0)
@@ -441,10 +514,33 @@ def driven_voltage_misfit(problem: EstimationProblem, theta: np.ndarray, gates: 
         lo = np.array([problem.free[j].bounds[0] for j in linear])
         hi = np.array([problem.free[j].bounds[1] for j in linear])
         theta[:, lin] = np.where(ok[:, None], np.clip(sol, lo, hi), theta[:, lin])
-    num = sum(((d[None, :] - c) ** 2).sum(1) for (*_, d, _w, _e), c in zip(parts, changes(theta)))
-    den = sum(float(((d - d.mean()) ** 2).sum()) for *_, d, _w, _e in parts)
-    out = num / max(den, 1e-30)
+    out = ((observed[None, :] - changes(theta)) ** 2).sum(1)
     return np.where(np.isfinite(out), out, np.inf), theta
+
+
+def misfit_intervals(problem: EstimationProblem, short_ms: float, slow: bool, longest_fraction: float = 0.125,
+                     n_long: int = 2) -> list[float]:
+    """Interval lengths for :func:`driven_voltage_misfit`, ms.
+
+    Always ``short_ms``; when a free parameter acts on a slow state (``slow``) also ``n_long`` lengths
+    spaced geometrically up to ``longest_fraction`` of the period of the recording's strongest rhythm
+    slower than half its firing rate (the burst period of a burster): there the slow current's effect
+    has accumulated well above the noise, yet the interval is short against the slow cycle.
+    """
+    out = [float(short_ms)]
+    isi = median_isi(problem)
+    if not slow or isi is None:
+        return out
+    # the strongest rhythm slower than half the firing rate: the burst rate of a burster
+    f = dominant_frequencies(problem, 1, 500.0 / isi)  # 1/ms
+    if not f.size or f[0] <= 0:
+        return out
+    period = 1.0 / float(f[0])
+    longest = longest_fraction * period
+    if longest <= 2.0 * short_ms:
+        return out
+    ratio = (longest / short_ms) ** (1.0 / n_long)
+    return out + [float(short_ms * ratio ** k) for k in range(1, n_long + 1)]
 
 
 def screen_parameters(problem: EstimationProblem, inits: np.ndarray, gates: np.ndarray, n_candidates: int,
