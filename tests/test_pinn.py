@@ -348,3 +348,20 @@ def test_slow_parameters_and_long_intervals():
     assert misfit_intervals(prob, 1.0, False) == [1.0]
     lengths = misfit_intervals(prob, 1.0, True)
     assert len(lengths) == 3 and lengths[0] == 1.0 and abs(lengths[-1] - 200.0 / 8) < 2.0
+
+
+def test_parameters_of_slow_states_are_held_after_the_screen():
+    """With n declared slow, phi (n's rate) acts on it and is held at its screened value through stage 2,
+    while gCa trains; with hold_slow_parameters=false phi moves too; the misfit got the long intervals."""
+    m, tr, _ = _trace(t0=500.0, t1=620.0, rate=5000.0)
+    prob = EstimationProblem.build(m, [tr], ["gCa", "phi"], preset="snlc", init={"gCa": 3.0, "phi": 0.05})
+    opts = FAST | {"screen_candidates": 8, "screen_rounds": 1, "slow_states": ["n"]}
+    held = PINN(**opts).fit(prob, seed=0, device="cpu")
+    assert held.metrics["held_parameters"] == ["phi"]
+    assert len(held.metrics["screen_intervals_ms"]) == 3
+    screened = np.exp(np.median(np.log(held.samples["screened_phi"])))
+    assert held["phi"].value == pytest.approx(screened, rel=1e-5)
+    assert np.ptp(held.history["params"]["gCa"][3:]) > 0  # the other parameter trains
+    free = PINN(**(opts | {"hold_slow_parameters": False})).fit(prob, seed=0, device="cpu")
+    assert free.metrics["held_parameters"] == []
+    assert free["phi"].value != pytest.approx(screened, rel=1e-5)
