@@ -635,7 +635,7 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
 def _slow_mask(problem: EstimationProblem, cfg: dict, inits: np.ndarray, flat: Flat, gates: np.ndarray) -> np.ndarray:
     """(S,) bool: the slow states — the ``slow_states`` option, or with "auto" those
     :func:`~neo_pinn_pinn.prepare.slow_states` finds in the hidden states driven at the initial guesses
-    (their geometric mean over members)."""
+    (their mean over members in search coordinates)."""
     model = problem.model
     slow_cfg = cfg["slow_states"]
     if slow_cfg != "auto":
@@ -645,7 +645,8 @@ def _slow_mask(problem: EstimationProblem, cfg: dict, inits: np.ndarray, flat: F
             raise ConfigurationError(f"pinn option slow_states: {unknown} are not hidden states of {model.name} "
                                      f"({', '.join(model.state_names[1:])}).")
         return np.array([n in names for n in model.state_names])
-    centre = problem.theta_full(np.exp(np.log(np.maximum(inits, 1e-300)).mean(0)))[None, :]
+    space = SearchSpace(problem)  # the centre in search coordinates (log for positive, linear for e.g. EL)
+    centre = problem.theta_full(space.to_theta(space.to_z(inits).mean(0, keepdims=True))[0])[None, :]
     warm = np.empty((1, flat.t.size, model.n_states - 1))
     for k in range(len(problem.traces)):
         a, b = flat.offsets[k], flat.offsets[k + 1]
