@@ -159,16 +159,15 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
     gates = gate_mask(model, cfg.get("gate_states"))
     t_start = time.perf_counter()
     flat: Flat = flatten_traces(problem)
-    # slow states (Ca, NaP inactivation) from the hidden states driven at the initial guesses: they get the
-    # integral residual in training, and when a free parameter sets their pace the screen's misfit needs
-    # long intervals to see it
-    slow = _slow_mask(problem, cfg, inits, flat, gates)
     screened = None
     slow_params: list[int] = []
     intervals = [float(cfg["screen_interval_ms"])]
     if int(cfg["screen_candidates"]) > 0:
         # replace every member's start by the best of a search on the voltage misfit of the
-        # voltage-driven hidden states (no network needed); see prepare.screen_parameters
+        # voltage-driven hidden states (no network needed); see prepare.screen_parameters. When a free
+        # parameter sets the pace of a slow state (Ca, NaP inactivation; found in the hidden states driven
+        # at the initial guesses) the misfit needs long intervals to see it
+        slow = _slow_mask(problem, cfg, inits, flat, gates)
         tr0 = problem.traces[0]
         pick = np.linspace(0, tr0.t.size - 1, 64).astype(int)
         y_test = np.concatenate([tr0.v[pick, None], np.tile(quasi_steady_hidden(
@@ -204,8 +203,9 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
         warm[:, a:b] = driven_hidden_states(model, theta_init_full, flat.t[a:b], flat.v[a:b], flat.i_ext[a:b], gates,
                                             spinup=bool(cfg["warm_spinup"]))
 
-    if cfg["slow_states"] == "auto":  # again, at the (screened) starts the training begins from
-        slow = slow_states(model, problem, warm)
+    # slow states get the integral residual in training; with "auto", found at the starts training begins from
+    slow = slow_states(model, problem, warm) if cfg["slow_states"] == "auto" else _slow_mask(problem, cfg, inits,
+                                                                                             flat, gates)
 
     # ---------------------------------------------------------------- normalisation
     # per member (members never share anything): the hidden states' offsets/scales and residual scales
