@@ -17,6 +17,7 @@ from neo_pinn_pinn.prepare import (
     flatten_traces,
     linear_parameters,
     make_segments,
+    sampling_weights,
     screen_parameters,
     slow_states,
 )
@@ -54,6 +55,8 @@ def test_registered_and_options_checked():
         PINN(random_starts="everywhere")
     with pytest.raises(ConfigurationError, match="stage2_steps"):
         PINN(stage2_steps=0)
+    with pytest.raises(ConfigurationError, match="spike_sampling"):
+        PINN(spike_sampling=1.0)
     assert set(ABLATIONS) == {"fourier_features", "random_weight_factorization", "two_stage_training",
                               "adaptive_loss_balancing", "separate_optimizers", "parameter_screen"}
     for switch in ABLATIONS.values():
@@ -267,7 +270,8 @@ def test_cli_fit_with_every_output(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("option", [{"local_weights": True}, {"residual_form": "weak"}, {"residual_form": "both"},
-                                    {"residual_norm": "fixed"}, {"warm_spinup": False}])
+                                    {"residual_norm": "fixed"}, {"warm_spinup": False},
+                                    {"spike_sampling": 0.5}])
 def test_optional_residual_forms_run_and_differ(option):
     m, tr, _ = _trace(t0=500.0, t1=560.0, rate=5000.0)
     prob = EstimationProblem.build(m, [tr], ["gCa"], preset="snlc", init={"gCa": 3.0})
@@ -286,6 +290,10 @@ def test_forced_slow_state_uses_the_integral_residual():
     pointwise = PINN(**opts).fit(prob, seed=0, device="cpu")
     integral = PINN(**(opts | {"slow_states": ["n"]})).fit(prob, seed=0, device="cpu")
     assert pointwise.metrics["slow_states"] == [] and integral.metrics["slow_states"] == ["n"]
+    assert pointwise.metrics["periodic_pairs"] == 0 and integral.metrics["periodic_pairs"] > 0
+    aperiodic = PINN(**(opts | {"slow_states": ["n"], "periodic_slow_states": False})).fit(prob, seed=0, device="cpu")
+    assert aperiodic.metrics["periodic_pairs"] == 0
+    assert aperiodic.history["params"]["phi"] != integral.history["params"]["phi"]
     assert np.isfinite(integral["phi"].value)
     assert integral.history["params"]["phi"] != pointwise.history["params"]["phi"]
     with pytest.raises(ConfigurationError, match="slow_states"):
@@ -348,6 +356,31 @@ def test_slow_parameters_and_long_intervals():
     assert misfit_intervals(prob, 1.0, False) == [1.0]
     lengths = misfit_intervals(prob, 1.0, True)
     assert len(lengths) == 3 and lengths[0] == 1.0 and abs(lengths[-1] - 200.0 / 8) < 2.0
+    # parameters held without acting on a slow state: one extra length, a third of the 20 ms ISI
+    held = misfit_intervals(prob, 1.0, False, held=True)
+    assert len(held) == 2 and abs(held[1] - 20.0 / 3) < 0.5
+
+
+def test_a_slow_gates_conductance_is_found_as_a_rescaling():
+    """Butera's gNaP multiplies the slow NaP inactivation h: raising gNaP is, for the V and n equations,
+    exactly raising h — so it is held after the screen. gK and gL are not; nor is any ML-burster parameter
+    (gKCa acts through Ca/(Ca + K), not in proportion to Ca); without a slow state nothing is found."""
+    from neo_pinn_pinn.prepare import scaling_slow_states
+
+    bu = get_model("butera_pbc")
+    free = ["gNaP", "gK", "gL"]
+    rng = np.random.default_rng(0)
+    y = np.stack([rng.uniform(-70, 0, 16), rng.uniform(0.0, 0.9, 16), rng.uniform(0.2, 0.8, 16)], 1)
+    slow = np.array([False, False, True])
+    th = bu.theta(preset="bursting_fast")
+    found = scaling_slow_states(bu, th, [bu.param_index(f) for f in free], slow, y, np.zeros(16))
+    assert [free[j] for j in found] == ["gNaP"]
+    assert scaling_slow_states(bu, th, [bu.param_index(f) for f in free], np.zeros(3, bool), y, np.zeros(16)) == []
+    b = get_model("morris_lecar_burster")
+    free_b = ["gCa", "gK", "gKCa", "epsilon"]
+    yb = np.stack([rng.uniform(-70, 30, 16), rng.uniform(0.05, 0.95, 16), rng.uniform(0.1, 1.0, 16)], 1)
+    assert scaling_slow_states(b, b.theta(preset="bursting_fast"), [b.param_index(f) for f in free_b], slow, yb,
+                               np.zeros(16)) == []
 
 
 def test_parameters_of_slow_states_are_held_after_the_screen():
@@ -365,3 +398,66 @@ def test_parameters_of_slow_states_are_held_after_the_screen():
     free = PINN(**(opts | {"hold_slow_parameters": False})).fit(prob, seed=0, device="cpu")
     assert free.metrics["held_parameters"] == []
     assert free["phi"].value != pytest.approx(screened, rel=1e-5)
+
+
+def test_sampling_weights_put_the_points_on_the_spikes():
+    """On a noisy burst pattern whose spikes fill 6 % of the samples, the fast-voltage weights put
+    most of their mass on the spikes and their repolarisation; noise alone gets none, and a flat sweep
+    stays uniform."""
+    from neo_pinn_pinn.prepare import Flat
+
+    t = np.arange(0.0, 800.0, 0.1)
+    v_clean = _burst_voltage(t)
+    v = v_clean + np.random.default_rng(0).normal(0.0, 0.6, t.size)  # 1 % of the 80 mV spikes
+    flat_v = np.full(3000, -65.0) + np.random.default_rng(1).normal(0.0, 0.6, 3000)
+    flat = Flat(np.concatenate([t, t[:3000]]), np.concatenate([v, flat_v]), np.zeros(t.size + 3000),
+                np.array([0, t.size, t.size + 3000]))
+    w = sampling_weights(flat, spread_ms=2.0)
+    w_burst = w[:t.size]
+    near = np.abs(v_clean - (-60.0)) > 1.0  # within about ±1.5 ms of a spike's peak
+    assert near.mean() < 0.07
+    assert w_burst[near].sum() / w_burst.sum() > 0.8
+    assert np.mean(w_burst == 0) > 0.8  # noise between the spikes gets no weight
+    np.testing.assert_allclose(w_burst.mean(), 1.0)
+    np.testing.assert_allclose(w[t.size:].mean(), 1.0)
+
+
+def test_fast_share_tells_brief_spikes_from_broad_ones():
+    """"auto" spike sampling switches on below 3 %: the brief spikes of sparse bursts (4 per second) fill
+    under 3 % of the samples, Morris–Lecar's broad SNLC spikes more."""
+    from neo_pinn_pinn.prepare import Flat, fast_share
+
+    t = np.arange(0.0, 2000.0, 0.1)
+    v = _burst_voltage(t, period_ms=1000.0) + np.random.default_rng(0).normal(0.0, 0.6, t.size)
+    brief = fast_share(sampling_weights(Flat(t, v, np.zeros_like(t), np.array([0, t.size]))))
+    _, tr, _ = _trace(t0=500.0, t1=700.0, rate=10000.0)
+    broad = fast_share(sampling_weights(Flat(tr.t, tr.v, tr.i_ext, np.array([0, tr.t.size]))))
+    assert 0.0 < brief < 0.03 < broad
+    assert PINN().config["spike_sampling_below"] == 0.03
+    assert fast_share(np.ones(100)) == pytest.approx(0.9, abs=0.011)
+
+
+def test_periodic_pairs_are_one_period_apart_in_their_segments():
+    """On a 200 ms burst pattern, pairs of times lie whole periods apart (to the lag search's grid), inside
+    the segments named for them; a sweep that does not repeat gives none."""
+    from neo_pinn_pinn.prepare import Flat, periodic_pairs
+
+    b = get_model("morris_lecar_burster")
+    t = np.arange(0.0, 600.0, 0.1)
+    from neo_pinn.trace import Trace
+
+    tr = Trace(t=t, v=_burst_voltage(t), i_ext=np.zeros_like(t))
+    prob = EstimationProblem.build(b, [tr], ["gKCa"], preset="bursting_fast")
+    flat = flatten_traces(prob)
+    seg = make_segments(prob, flat, spikes_per_segment=2, segment_ms=None)
+    sa, ta, sb, tb = periodic_pairs(flat, seg, 32)
+    assert sa.size == 32
+    lag = tb - ta  # one period, or a whole number of them (this pattern repeats exactly)
+    assert lag.min() > 150.0
+    np.testing.assert_allclose(lag / 200.0, np.round(lag / 200.0), atol=0.5 / 200.0)
+    for s_, t_ in ((sa, ta), (sb, tb)):
+        assert np.all((seg.t_left[s_] <= t_ + 1e-9) & (t_ <= seg.t_right[s_] + 1e-9))
+    ramp = Trace(t=t, v=-70.0 + 0.1 * t, i_ext=np.zeros_like(t))
+    prob_r = EstimationProblem.build(b, [ramp], ["gKCa"], preset="bursting_fast")
+    flat_r = flatten_traces(prob_r)
+    assert periodic_pairs(flat_r, make_segments(prob_r, flat_r, 0, 100.0), 32)[0].size == 0

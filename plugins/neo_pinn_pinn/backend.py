@@ -103,8 +103,9 @@ class PINN(Estimator):
     warm_start_hidden : bool
         In stage 1, pull the hidden outputs towards the voltage-driven solution of their own equations.
     warm_spinup : bool
-        Start that voltage-driven integration from where a first pass through the window ended (periodic
-        activity) instead of from rest at the first sample.
+        Start that voltage-driven integration at the fixed point of one period's map where the window
+        repeats itself (periodic activity; else where a first pass ended) instead of from rest at the
+        first sample.
     stage1_steps, stage2_steps : int
         Adam steps of each stage.
     batch_points : int
@@ -112,6 +113,16 @@ class PINN(Estimator):
         member's segments.
     min_segment_points : int
         Lower limit of the points per segment and step.
+    spike_sampling : float or "auto"
+        Share of each step's points drawn with probability ∝ the voltage's speed above its noise level
+        (:func:`~neo_pinn_pinn.prepare.sampling_weights`), the rest uniformly: brief spikes, where the fast
+        gates move, are then sampled every step. 0: all uniform. "auto": 0.5 when the spikes fill under
+        ``spike_sampling_below`` of the samples (:func:`~neo_pinn_pinn.prepare.fast_share`), else 0.
+    spike_sampling_ms : float
+        Width around fast samples that shares their weight (the spike's repolarisation), ms.
+    spike_sampling_below : float
+        The share of samples below which "auto" samples the spikes (measured: Butera's bursts 1.5 %,
+        Morris–Lecar's broad spikes 7–9 %).
     lr_stage1 : float
         Network learning rate of stage 1 (decays tenfold).
     lr_net, lr_net_final, lr_params, lr_params_final : float
@@ -186,10 +197,17 @@ class PINN(Estimator):
         those does the slow time scale show above the noise.
     screen_smooth_ms : float
         Optional Savitzky–Golay smoothing of the voltage that drives the screen's hidden states, ms (0: none).
+    periodic_slow_states : bool
+        Where a sweep's voltage repeats (:func:`~neo_pinn_pinn.prepare.repeat_lag`), the slow states'
+        residual also asks them to repeat one period later (``periodic_pairs`` pairs of times per sweep):
+        a slow state that forgets its start over seconds is otherwise free to start anywhere.
+    periodic_pairs : int
+        Pairs of times per repeating sweep.
     hold_slow_parameters : "auto" or bool
-        Hold the free parameters that act on a slow state at their screened values during stage 2
-        ("auto"/True: whenever the screen ran; False: train them with the rest). The network's residuals
-        barely see the slow time scale, and left free it drifts.
+        Hold the free parameters that act on a slow state, or whose effect equals a rescaling of one (a
+        slow gate's conductance), at their screened values during stage 2 ("auto"/True: whenever the
+        screen ran; False: train them with the rest). The network's residuals barely see the slow time
+        scale, and left free they drift.
     """
 
     name = "pinn"
@@ -216,6 +234,9 @@ class PINN(Estimator):
         "stage2_steps": 8000,
         "batch_points": 256,
         "min_segment_points": 48,
+        "spike_sampling": "auto",
+        "spike_sampling_ms": 2.0,
+        "spike_sampling_below": 0.03,
         "lr_stage1": 3e-3,
         "lr_net": 1e-3,
         "lr_net_final": 5e-5,
@@ -246,6 +267,8 @@ class PINN(Estimator):
         "slow_interval_isi": 3.0,
         "slow_intervals": 4,
         "slow_weight": 1.0,
+        "periodic_slow_states": True,
+        "periodic_pairs": 64,
         "screen_candidates": 64,
         "screen_rounds": 6,
         "screen_spread": 1.0,

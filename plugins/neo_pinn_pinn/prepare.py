@@ -23,8 +23,10 @@ from neo_pinn.models.base import NeuronModel
 from neo_pinn.problem import EstimationProblem
 
 __all__ = ["Segments", "dominant_frequencies", "make_segments", "driven_hidden_states", "driven_voltage_misfit",
-           "flatten_traces", "median_isi", "acting_on_slow_states", "misfit_intervals", "repeat_lag",
-           "screen_parameters", "slow_states"]
+           "fast_share", "flatten_traces", "median_isi", "acting_on_slow_states", "misfit_intervals", "periodic_pairs",
+           "repeat_lag",
+           "sampling_weights", "scaling_slow_states", "screen_parameters",
+           "slow_states"]
 
 
 @dataclass(frozen=True)
@@ -236,6 +238,50 @@ def acting_on_slow_states(model: NeuronModel, theta: np.ndarray, free_idx: list[
     return out
 
 
+def fast_share(weights: np.ndarray, mass: float = 0.9) -> float:
+    """Share of the samples that carry ``mass`` of the fast-voltage weights (:func:`sampling_weights`):
+    how much of the recording its spikes fill (1 % for a burster with brief spikes, ~8 % for Morris–Lecar's
+    broad ones)."""
+    w = np.sort(np.asarray(weights, float))[::-1]
+    total = w.sum()
+    if w.size == 0 or total <= 0:
+        return 1.0
+    return float(np.searchsorted(np.cumsum(w) / total, mass) + 1) / w.size
+
+
+def scaling_slow_states(model: NeuronModel, theta: np.ndarray, free_idx: list[int], slow: np.ndarray,
+                        y: np.ndarray, i_ext: np.ndarray, rtol: float = 1e-6) -> list[int]:
+    """Positions (into ``free_idx``) of the free parameters whose effect on the equations of the fast states
+    is exactly that of rescaling a slow state (tested numerically at the states ``y`` (N, S)).
+
+    A maximal conductance multiplying a slow gate (Butera's ``gNaP·m∞(V)·h``) is such a parameter: a
+    network can trade a larger conductance for a proportionally smaller slow state and satisfy every fast
+    equation exactly; only the slow state's own equation, which acts over seconds, tells the two apart.
+    The voltage-driven screen has no such freedom (its slow state obeys its equation by construction), so
+    these parameters are best held at their screened values.
+    """
+    if not np.any(slow):
+        return []
+    fast = ~np.asarray(slow, bool)
+    base = model.rhs(0.0, y, theta[None, :], i_ext)
+    out = []
+    for j, p in enumerate(free_idx):
+        th = theta.copy()
+        th[p] *= 1.1
+        d_par = (model.rhs(0.0, y, th[None, :], i_ext) - base)[:, fast]
+        size = np.abs(d_par).max()
+        if not np.isfinite(size) or size <= 1e-12 * (np.abs(base[:, fast]).max() + 1e-30):
+            continue
+        for s in np.flatnonzero(slow):
+            ys = y.copy()
+            ys[:, s] *= 1.1
+            d_state = (model.rhs(0.0, ys, theta[None, :], i_ext) - base)[:, fast]
+            if np.abs(d_par - d_state).max() <= rtol * size:
+                out.append(j)
+                break
+    return out
+
+
 def _driven_on_grid(model: NeuronModel, theta: np.ndarray, t: np.ndarray, v: np.ndarray, i_ext: np.ndarray,
                     gates: np.ndarray, idx: np.ndarray, spinup: bool) -> np.ndarray:
     """Hidden states (E, len(idx), S−1) integrated (RK4) over the sample indices ``idx`` with ``v`` in place
@@ -314,6 +360,38 @@ def repeat_lag(t: np.ndarray, v: np.ndarray, idx: np.ndarray, match: float = 0.1
     return first + best
 
 
+def periodic_pairs(flat: Flat, seg: Segments, n_pairs: int = 64, max_grid: int = 2000
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of times one period apart in every sweep whose voltage repeats (:func:`repeat_lag`), as
+    (segment, time) of both ends: ``(seg_a, t_a, seg_b, t_b)``, each (P,), times in ms from the sweep's
+    start. Empty when no sweep repeats.
+
+    A slow state (NaP inactivation, τ of seconds) forgets its start more slowly than a window of two
+    bursts lasts, so its own equation leaves that start free: a trajectory started 20 % low is still a
+    solution, and the conductances trade against it. On a periodic recording the slow state must repeat
+    with the voltage, which pins it.
+    """
+    sa, ta, sb, tb = [], [], [], []
+    for k in range(flat.offsets.size - 1):
+        a, b = int(flat.offsets[k]), int(flat.offsets[k + 1])
+        t = flat.t[a:b]
+        grid = np.unique(np.linspace(0, t.size - 1, min(t.size, max_grid)).astype(int))
+        pos = repeat_lag(t, flat.v[a:b], grid)
+        mine = np.flatnonzero(seg.trace == k)
+        if pos is None or mine.size == 0:
+            continue
+        period = float(t[grid[pos]] - t[grid[0]])
+        starts = np.linspace(t[0], t[-1] - period, n_pairs)
+        edges = np.append(seg.t_left[mine], np.inf)
+        for t0 in starts:
+            t1 = t0 + period
+            sa.append(mine[np.searchsorted(edges, t0, side="right") - 1])
+            sb.append(mine[min(np.searchsorted(edges, t1, side="right") - 1, mine.size - 1)])
+            ta.append(t0)
+            tb.append(t1)
+    return np.array(sa, int), np.array(ta, float), np.array(sb, int), np.array(tb, float)
+
+
 def _grid(t: np.ndarray, max_dt: float) -> np.ndarray:
     """Sample indices strided down to steps of at most ``max_dt`` (ms), last sample included."""
     dt_s = float(np.median(np.diff(t))) if t.size > 1 else max_dt
@@ -371,6 +449,51 @@ def _smoothed(tr, smooth_ms: float) -> np.ndarray:
     if win < 5 or tr.t.size < 5:
         return tr.v
     return savgol_filter(tr.v, min(win, tr.t.size if tr.t.size % 2 else tr.t.size - 1), 3)
+
+
+def sampling_weights(flat: Flat, spread_ms: float = 2.0, floor: float = 4.0) -> np.ndarray:
+    """Per-sample weight of the fast-moving voltage (spikes), mean 1 in every sweep.
+
+    ``|dV/dt|`` from a cubic Savitzky–Golay differentiator (0.5 ms, at least 5 samples) less ``floor``
+    times its median — in a recording that mostly moves slowly the median is the noise's level, so
+    noise alone gets no weight — then spread by a moving average ``spread_ms`` wide, so that the whole
+    spike with its repolarisation (where the fast gates move) is covered, not only the upstroke.
+
+    Spikes fill a few % of a bursting recording but carry the fast gates' whole excursion; sampled
+    uniformly, a network sees them once or twice a step and represents those gates poorly.
+
+    Parameters
+    ----------
+    flat : Flat
+        The problem's sweeps, concatenated.
+    spread_ms : float
+        Width of the moving average around fast samples, ms.
+    floor : float
+        Multiple of the median ``|dV/dt|`` subtracted first.
+
+    Returns
+    -------
+    numpy.ndarray
+        (T,) non-negative weights, mean 1 in every sweep (uniform where nothing in a sweep moves fast or
+        it is too short to differentiate).
+    """
+    from scipy.ndimage import uniform_filter1d
+    from scipy.signal import savgol_filter
+
+    w = np.ones(flat.t.size)
+    for a, b in zip(flat.offsets[:-1], flat.offsets[1:]):
+        t, v = flat.t[a:b], flat.v[a:b]
+        if t.size < 7:
+            continue
+        dt = float(np.median(np.diff(t)))
+        win = min(max(5, int(round(0.5 / dt)) | 1), t.size if t.size % 2 else t.size - 1)
+        d = np.abs(savgol_filter(v, win, 3, deriv=1, delta=dt))
+        d = np.maximum(d - floor * np.median(d), 0.0)
+        d = uniform_filter1d(d, max(1, int(round(spread_ms / dt))), mode="nearest")
+        d[d < 1e-9 * d.max(initial=0.0)] = 0.0  # the running sum's rounding
+        if np.isfinite(d).all() and d.mean() > 0:
+            w[a:b] = d / d.mean()
+    return w
 
 
 def linear_parameters(model: NeuronModel, theta: np.ndarray, free_idx: list[int], y: np.ndarray,
@@ -519,18 +642,26 @@ def driven_voltage_misfit(problem: EstimationProblem, theta: np.ndarray, gates: 
 
 
 def misfit_intervals(problem: EstimationProblem, short_ms: float, slow: bool, longest_fraction: float = 0.125,
-                     n_long: int = 2) -> list[float]:
+                     n_long: int = 2, held: bool = False, isi_fraction: float = 1.0 / 3.0) -> list[float]:
     """Interval lengths for :func:`driven_voltage_misfit`, ms.
 
     Always ``short_ms``; when a free parameter acts on a slow state (``slow``) also ``n_long`` lengths
     spaced geometrically up to ``longest_fraction`` of the period of the recording's strongest rhythm
     slower than half its firing rate (the burst period of a burster): there the slow current's effect
     has accumulated well above the noise, yet the interval is short against the slow cycle.
+
+    Otherwise, when some parameters will be held at their screened values (``held``), also
+    ``isi_fraction`` of the median inter-spike interval: over one sample interval the driven states carry
+    the discretisation error of a spike sampled every 0.1 ms (a few % bias of the conductances at 10 kHz);
+    over a fraction of an inter-spike interval the spike's effect is summed whole.
     """
     out = [float(short_ms)]
     isi = median_isi(problem)
-    if not slow or isi is None:
+    if isi is None:
         return out
+    if not slow:
+        mid = isi_fraction * isi
+        return out + [float(mid)] if held and mid > 2.0 * short_ms else out
     # the strongest rhythm slower than half the firing rate: the burst rate of a burster
     f = dominant_frequencies(problem, 1, 500.0 / isi)  # 1/ms
     if not f.size or f[0] <= 0:
