@@ -57,6 +57,10 @@ def test_registered_and_options_checked():
         PINN(stage2_steps=0)
     with pytest.raises(ConfigurationError, match="spike_sampling"):
         PINN(spike_sampling=1.0)
+    with pytest.raises(ConfigurationError, match="rate_scaled_residuals"):
+        PINN(rate_scaled_residuals="sometimes")
+    with pytest.raises(ConfigurationError, match="periodic_slow_states"):
+        PINN(periodic_slow_states="auto")
     assert set(ABLATIONS) == {"fourier_features", "random_weight_factorization", "two_stage_training",
                               "adaptive_loss_balancing", "separate_optimizers", "parameter_screen"}
     for switch in ABLATIONS.values():
@@ -271,7 +275,7 @@ def test_cli_fit_with_every_output(tmp_path, capsys):
 
 @pytest.mark.parametrize("option", [{"local_weights": True}, {"residual_form": "weak"}, {"residual_form": "both"},
                                     {"residual_norm": "fixed"}, {"warm_spinup": False},
-                                    {"spike_sampling": 0.5}])
+                                    {"spike_sampling": 0.5}, {"rate_scaled_residuals": True}])
 def test_optional_residual_forms_run_and_differ(option):
     m, tr, _ = _trace(t0=500.0, t1=560.0, rate=5000.0)
     prob = EstimationProblem.build(m, [tr], ["gCa"], preset="snlc", init={"gCa": 3.0})

@@ -120,6 +120,11 @@ class PINN(Estimator):
         ``spike_sampling_below`` of the samples (:func:`~neo_pinn_pinn.prepare.fast_share`), else 0.
     spike_sampling_ms : float
         Width around fast samples that shares their weight (the spike's repolarisation), ms.
+    rate_scaled_residuals : "auto" or bool
+        Divide the pointwise residual of every fast hidden state by its relaxation rate ``|∂f/∂u|``
+        (1/τ of a gate), so it measures the state error in the state's units; "auto": where spikes are
+        sampled (brief spikes, see ``spike_sampling``), whose steep derivative otherwise drowns the
+        gate's residual between spikes.
     spike_sampling_below : float
         The share of samples below which "auto" samples the spikes (measured: Butera's bursts 1.5 %,
         Morris–Lecar's broad spikes 7–9 %).
@@ -237,6 +242,7 @@ class PINN(Estimator):
         "spike_sampling": "auto",
         "spike_sampling_ms": 2.0,
         "spike_sampling_below": 0.03,
+        "rate_scaled_residuals": "auto",
         "lr_stage1": 3e-3,
         "lr_net": 1e-3,
         "lr_net_final": 5e-5,
