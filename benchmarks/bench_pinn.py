@@ -18,6 +18,7 @@ with ``--real`` one sweep of ``17o05028_ic_steps.abf`` (needs ``../shared/data/r
 
     python benchmarks/bench_pinn.py [--cases ml_snlc,ml_hopf,...] [--noise 1,5] [--draws 10] [--members 6]
                                     [--steps2 8000] [--ablation] [--no-lsq] [--real] [--out DIR]
+                                    [--draw-slice A:B]
                                     [--device auto] [--float64]
     python benchmarks/bench_pinn.py --tables DIR/bench_pinn_rows.json [...]   # reprint saved results
 """
@@ -160,6 +161,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ablation", action="store_true", help="ablation table (see --ablation-cases)")
     ap.add_argument("--ablation-cases", default="ml_snlc,ml_bursting")
+    ap.add_argument("--draw-slice", default=None, metavar="A:B",
+                    help="run only draws A..B-1 of the --draws sequence (split one row over processes; "
+                         "--tables merges the parts)")
     ap.add_argument("--no-lsq", action="store_true")
     ap.add_argument("--real", action="store_true", help=f"fit one sweep of {REAL_FILE}")
     ap.add_argument("--device", default="auto")
@@ -205,6 +209,10 @@ def main(argv=None) -> None:
         problem = EstimationProblem.build(model, [trace], list(free), preset=preset,
                                           truth={k: truth_all[k] for k in free})
         draws = draws_for(truth, args.draws, args.seed)
+        first = 0
+        if args.draw_slice:
+            a, b = (int(x) for x in args.draw_slice.split(":"))
+            draws, first = draws[a:b], a
         opts = options | (ABLATIONS[ablation] if ablation else {})
         res, wall = run_pinn(problem, draws, opts, args.members, args.seed, device, dtype)
         errs, l2, ok = score(res, problem, truth, states, hidden, args.tol)
@@ -212,12 +220,12 @@ def main(argv=None) -> None:
                "window_ms": float(trace.t[-1] - trace.t[0]), "median_abs_err": np.nanmedian(np.abs(errs), 0).tolist(),
                "success": int(ok.sum()), "draws": len(draws), "median_l2": np.nanmedian(l2, 0).tolist(),
                "hidden": list(hidden), "pinn_wall_s": wall, "errors": errs.tolist(), "l2": l2.tolist(),
-               "command": cmd}
+               "first_draw": first, "command": cmd}
         if not args.no_lsq and ablation is None:
             lres, lwall = run_lsq(problem, draws, args.seed, device)
             lerr, ll2, lok = score(lres, problem, truth, states, hidden, args.tol)
             row |= {"lsq_success": int(lok.sum()), "lsq_median_abs_err": np.nanmedian(np.abs(lerr), 0).tolist(),
-                    "lsq_wall_s": lwall}
+                    "lsq_wall_s": lwall, "lsq_errors": lerr.tolist()}
         rows.append(row)
         (out / "bench_pinn_rows.json").write_text(json.dumps(rows, indent=1))
         print(f"done {case} {lvl:g}% {ablation or ''}: pinn {row['success']}/{len(draws)} in {wall:.0f} s"
@@ -229,8 +237,40 @@ def main(argv=None) -> None:
     print(f"\nrows: {out / 'bench_pinn_rows.json'}")
 
 
+def merge_parts(rows) -> list:
+    """Rows of the same case, noise and ablation run as draw slices (``--draw-slice``) in several
+    processes, merged into one: per-draw errors concatenated in draw order, medians and successes
+    recomputed, wall times summed (the time one process would have taken)."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["case"], r["noise_pct"], r["ablation"]), []).append(r)
+    out = []
+    for part in groups.values():
+        if len(part) == 1 or not all("errors" in r for r in part):
+            out.extend(part)
+            continue
+        part = sorted(part, key=lambda r: r.get("first_draw", 0))
+        m = dict(part[0])
+        errs = np.concatenate([np.asarray(r["errors"], float) for r in part])
+        l2 = np.concatenate([np.asarray(r["l2"], float) for r in part])
+        m |= {"errors": errs.tolist(), "l2": l2.tolist(), "draws": int(errs.shape[0]),
+              "median_abs_err": np.nanmedian(np.abs(errs), 0).tolist(), "median_l2": np.nanmedian(l2, 0).tolist(),
+              "success": sum(r["success"] for r in part), "pinn_wall_s": sum(r["pinn_wall_s"] for r in part),
+              "parts": len(part)}
+        if all("lsq_errors" in r for r in part):
+            lerr = np.concatenate([np.asarray(r["lsq_errors"], float) for r in part])
+            m |= {"lsq_errors": lerr.tolist(), "lsq_median_abs_err": np.nanmedian(np.abs(lerr), 0).tolist(),
+                  "lsq_success": sum(r["lsq_success"] for r in part), "lsq_wall_s": sum(r["lsq_wall_s"] for r in part)}
+        else:
+            m.pop("lsq_success", None)
+        out.append(m)
+    return out
+
+
 def print_tables(rows) -> None:
-    """Markdown tables of benchmark rows (from a run, or read back with ``--tables``)."""
+    """Markdown tables of benchmark rows (from a run, or read back with ``--tables``; draw slices of one
+    row are merged)."""
+    rows = merge_parts(rows)
 
     def pct(x):
         return "/".join(f"{100 * v:.2f}" for v in x)
