@@ -11,7 +11,10 @@ Loss of member ``e`` (all terms are means over the step's points, in normalised 
 * physics, one term per state ``L_s = mean(((du_s/dt − f_s(u, θ, I)) / r_s)²)`` with ``f = model.rhs`` and
   ``r_s`` the spread of that state's derivative in the warm start (scale-aware residuals);
   slow states (``slow_states``, e.g. Ca) instead in integral form over intervals of a few inter-spike
-  intervals (the change against a stratified quadrature of ``f_s``);
+  intervals (the change against a stratified quadrature of ``f_s``), plus on a periodic window their
+  mismatch one period later (``periodic_slow_states``); where spikes are brief, the fast hidden states'
+  residuals are divided by their relaxation rate ``|∂f_s/∂u_s|`` (``rate_scaled_residuals``) and half of
+  the points are drawn on the spikes (``spike_sampling``);
 * continuity ``L_c`` of all states (divided by their scales) where consecutive segments meet;
 * stage 1 only: the hidden outputs are pulled towards the warm-start states (``warm_start_hidden``).
 
@@ -174,9 +177,9 @@ def train_members(problem: EstimationProblem, inits: np.ndarray, cfg: dict, ctx:
         slow = _slow_mask(problem, cfg, inits, flat, gates)
         tr0 = problem.traces[0]
         pick = np.linspace(0, tr0.t.size - 1, 64).astype(int)
-        y_test = np.concatenate([tr0.v[pick, None], np.tile(quasi_steady_hidden(
-            model, problem.theta_full(inits[0])[None], float(tr0.v[0]), float(tr0.i_ext[0]), gates), (64, 1))], 1)
         theta0 = problem.theta_full(inits[0])
+        y_test = np.concatenate([tr0.v[pick, None], np.tile(quasi_steady_hidden(
+            model, theta0[None], float(tr0.v[0]), float(tr0.i_ext[0]), gates), (64, 1))], 1)
         acting = acting_on_slow_states(model, theta0, free_idx, slow, y_test, tr0.i_ext[pick])
         # held after the screen as well: conductances a network could trade for a rescaled slow state
         scaling = scaling_slow_states(model, theta0, free_idx, slow, y_test, tr0.i_ext[pick])
