@@ -127,7 +127,7 @@ class PINN(Estimator):
         gate's residual between spikes.
     spike_sampling_below : float
         The share of samples below which "auto" samples the spikes (measured: Butera's bursts 1.5 %,
-        Morris–Lecar's broad spikes 7–9 %).
+        Morris–Lecar's broad spikes 6–9 %).
     lr_stage1 : float
         Network learning rate of stage 1 (decays tenfold).
     lr_net, lr_net_final, lr_params, lr_params_final : float
