@@ -72,17 +72,28 @@ def make_recording(case: str, noise_pct: float, seed: int, workdir: Path, rate: 
     model = get_model(name)
     window = 2.0 * period_ms(model, preset) * 1.02
     duration = t_start + window
-    tt, yy = simulate(model, preset=preset, duration=duration, dt=0.01, record_every=10, device="cpu").numpy()
-    vv = yy[0, :, 0]
-    ptp = float(np.ptp(vv[tt >= t_start]))
-    sigma = noise_pct / 100.0 * ptp
     out = workdir / f"{case}_{noise_pct:g}pct_seed{seed}.nwb"
     states_json = out.with_suffix(".states.json")
-    argv = ["simulate", "--model", name, "--preset", preset, "--duration", f"{duration:g}", "--rate", f"{rate:g}",
-            "--seed", str(seed), "--states", str(states_json), "--out", str(out), "--overwrite"]
-    if sigma > 0:
-        argv += ["--noise", f"white:sigma={sigma:.6g}mV"]
-    cli_main(argv)
+    # A recording written earlier with the same command is reused: the Butera simulation takes minutes, and
+    # the processes that share one row's draws (--draw-slice) must fit the very same recording.
+    made_by = out.with_suffix(".argv.json")
+    made = json.loads(made_by.read_text()) if made_by.exists() and out.exists() and states_json.exists() else None
+    if made is not None and made.get("key") == [case, noise_pct, seed, rate, duration]:
+        argv = made["argv"]
+        sigma = float(made["sigma"])
+    else:
+        tt, yy = simulate(model, preset=preset, duration=duration, dt=0.01, record_every=10, device="cpu").numpy()
+        vv = yy[0, :, 0]
+        ptp = float(np.ptp(vv[tt >= t_start]))
+        sigma = noise_pct / 100.0 * ptp
+        argv = ["simulate", "--model", name, "--preset", preset, "--duration", f"{duration:g}", "--rate", f"{rate:g}",
+                "--seed", str(seed), "--states", str(states_json), "--out", str(out), "--overwrite"]
+        if sigma > 0:
+            argv += ["--noise", f"white:sigma={sigma:.6g}mV"]
+        cli_main(argv)
+        tmp = made_by.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": [case, noise_pct, seed, rate, duration], "argv": argv, "sigma": sigma}))
+        tmp.replace(made_by)
     rec = load_recording(out)
     trace = rec.traces(sweeps=[0], window=(t_start, t_start + window))[0]
     js = json.loads(states_json.read_text())
