@@ -241,6 +241,11 @@ def cmd_fit(args) -> int:
         init = _float_values(_kv_list([args.init], "--init"), "--init")
     backend_cls = get_backend(args.backend)
     options = _options(args.option)
+    if args.refine is not None:
+        if "refine" not in backend_cls.default_config:
+            raise ConfigurationError(f"--refine needs a backend with a local refinement stage (e.g. ga); "
+                                     f"{args.backend!r} has none.")
+        options["refine"] = args.refine
     if args.init == "random" and "random_starts" in backend_cls.default_config:
         options.setdefault("random_starts", "bounds")
     estimator = backend_cls(**options)
@@ -379,6 +384,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--voltage-channel", default=None)
     s.add_argument("--noise", choices=["white", "ar1"], default=None, help="assumed observation-noise model")
     s.add_argument("--option", action="append", metavar="K=V", help="backend option (JSON value)")
+    s.add_argument("--refine", choices=["none", "lsq"], default=None,
+                   help="local refinement of a global backend's best solutions (ga): lsq")
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument("--float32", action="store_true", help="single precision (faster on GPU)")
     s.add_argument("--seed", type=int, default=0)

@@ -24,7 +24,8 @@ from .errors import ConfigurationError, UnknownNameError
 from .io.files import atomic_write_text
 from .result import EstimationResult, SweepFit
 
-__all__ = ["figure_fit", "figure_history", "write_report", "MAX_SWEEP_FIGURES"]
+__all__ = ["figure_fit", "figure_history", "figure_fi", "fi_points", "sweep_features", "write_report",
+           "MAX_SWEEP_FIGURES"]
 
 #: Sweeps drawn in a report by default; beyond it the report says how many were left out.
 MAX_SWEEP_FIGURES = 20
@@ -163,6 +164,193 @@ def figure_history(result: EstimationResult):
         ax.set_title("Parameter traces", fontsize=10)
         ax.legend(fontsize=7, frameon=False, ncol=3)
     return fig
+
+
+# ------------------------------------------------------------------------------ features and f–I
+#: Per-sweep features drawn in the report's feature table: (key, label, unit).
+SWEEP_FEATURES = (
+    ("spike_count", "spikes", ""),
+    ("rate_hz", "rate in step", "Hz"),
+    ("first_spike_ms", "first spike", "ms"),
+    ("isi_mean_ms", "mean ISI", "ms"),
+    ("ap_peak_mv", "AP peak", "mV"),
+    ("trough_mv", "AHP trough", "mV"),
+    ("v_mean_mv", "mean V", "mV"),
+)
+
+
+def _spike_levels(model: str) -> tuple[float, float]:
+    """Spike threshold and re-arm level (mV) of a registered model; 0 / −10 mV when unknown."""
+    try:
+        from .api import get_model
+
+        m = get_model(model)
+        return float(m.spike_threshold), float(m.spike_rearm)
+    except Exception:  # noqa: BLE001 - a report of an unregistered model still draws with the defaults
+        return 0.0, -10.0
+
+
+def step_level(i_ext: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """Holding current, step amplitude and the samples at that amplitude of one sweep's stimulus.
+
+    The holding current is the first sample's; the step amplitude is the non-holding level held longest
+    (levels rounded to 0.1 pA). A constant stimulus is its own step (all samples).
+
+    Parameters
+    ----------
+    i_ext : numpy.ndarray
+        Injected current in pA, shape (T,).
+
+    Returns
+    -------
+    holding_pA : float
+    amplitude_pA : float
+    mask : numpy.ndarray of bool
+        Samples at the step amplitude.
+    """
+    i = np.round(np.asarray(i_ext, dtype=float), 1)
+    hold = float(i[0])
+    other = i[i != hold]
+    if other.size == 0:
+        return hold, hold, np.ones(i.size, dtype=bool)
+    levels, counts = np.unique(other, return_counts=True)
+    amp = float(levels[np.argmax(counts)])
+    return hold, amp, i == amp
+
+
+def sweep_features(t: np.ndarray, v: np.ndarray, i_ext: np.ndarray, threshold: float = 0.0,
+                   rearm: float | None = None) -> dict[str, float]:
+    """Simple features of one sweep for the report (NaN where undefined).
+
+    Parameters
+    ----------
+    t, v, i_ext : numpy.ndarray
+        Times (ms), voltage (mV) and injected current (pA), shape (T,).
+    threshold, rearm : float
+        Spike detection levels in mV (see :func:`neo_pinn.features.spike_times`).
+
+    Returns
+    -------
+    dict
+        ``spike_count``; ``rate_hz`` (spikes per second during the samples at the step amplitude, see
+        :func:`step_level`); ``first_spike_ms`` (from the sweep start); ``isi_mean_ms``; ``ap_peak_mv`` (mean
+        per-spike maximum); ``trough_mv`` (mean minimum between spikes); ``v_mean_mv``; ``step_pA``.
+    """
+    from .features import spike_times
+
+    t, v = np.asarray(t, dtype=float), np.asarray(v, dtype=float)
+    st = spike_times(v, t, threshold, rearm)
+    _, amp, mask = step_level(i_ext)
+    dt = float(np.median(np.diff(t))) if t.size > 1 else 1.0
+    in_step = np.interp(st, t, mask.astype(float)) > 0.5 if st.size else np.zeros(0, dtype=bool)
+    step_ms = mask.sum() * dt
+    nan = float("nan")
+    idx = np.searchsorted(t, st)
+    bounds = np.concatenate([idx, [t.size]])
+    peaks = [v[a:b].max() for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+    troughs = [v[a:b].min() for a, b in zip(bounds[:-2], bounds[1:-1]) if b > a]
+    return {
+        "spike_count": float(st.size),
+        "rate_hz": float(in_step.sum() / step_ms * 1000.0) if step_ms > 0 else nan,
+        "first_spike_ms": float(st[0] - t[0]) if st.size else nan,
+        "isi_mean_ms": float(np.mean(np.diff(st))) if st.size > 1 else nan,
+        "ap_peak_mv": float(np.mean(peaks)) if peaks else nan,
+        "trough_mv": float(np.mean(troughs)) if troughs else nan,
+        "v_mean_mv": float(np.mean(v)),
+        "step_pA": amp,
+    }
+
+
+def fi_points(result: EstimationResult) -> list[dict[str, float]]:
+    """Recorded and fitted firing rate against step amplitude, one point per sweep, sorted by amplitude.
+
+    Parameters
+    ----------
+    result : EstimationResult
+        Any backend's fit (one or more sweeps).
+
+    Returns
+    -------
+    list of dict
+        ``sweep``, ``step_pA``, ``rate_recorded_hz``, ``rate_fitted_hz`` (see :func:`sweep_features`).
+    """
+    th, rearm = _spike_levels(result.model)
+    pts = []
+    for f in result.fits:
+        rec = sweep_features(f.t, f.v_observed, f.i_ext, th, rearm)
+        fit = sweep_features(f.t, f.v_fit, f.i_ext, th, rearm)
+        pts.append({"sweep": f.sweep, "step_pA": rec["step_pA"], "rate_recorded_hz": rec["rate_hz"],
+                    "rate_fitted_hz": fit["rate_hz"]})
+    return sorted(pts, key=lambda p: (p["step_pA"], p["sweep"]))
+
+
+def figure_fi(result: EstimationResult):
+    """The f–I curve, recorded vs fitted, or None when the sweeps hold fewer than two step amplitudes.
+
+    Parameters
+    ----------
+    result : EstimationResult
+        A multi-sweep fit (e.g. the steps of an f–I protocol).
+
+    Returns
+    -------
+    matplotlib.figure.Figure or None
+        Firing rate (Hz) during the step against the step amplitude (pA), recorded and fitted.
+    """
+    pts = fi_points(result)
+    amps = np.array([p["step_pA"] for p in pts])
+    if np.unique(amps).size < 2:
+        return None
+    fig = _new_figure(6.0, 3.6)
+    ax = fig.subplots()
+    ax.plot(amps, [p["rate_recorded_hz"] for p in pts], "o-", color="0.4", label="recorded")
+    ax.plot(amps, [p["rate_fitted_hz"] for p in pts], "s--", color="C3", label="fitted")
+    ax.set_xlabel("step amplitude (pA)")
+    ax.set_ylabel("firing rate during the step (Hz)")
+    ax.set_title(f"f–I curve: {result.model} / {result.backend}", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    return fig
+
+
+def _feature_table(result: EstimationResult, max_rows: int) -> str:
+    th, rearm = _spike_levels(result.model)
+    head = "".join(f"<th>{_e(lab)}{_e(_unit_label(u))}<br>recorded / fitted</th>" for _, lab, u in SWEEP_FEATURES)
+    rows = []
+    for f in result.fits[:max_rows]:
+        rec = sweep_features(f.t, f.v_observed, f.i_ext, th, rearm)
+        fit = sweep_features(f.t, f.v_fit, f.i_ext, th, rearm)
+        cells = "".join(f'<td class="num">{_e(_fmt(rec[k]))} / {_e(_fmt(fit[k]))}</td>' for k, _, _ in SWEEP_FEATURES)
+        rows.append(f'<tr><td class="num">{f.sweep}</td><td class="num">{_e(_fmt(rec["step_pA"]))}</td>{cells}</tr>')
+    return (f"<table><tr><th>sweep</th><th>step (pA)</th>{head}</tr>" + "".join(rows) + "</table>"
+            f"<p>Spikes are upward crossings of {th:g} mV (re-arm {rearm:g} mV); the rate counts the spikes "
+            "during the samples at the step amplitude (the non-holding current level held longest).</p>")
+
+
+def _backend_feature_errors(result: EstimationResult, max_rows: int) -> str:
+    """Table of a backend's own per-sweep feature errors (``history["sweep_features"]``), or ''."""
+    per = result.history.get("sweep_features")
+    if not isinstance(per, list) or not per or not all(isinstance(x, Mapping) for x in per):
+        return ""
+    names = []
+    for item in per:
+        for k in (item.get("features") or {}):
+            if k not in names:
+                names.append(k)
+    if not names:
+        return ""
+    head = "".join(f"<th>{_e(n)}</th>" for n in names)
+    rows = []
+    for item in per[:max_rows]:
+        feats = item.get("features") or {}
+        cells = []
+        for n in names:
+            d = feats.get(n) or {}
+            cells.append(f'<td class="num">{_e(_fmt(d.get("recorded")))} / {_e(_fmt(d.get("fitted")))}'
+                         f'<br>err {_e(_fmt(d.get("error")))}</td>')
+        rows.append(f'<tr><td class="num">{_e(item.get("sweep"))}</td>{"".join(cells)}</tr>')
+    return ("<h3>Feature errors used by the backend</h3><p>recorded / fitted, and the normalised error "
+            "|fitted − recorded| / σ the backend minimised.</p>"
+            f"<table><tr><th>sweep</th>{head}</tr>" + "".join(rows) + "</table>")
 
 
 # ------------------------------------------------------------------------------------------- HTML
@@ -322,7 +510,9 @@ def write_report(result: EstimationResult, path: str | os.PathLike, *, title: st
     Notes
     -----
     Contents: parameter table (value, ± std, unit, free/fixed, initial guess, truth and relative error
-    when known), noise estimates, metrics, per-sweep RMSE, one fit figure per sweep, the optimisation
+    when known), noise estimates, metrics, per-sweep RMSE, per-sweep features recorded vs fitted (and the
+    backend's own feature errors when ``result.history["sweep_features"]`` holds them), the f–I curve
+    recorded vs fitted when the sweeps hold two or more step amplitudes, one fit figure per sweep, the optimisation
     history, provenance (versions, seed, device, wall time, input files with sha256) and the backend
     configuration as JSON. Every text is HTML-escaped.
     """
@@ -344,6 +534,16 @@ def write_report(result: EstimationResult, path: str | os.PathLike, *, title: st
     if result.samples:
         counts = {k: len(v) for k, v in result.samples.items() if hasattr(v, "__len__")}
         parts += ["<h2>Samples</h2>", _kv_table(counts, ("parameter", "number of samples"))]
+    parts += ["<h2>Features per sweep</h2>", _feature_table(result, max(1, int(max_sweeps))),
+              _backend_feature_errors(result, max(1, int(max_sweeps)))]
+    fi = figure_fi(result)
+    if fi is not None:
+        pts = fi_points(result)
+        parts += ["<h2>f–I curve</h2>", _figure_html(fi, "f–I curve: firing rate during the step, recorded vs fitted"),
+                  "<table><tr><th>sweep</th><th>step (pA)</th><th>recorded rate (Hz)</th><th>fitted rate (Hz)</th></tr>"
+                  + "".join(f'<tr><td class="num">{p["sweep"]}</td><td class="num">{_e(_fmt(p["step_pA"]))}</td>'
+                            f'<td class="num">{_e(_fmt(p["rate_recorded_hz"]))}</td>'
+                            f'<td class="num">{_e(_fmt(p["rate_fitted_hz"]))}</td></tr>' for p in pts) + "</table>"]
     parts.append("<h2>Figures</h2>")
     shown = result.fits[: max(0, int(max_sweeps))]
     for f in shown:

@@ -1,0 +1,210 @@
+"""Accuracy and speed of the ``ga`` backend, and the batched population against a scipy per-individual loop.
+
+Accuracy: for every case, ``--seeds`` synthetic recordings (``neo_pinn.api.synthetic_trace``, the function
+behind ``neo-pinn simulate``; 1 mV white noise, a different noise seed each) are fitted with bounds
+0.25×–4× the truth on every free parameter and no initial guess (the first population is a Latin
+hypercube over the bounds). The synthetic recordings start from the preset's initial state, which the
+problem is given (``initial_state="preset"``). Per case: the median over seeds of each parameter's
+relative error, the success count (every parameter within ``--tol``, 5 %) and the median wall time.
+
+Speed: the same NSGA-II (:func:`neo_pinn_ga.backend.run_nsga2`, same seed, population and number of
+generations) scores its population either with the batched simulator (one call per generation) or with
+one ``scipy.integrate.solve_ivp`` (LSODA, rtol 1e-6, atol 1e-8) per individual; both feed the same
+objectives (:meth:`~neo_pinn_ga.evaluate.PopulationEvaluator.objectives_from_voltage`). The scipy loop is
+slow, so the comparison runs ``--speed-gens`` generations; the table gives the seconds per evaluation of
+both and their ratio.
+
+    python benchmarks/bench_ga.py [--cases ml_snlc hh ...] [--seeds 5] [--pop 64] [--gens 60]
+                                  [--rate 20000] [--device auto] [--speed-gens 2] [--no-speed] [--out DIR]
+
+Prints Markdown tables; with ``--out DIR`` writes ``DIR/bench_ga_rows.json`` (one row per fit, and the
+speed rows) as the runs finish.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from neo_pinn import EstimationProblem
+from neo_pinn.api import get_backend, get_model, synthetic_trace
+
+#: case → model, preset, free parameters, recording length (ms)
+CASES = {
+    "ml_snlc": ("morris_lecar", "snlc", ("gCa", "gK", "phi"), 1000.0),
+    "ml_hopf": ("morris_lecar", "hopf", ("gCa", "gK", "phi"), 1000.0),
+    "ml_homoclinic": ("morris_lecar", "homoclinic", ("gCa", "gK", "phi"), 1000.0),
+    "ml_burster": ("morris_lecar_burster", "bursting_fast", ("gKCa", "mu", "epsilon", "gCa", "gK"), 3000.0),
+    "hh": ("hodgkin_huxley", "tonic", ("gNa", "gK", "gL"), 200.0),
+    "butera": ("butera_pbc", "bursting_fast", ("gNaP", "gK", "gL"), 6000.0),
+}
+
+
+def make_problem(case: str, seed: int, rate_hz: float, duration: float | None = None) -> EstimationProblem:
+    """The synthetic estimation problem of ``case`` with noise seed ``seed``."""
+    model_name, preset, free, length = CASES[case]
+    model = get_model(model_name)
+    truth_all = model.param_values(preset)
+    truth = {k: truth_all[k] for k in free}
+    trace, _ = synthetic_trace(model, preset=preset, duration=duration or length, rate_hz=rate_hz,
+                               noise="white:sigma=1mV", seed=seed)
+    bounds = {k: (0.25 * v, 4.0 * v) for k, v in truth.items()}
+    return EstimationProblem.build(model, trace, list(free), preset=preset, bounds=bounds, truth=truth,
+                                   initial_state="preset")
+
+
+def scipy_evaluator(evaluator, space):
+    """``evaluate(X)`` that integrates every individual and sweep with its own ``solve_ivp`` call."""
+    from neo_pinn.reference import reference_solution
+
+    problem = evaluator.problem
+    model = problem.model
+
+    def evaluate(x: np.ndarray) -> np.ndarray:
+        free = space.to_theta(x)
+        theta = evaluator.theta(free).double()
+        x0 = evaluator.initial_states(theta.to(evaluator.dtype)).double().cpu().numpy()
+        Q = len(problem.traces)
+        v = np.full((len(free), Q, evaluator.n_max), np.nan)
+        for b in range(len(free)):
+            for q, tr in enumerate(problem.traces):
+                def stim(t, tr=tr):
+                    return float(np.interp(t, tr.t, tr.i_ext))
+
+                try:
+                    _, y = reference_solution(model, theta[b].cpu().numpy(), duration=tr.duration, t_eval=tr.t,
+                                              i_ext=stim, y0=x0[b * Q + q], method="LSODA", rtol=1e-6, atol=1e-8,
+                                              max_step=1.0, t0=float(tr.t[0]))
+                    v[b, q, :tr.t.size] = y[:, 0]
+                except Exception:  # noqa: BLE001 - a failed integration scores like a diverged simulation
+                    pass
+                v[b, q, tr.t.size:] = v[b, q, tr.t.size - 1]
+        obj, _ = evaluator.objectives_from_voltage(torch.as_tensor(v, dtype=evaluator.dtype))
+        return obj
+
+    return evaluate
+
+
+def speed_row(case: str, args) -> dict:
+    """Seconds per evaluation: batched population vs a solve_ivp loop, same NSGA-II, same budget."""
+    from neo_pinn.simulate import resolve_device
+    from neo_pinn_ga.backend import SearchSpace, run_nsga2
+    from neo_pinn_ga.evaluate import PopulationEvaluator
+
+    problem = make_problem(case, 0, args.rate)
+    config = get_backend("ga")(pop_size=args.pop).config
+    dev = resolve_device(args.device)
+    out = {"case": case, "kind": "speed", "pop": args.pop, "generations": args.speed_gens, "device": str(dev)}
+    space = SearchSpace(problem)
+    F = len(problem.free)
+    for name in ("batched", "scipy"):
+        ev = PopulationEvaluator(problem, config, dev, torch.float32)
+        ev.batch_size = args.pop
+        ev.compile = True
+        if name == "batched":
+            ev.evaluate_population(problem.sample_starts(args.pop, np.random.default_rng(0)))  # compile warm-up
+            fn = lambda x, ev=ev: ev.evaluate_population(space.to_theta(x))  # noqa: E731
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+        else:
+            fn = scipy_evaluator(ev, space)
+        start = time.perf_counter()
+        res = run_nsga2(fn, F, len(ev.objective_names), pop_size=args.pop, n_gen=args.speed_gens, max_evals=None,
+                        patience=10**6, ftol=1e-3, seed=0)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+        out[f"{name}_s"] = wall
+        out[f"{name}_s_per_eval"] = wall / max(1, res["n_evals"])
+        out["evaluations"] = res["n_evals"]
+    out["ratio"] = out["scipy_s_per_eval"] / out["batched_s_per_eval"]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--seeds", type=int, default=5, help="recordings (noise seeds) per case")
+    ap.add_argument("--pop", type=int, default=64, help="population size")
+    ap.add_argument("--gens", type=int, default=60, help="most generations")
+    ap.add_argument("--rate", type=float, default=20000.0, help="sampling rate of the recordings, Hz")
+    ap.add_argument("--tol", type=float, default=0.05, help="success: every parameter within this relative error")
+    ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    ap.add_argument("--trace", default="rmse", choices=("rmse", "phase_plane", "none"), help="the trace objective")
+    ap.add_argument("--refine", default="none", choices=("none", "lsq"))
+    ap.add_argument("--speed-gens", type=int, default=2, help="generations of the batched-vs-scipy comparison")
+    ap.add_argument("--speed-cases", nargs="+", default=["ml_snlc"], choices=list(CASES))
+    ap.add_argument("--no-speed", action="store_true", help="skip the scipy comparison")
+    ap.add_argument("--no-accuracy", action="store_true", help="skip the accuracy runs")
+    ap.add_argument("--out", default=None, help="folder for bench_ga_rows.json")
+    args = ap.parse_args(argv)
+
+    rows: list[dict] = []
+    out_path = None
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        out_path = Path(args.out) / "bench_ga_rows.json"
+
+    def save():
+        if out_path is not None:
+            tmp = out_path.with_suffix(".json.part")
+            tmp.write_text(json.dumps(rows, indent=1))
+            os.replace(tmp, out_path)
+
+    print(f"# ga benchmark — {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), torch "
+          f"{torch.__version__}, device {args.device}, pop {args.pop}, ≤ {args.gens} generations, "
+          f"{args.rate:g} Hz, trace={args.trace}, refine={args.refine}\n")
+    if not args.no_accuracy:
+        print("| case | seed | " + "relative errors | success | generations | evals/s | wall (s) |")
+        print("|---|---|---|---|---|---|---|")
+        for case in args.cases:
+            for seed in range(args.seeds):
+                problem = make_problem(case, seed, args.rate)
+                est = get_backend("ga")(pop_size=args.pop, n_gen=args.gens, trace=args.trace, refine=args.refine)
+                start = time.perf_counter()
+                res = est.fit(problem, seed=seed, device=args.device)
+                wall = time.perf_counter() - start
+                rel = {k: res[k].relative_error for k in problem.free_names}
+                ok = max(rel.values()) < args.tol
+                rows.append({"case": case, "kind": "accuracy", "seed": seed, "relative_error": rel,
+                             "values": {k: res[k].value for k in problem.free_names},
+                             "std": {k: res[k].std for k in problem.free_names}, "success": ok, "wall_s": wall,
+                             "generations": res.metrics["generations"], "evaluations": res.metrics["evaluations"],
+                             "evals_per_s": res.metrics["evals_per_s"], "stopped": res.metrics["stopped"],
+                             "rmse_mV": res.metrics["rmse_mV"], "device": res.provenance["device"]})
+                save()
+                errs = ", ".join(f"{k} {100 * v:.2f} %" for k, v in rel.items())
+                print(f"| {case} | {seed} | {errs} | {'yes' if ok else 'no'} | {res.metrics['generations']} | "
+                      f"{res.metrics['evals_per_s']:.0f} | {wall:.1f} |", flush=True)
+        print("\n| case | free | median relative error per parameter | success | median wall (s) |")
+        print("|---|---|---|---|---|")
+        for case in args.cases:
+            rs = [r for r in rows if r.get("case") == case and r["kind"] == "accuracy"]
+            if not rs:
+                continue
+            names = list(rs[0]["relative_error"])
+            med = ", ".join(f"{k} {100 * np.median([r['relative_error'][k] for r in rs]):.2f} %" for k in names)
+            succ = sum(r["success"] for r in rs)
+            print(f"| {case} | {', '.join(names)} | {med} | {succ}/{len(rs)} | "
+                  f"{np.median([r['wall_s'] for r in rs]):.1f} |")
+    if not args.no_speed:
+        print("\n| case | device | pop × generations | batched s/eval | scipy solve_ivp s/eval | ratio |")
+        print("|---|---|---|---|---|---|")
+        for case in args.speed_cases:
+            row = speed_row(case, args)
+            rows.append(row)
+            save()
+            print(f"| {case} | {row['device']} | {args.pop} × {args.speed_gens} | {row['batched_s_per_eval']:.4g} | "
+                  f"{row['scipy_s_per_eval']:.4g} | {row['ratio']:.0f}× |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

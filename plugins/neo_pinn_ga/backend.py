@@ -1,0 +1,520 @@
+"""The ``ga`` backend: NSGA-II on electrophysiology features, the whole population simulated at once.
+
+Algorithm
+---------
+1. **Search space.** Every free parameter is mapped to [0, 1]: ``x = (log θ − log lo)/(log hi − log lo)``
+   for log-scale parameters, ``(θ − lo)/(hi − lo)`` otherwise, within the problem's bounds. The first
+   population is a Latin hypercube drawn with the fit's seeded generator; the problem's initial guess
+   (where given) replaces its first member.
+2. **One generation = one simulation.** pymoo's NSGA-II (SBX crossover, polynomial mutation, duplicate
+   elimination) proposes offspring; :class:`~neo_pinn_ga.evaluate.PopulationEvaluator` simulates all
+   individuals × sweeps in ONE call of the batched simulator (float32 by default, on the fit's device),
+   computes the features of every row and returns the normalised objectives (see
+   :mod:`neo_pinn_ga.evaluate`: grouped feature errors plus a trace term). Several sweeps of a cell (an
+   f–I protocol) are fitted jointly: every objective averages over the sweeps.
+3. **Stopping.** After ``n_gen`` generations, ``max_evals`` evaluations, or when the best compromise
+   score has not improved by more than ``ftol`` (relative) for ``patience`` generations (stagnation).
+4. **Best compromise.** The final non-dominated front is scalarised by the SUM of its objectives (each
+   is already in units of its tolerance, so they are commensurate; the BluePyOpt "sum of scores"); the
+   member with the smallest sum is the estimate.
+5. **Uncertainty.** The standard deviation of each parameter over the near-optimal members of the final
+   population: those whose score is within ``near_optimal`` (relative) of the best (at least the 3 best).
+   It measures how well the objectives pin the parameter down at the population's resolution, not a
+   posterior; it shrinks as the search converges.
+6. **Refinement** (``refine="lsq"``): the ``refine_starts`` best compromise members each start the
+   registry's ``lsq`` backend (gradient-based trajectory fit, one start each); the best lsq fit (lowest
+   cost) becomes the estimate when its voltage RMSE is not worse than the GA's, and both stages are
+   reported (``history["refine"]``, metrics ``ga_score``, ``rmse_ga_mV``, ``rmse_lsq_mV``, ``refine_taken``).
+
+Output: parameters, std (step 5), hidden states of the chosen solution simulated on every sweep in
+float64 from the evaluator's initial state, ``samples`` = the parameters of the final front,
+``history`` = per-generation best objectives, best compromise score and parameters, evaluations and
+evaluations/s, plus the front's objectives. A tqdm bar (when ``progress``) shows the generation, the best
+value of each objective and evaluations/s.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from neo_pinn.errors import ConfigurationError
+from neo_pinn.estimator import Estimator, FitContext, build_result
+from neo_pinn.problem import EstimationProblem
+from neo_pinn.simulate import METHODS
+
+from .evaluate import GROUPS, PopulationEvaluator
+
+__all__ = ["GeneticAlgorithm", "SearchSpace", "run_nsga2"]
+
+_TRACES = ("rmse", "phase_plane", "none")
+_OBJECTIVES = ("grouped", "features")
+_ENGINES = ("auto", "torch", "fused")
+_REFINE = ("none", "lsq")
+_DTYPES = ("float32", "float64", "context")
+_FUSED_NOT_WIRED = ("ga engine='fused' is not wired to neo_pinn.fused yet (its recorded-trace features must "
+                    "follow the kernel's definitions first); use engine='torch' or 'auto'.")
+_COMPILE_MIN_STEPS = 100_000  # integration steps of a whole search above which compilation pays off
+
+
+class SearchSpace:
+    """Map between free-parameter values θ (canonical units) and normalised coordinates x ∈ [0, 1]."""
+
+    def __init__(self, problem: EstimationProblem) -> None:
+        self.lo = np.array([f.bounds[0] for f in problem.free], dtype=float)
+        self.hi = np.array([f.bounds[1] for f in problem.free], dtype=float)
+        self.log = np.array([f.log_scale for f in problem.free], dtype=bool)
+        self.a = np.where(self.log, np.log(np.where(self.log, self.lo, 1.0)), self.lo)
+        self.b = np.where(self.log, np.log(np.where(self.log, self.hi, 1.0)), self.hi)
+
+    def to_theta(self, x: np.ndarray) -> np.ndarray:
+        """θ (..., F) of normalised coordinates ``x`` (..., F)."""
+        u = self.a + np.clip(x, 0.0, 1.0) * (self.b - self.a)
+        return np.clip(np.where(self.log, np.exp(u), u), self.lo, self.hi)
+
+    def to_x(self, theta: np.ndarray) -> np.ndarray:
+        """Normalised coordinates of values ``theta`` (..., F)."""
+        theta = np.clip(np.asarray(theta, dtype=float), self.lo, self.hi)
+        u = np.where(self.log, np.log(np.maximum(theta, 1e-300)), theta)
+        return np.clip((u - self.a) / (self.b - self.a), 0.0, 1.0)
+
+
+def run_nsga2(evaluate: Callable[[np.ndarray], np.ndarray], n_var: int, n_obj: int, *, pop_size: int, n_gen: int,
+              max_evals: int | None, patience: int, ftol: float, seed: int, initial: np.ndarray | None = None,
+              crossover_eta: float = 15.0, crossover_prob: float = 0.9, mutation_eta: float = 20.0,
+              on_generation: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """NSGA-II (pymoo) in [0, 1]^n_var with a vectorised evaluation and stagnation stopping.
+
+    Parameters
+    ----------
+    evaluate : callable
+        ``evaluate(X)`` maps a population (n, n_var) in [0, 1] to objectives (n, n_obj) (finite floats).
+    n_var, n_obj : int
+        Numbers of variables and objectives.
+    pop_size, n_gen : int
+        Population size and most generations.
+    max_evals : int or None
+        Most evaluations (None: no limit beyond ``n_gen``).
+    patience : int
+        Generations without a relative improvement above ``ftol`` of the best compromise score
+        (sum of objectives over the front) after which the search stops.
+    ftol : float
+        Relative improvement that resets the stagnation counter.
+    seed : int
+        Seed of pymoo's generator (every random choice of the algorithm).
+    initial : numpy.ndarray, optional
+        First population (pop_size, n_var); default a Latin hypercube from ``seed``.
+    crossover_eta, crossover_prob, mutation_eta : float
+        SBX distribution index and probability, polynomial-mutation distribution index.
+    on_generation : callable, optional
+        Called after every generation with a dict (``gen``, ``n_evals``, ``best_objectives``,
+        ``best_score``, ``best_x``, ``evals_per_s``).
+
+    Returns
+    -------
+    dict
+        ``front_x``/``front_f`` (final non-dominated set), ``pop_x``/``pop_f`` (final population),
+        ``n_gen``, ``n_evals``, ``stopped`` (reason) and the per-generation ``history`` list.
+    """
+    from pymoo.algorithms.moo.nsga2 import NSGA2
+    from pymoo.core.evaluator import Evaluator
+    from pymoo.core.problem import Problem
+    from pymoo.operators.crossover.sbx import SBX
+    from pymoo.operators.mutation.pm import PM
+
+    class _Vectorised(Problem):
+        def __init__(self):
+            super().__init__(n_var=n_var, n_obj=n_obj, xl=0.0, xu=1.0)
+
+        def _evaluate(self, X, out, *args, **kwargs):
+            out["F"] = np.asarray(evaluate(np.asarray(X, dtype=float)), dtype=float)
+
+    if initial is None:
+        rng = np.random.default_rng(seed)
+        initial = (rng.permuted(np.tile(np.arange(pop_size), (n_var, 1)), axis=1).T + rng.random((pop_size, n_var))) \
+            / pop_size
+    algorithm = NSGA2(pop_size=pop_size, sampling=np.asarray(initial, dtype=float),
+                      crossover=SBX(eta=crossover_eta, prob=crossover_prob), mutation=PM(eta=mutation_eta),
+                      eliminate_duplicates=True)
+    problem = _Vectorised()
+    algorithm.setup(problem, termination=("n_gen", n_gen), seed=int(seed), verbose=False)
+    evaluator = Evaluator()
+    history: list[dict] = []
+    best_score, stale, n_evals, stopped = math.inf, 0, 0, "n_gen"
+    start = time.perf_counter()
+    while algorithm.has_next():
+        pop = algorithm.ask()
+        if pop is None or len(pop) == 0:
+            stopped = "no new individuals"
+            break
+        evaluator.eval(problem, pop)
+        algorithm.tell(infills=pop)
+        n_evals += len(pop)
+        opt = algorithm.opt
+        fx, ff = opt.get("X"), opt.get("F")
+        score = ff.sum(1)
+        k = int(np.argmin(score))
+        elapsed = time.perf_counter() - start
+        rec = {"gen": len(history) + 1, "n_evals": n_evals, "best_objectives": ff.min(0).tolist(),
+               "best_score": float(score[k]), "best_x": fx[k].tolist(), "front_size": int(len(ff)),
+               "evals_per_s": n_evals / max(elapsed, 1e-9)}
+        history.append(rec)
+        if on_generation is not None:
+            on_generation(rec)
+        if score[k] < best_score * (1 - ftol) or not math.isfinite(best_score):
+            best_score, stale = float(score[k]), 0
+        else:
+            stale += 1
+        if stale >= patience:
+            stopped = "stagnation"
+            break
+        if max_evals is not None and n_evals >= max_evals:
+            stopped = "max_evals"
+            break
+    opt, pop = algorithm.opt, algorithm.pop
+    return {"front_x": opt.get("X"), "front_f": opt.get("F"), "pop_x": pop.get("X"), "pop_f": pop.get("F"),
+            "n_gen": len(history), "n_evals": n_evals, "stopped": stopped, "history": history}
+
+
+class GeneticAlgorithm(Estimator):
+    """Multi-objective evolutionary search (NSGA-II) on feature errors, one batched simulation per generation.
+
+    Options (``default_config``)
+    ----------------------------
+    pop_size : int
+        Individuals per generation (all simulated together).
+    n_gen : int
+        Most generations; the initial population is the first.
+    max_evals : int or None
+        Most model evaluations (individuals); None: only ``n_gen`` limits.
+    patience, ftol : int, float
+        Stop when the best compromise score has not improved by more than ``ftol`` (relative) for
+        ``patience`` generations.
+    objectives : {"grouped", "features"}
+        One objective per feature group (spiking, shape, subthreshold, bursting; see
+        :data:`neo_pinn_ga.evaluate.GROUPS`) or one per feature.
+    features : list of str or None
+        Feature names to use (None: all of the groups').
+    trace : {"rmse", "phase_plane", "none"}
+        The trace objective: voltage RMSE (in units of ``trace_sigma_mv``) or phase-plane density distance.
+    trace_sigma_mv : float
+        Scale of the RMSE objective (mV).
+    trace_smooth_ms : float
+        Box-filter width (ms) applied to model and recording before the RMSE (0: raw traces).
+    rel_tol : float
+        Relative feature tolerance: σ_f = max(rel_tol·|f_rec|, floor_f).
+    penalty : float
+        Error (in σ units) of a feature defined in only one of model and recording.
+    smooth_ms : float
+        Box-filter width (ms) applied to recorded and simulated voltage before features.
+    initial_state : —
+        Taken from the problem: ``"fit"`` starts each sweep at its recorded (smoothed) first voltage with
+        the hidden states at steady state there; ``"preset"`` or a vector as given.
+    settle_ms : float
+        Optional pre-run (ms) at each sweep's first current before the sweep starts (real recordings at a
+        holding current); 0 disables it.
+    dt, max_dt : float or None, float
+        Integration step (ms); None: the largest step ≤ ``max_dt`` dividing the sampling interval.
+    method : {"euler", "heun", "rk4"}
+        Fixed-step integrator.
+    dtype : {"float32", "float64", "context"}
+        Precision of the population's simulation ("context": the ``dtype`` given to ``fit``). The chosen
+        solution is always re-simulated in float64 for the hidden states.
+    compile : bool or "auto"
+        Passed to the simulator (``torch.compile`` of the step loop for large batches).
+    engine : {"auto", "torch", "fused"}
+        How a population is scored. ``"torch"`` (and, for now, ``"auto"``) simulates with the batched
+        simulator and computes features with torch. ``"fused"`` is reserved for
+        ``neo_pinn.fused.population_features`` (features accumulated inside one GPU kernel, no traces);
+        it is not wired yet and raises :class:`~neo_pinn.errors.ConfigurationError`. All scoring goes through
+        :meth:`~neo_pinn_ga.evaluate.PopulationEvaluator.evaluate_population`, the one place to add it.
+    crossover_eta, crossover_prob, mutation_eta : float
+        SBX and polynomial-mutation settings.
+    near_optimal : float
+        Relative score margin defining the near-optimal set behind ``std``.
+    refine : {"none", "lsq"}
+        Local refinement of the best solutions with the ``lsq`` backend.
+    refine_starts : int
+        Best compromise members refined (one lsq start each).
+    refine_options : dict
+        Options passed to ``lsq``.
+    num_threads : int or None
+        torch intra-op threads on CPU during the fit (restored afterwards); None leaves them alone.
+    """
+
+    name = "ga"
+    description = "NSGA-II on electrophysiology features, whole population simulated per generation (pymoo)"
+    default_config = {
+        "pop_size": 64,
+        "n_gen": 60,
+        "max_evals": None,
+        "patience": 15,
+        "ftol": 1e-3,
+        "objectives": "grouped",
+        "features": None,
+        "trace": "rmse",
+        "trace_sigma_mv": 1.0,
+        "trace_smooth_ms": 0.0,
+        "rel_tol": 0.05,
+        "penalty": 10.0,
+        "smooth_ms": 0.5,
+        "settle_ms": 0.0,
+        "dt": None,
+        "max_dt": 0.05,
+        "method": "rk4",
+        "dtype": "float32",
+        "compile": "auto",
+        "engine": "auto",
+        "crossover_eta": 15.0,
+        "crossover_prob": 0.9,
+        "mutation_eta": 20.0,
+        "near_optimal": 0.25,
+        "refine": "none",
+        "refine_starts": 2,
+        "refine_options": {},
+        "num_threads": 1,
+    }
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self._check_config()
+
+    # ------------------------------------------------------------------ options
+    def _check_config(self) -> None:
+        c = self.config
+
+        def bad(key: str, want: str) -> ConfigurationError:
+            return ConfigurationError(f"ga option {key}={c[key]!r} is invalid: {want}.")
+
+        def is_int(x) -> bool:
+            return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+        def is_num(x) -> bool:
+            return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
+
+        for key in ("pop_size", "n_gen", "patience", "refine_starts"):
+            if not is_int(c[key]) or c[key] < 1:
+                raise bad(key, "give a positive integer")
+        if c["pop_size"] < 4:
+            raise bad("pop_size", "give at least 4 individuals")
+        if c["max_evals"] is not None and (not is_int(c["max_evals"]) or c["max_evals"] < 1):
+            raise bad("max_evals", "give a positive integer or None")
+        if c["num_threads"] is not None and (not is_int(c["num_threads"]) or c["num_threads"] < 1):
+            raise bad("num_threads", "give a positive integer or None")
+        for key in ("ftol", "trace_sigma_mv", "rel_tol", "penalty", "max_dt", "crossover_eta", "mutation_eta",
+                    "near_optimal"):
+            if not is_num(c[key]) or c[key] <= 0:
+                raise bad(key, "give a positive number")
+        for key in ("smooth_ms", "settle_ms", "trace_smooth_ms"):
+            if not is_num(c[key]) or c[key] < 0:
+                raise bad(key, "give a number ≥ 0 (ms)")
+        if not is_num(c["crossover_prob"]) or not 0 <= c["crossover_prob"] <= 1:
+            raise bad("crossover_prob", "give a probability in [0, 1]")
+        if c["dt"] is not None and (not is_num(c["dt"]) or c["dt"] <= 0):
+            raise bad("dt", "give a positive step in ms or None (automatic)")
+        for key, allowed in (("trace", _TRACES), ("objectives", _OBJECTIVES), ("engine", _ENGINES),
+                             ("refine", _REFINE), ("dtype", _DTYPES), ("method", METHODS)):
+            if c[key] not in allowed:
+                raise bad(key, f"choose one of {', '.join(allowed)}")
+        if c["compile"] not in (True, False, "auto"):
+            raise bad("compile", "choose true, false or auto")
+        f = c["features"]
+        if f is not None:
+            if isinstance(f, str):
+                f = [x.strip() for x in f.split(",") if x.strip()]
+            if not f or not all(isinstance(x, str) for x in f):
+                raise bad("features", "give a list of feature names or None")
+            from neo_pinn.features import FEATURE_NAMES
+
+            known = set(FEATURE_NAMES) | {n for g in GROUPS.values() for n in g}
+            unknown = [x for x in f if x not in known]
+            if unknown:
+                raise ConfigurationError(f"ga option features names unknown feature(s) {', '.join(unknown)}; "
+                                         f"known: {', '.join(sorted(known))}.")
+            c["features"] = list(f)
+        if not isinstance(c["refine_options"], dict):
+            raise bad("refine_options", "give a dict of lsq options")
+
+    # ------------------------------------------------------------------ fit
+    def _fit(self, problem: EstimationProblem, ctx: FitContext):
+        threads = self.config["num_threads"]
+        if ctx.device.type != "cpu" or threads is None:
+            return self._fit_on(problem, ctx)
+        before = torch.get_num_threads()
+        torch.set_num_threads(int(threads))
+        try:
+            return self._fit_on(problem, ctx)
+        finally:
+            torch.set_num_threads(before)
+
+    def _fit_on(self, problem: EstimationProblem, ctx: FitContext):
+        c = self.config
+        dtype = {"float32": torch.float32, "float64": torch.float64, "context": ctx.dtype}[c["dtype"]]
+        if c["engine"] == "fused":
+            raise ConfigurationError(_FUSED_NOT_WIRED)
+        evaluator = PopulationEvaluator(problem, c, ctx.device, dtype)
+        evaluator.batch_size = int(c["pop_size"])
+        if c["compile"] == "auto":
+            # torch.compile costs ~30 s once (measured, 2-core CPU) and then runs a step ~20× faster than eager
+            # execution, whose cost per step hardly depends on the batch; every generation reuses the kernel,
+            # so compile when the whole search integrates enough steps to repay it.
+            evaluator.compile = evaluator.n_steps * int(c["n_gen"]) >= _COMPILE_MIN_STEPS
+        space = SearchSpace(problem)
+        n_obj = len(evaluator.objective_names)
+        F = len(problem.free)
+        pop_size = int(c["pop_size"])
+
+        # first population: Latin hypercube from the fit's generator, the initial guess (if any) first
+        initial = (ctx.rng.permuted(np.tile(np.arange(pop_size), (F, 1)), axis=1).T
+                   + ctx.rng.random((pop_size, F))) / pop_size
+        guess = problem.initial_guess()
+        if any(v is not None for v in guess.values()):
+            # row 0 of starting_points is the initial guess (parameters without one drawn in their bounds)
+            initial[0] = space.to_x(problem.starting_points(1, ctx.rng)[0])
+
+        def evaluate(x: np.ndarray) -> np.ndarray:
+            return evaluator.evaluate_population(space.to_theta(x))
+
+        bar = None
+        if ctx.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=int(c["n_gen"]), desc=f"ga {problem.model.name} ×{pop_size}", unit="gen", leave=False,
+                       disable=None)
+
+        def on_generation(rec: dict) -> None:
+            if bar is not None:
+                bar.update(1)
+                best = {k: f"{v:.3g}" for k, v in zip(evaluator.objective_names, rec["best_objectives"])}
+                bar.set_postfix(best | {"evals/s": f"{rec['evals_per_s']:.0f}"})
+
+        try:
+            out = run_nsga2(evaluate, F, n_obj, pop_size=pop_size, n_gen=int(c["n_gen"]), max_evals=c["max_evals"],
+                            patience=int(c["patience"]), ftol=float(c["ftol"]),
+                            seed=int(ctx.rng.integers(0, 2**31 - 1)), initial=initial,
+                            crossover_eta=float(c["crossover_eta"]), crossover_prob=float(c["crossover_prob"]),
+                            mutation_eta=float(c["mutation_eta"]), on_generation=on_generation)
+        finally:
+            if bar is not None:
+                bar.close()
+
+        # ---- best compromise, near-optimal spread
+        front_x, front_f = np.atleast_2d(out["front_x"]), np.atleast_2d(out["front_f"])
+        score = front_f.sum(1)
+        order = np.argsort(score, kind="stable")
+        best = int(order[0])
+        if not np.isfinite(score[best]) or score[best] >= 1e3 * n_obj:
+            raise ConfigurationError("Every individual's simulation diverged or missed the recording entirely; check "
+                                     "the bounds, the stimulus units and dt (option max_dt).")
+        theta_best = space.to_theta(front_x[best])
+        pop_theta, pop_score = space.to_theta(np.atleast_2d(out["pop_x"])), np.atleast_2d(out["pop_f"]).sum(1)
+        near = pop_score <= score[best] * (1 + float(c["near_optimal"]))
+        if near.sum() < 3:
+            near = np.zeros_like(near)
+            near[np.argsort(pop_score, kind="stable")[:3]] = True
+        spread = pop_theta[near].std(0, ddof=1) if near.sum() > 1 else np.full(F, np.nan)
+        std = {n: (float(spread[j]) if np.isfinite(spread[j]) else None) for j, n in enumerate(problem.free_names)}
+
+        # ---- chosen solution: states (float64), features per sweep
+        free_values = {n: float(theta_best[j]) for j, n in enumerate(problem.free_names)}
+        states, per_sweep, objectives_best = self._reconstruct(problem, evaluator, theta_best)
+        rmse_ga = _rmse(problem, states)
+        metrics: dict[str, Any] = {
+            "generations": out["n_gen"], "evaluations": out["n_evals"], "stopped": out["stopped"],
+            "pop_size": pop_size, "front_size": int(len(front_f)), "score": float(score[best]),
+            "n_objectives": n_obj, "dt_ms": evaluator.dt, "simulations": evaluator.n_simulations,
+            "evals_per_s": out["history"][-1]["evals_per_s"] if out["history"] else 0.0,
+            "near_optimal_size": int(near.sum()),
+        }
+        for name, val in zip(evaluator.objective_names, objectives_best):
+            metrics[f"objective_{name}"] = float(val)
+        hist = out["history"]
+        history: dict[str, Any] = {
+            "best_score": [h["best_score"] for h in hist],
+            "throughput": {"evaluations": [h["n_evals"] for h in hist],
+                           "evals_per_s": [h["evals_per_s"] for h in hist]},
+            "best_objectives": {name: [h["best_objectives"][k] for h in hist]
+                                for k, name in enumerate(evaluator.objective_names)},
+            "best_params": {n: [float(space.to_theta(np.asarray(h["best_x"]))[j]) for h in hist]
+                            for j, n in enumerate(problem.free_names)},
+            "objective_names": list(evaluator.objective_names),
+            "front_objectives": front_f[order].tolist(),
+            "sweep_features": per_sweep,
+        }
+        front_theta = space.to_theta(front_x[order])
+        samples = {n: [float(x) for x in front_theta[:, j]] for j, n in enumerate(problem.free_names)}
+        init = {n: float(v) if v is not None else None for n, v in guess.items()}
+
+        if c["refine"] == "lsq":
+            refined = self._refine(problem, ctx, front_theta[: int(c["refine_starts"])])
+            history["refine"] = {"ga": free_values, "starts": refined["starts"], "costs": refined["costs"],
+                                 "lsq": refined["free_values"]}
+            rmse_lsq = _rmse(problem, refined["states"])
+            # lsq minimises the same trace misfit from the GA's points, so it should only improve it; a
+            # refinement that ended worse (a diverged or stalled start) is reported and not taken
+            improved = rmse_lsq <= rmse_ga
+            metrics.update({"ga_score": float(score[best]), "rmse_ga_mV": rmse_ga, "rmse_lsq_mV": rmse_lsq,
+                            "refine_cost": refined["cost"], "refine_starts": len(refined["starts"]),
+                            "refine_taken": bool(improved)})
+            if improved:
+                free_values = refined["free_values"]
+                states = refined["states"]
+                std = {n: refined["std"].get(n) if refined["std"].get(n) is not None else std[n]
+                       for n in problem.free_names}
+        return build_result(problem, self.name, free_values, states, std=std, init=init,
+                            noise={"sigma": _rmse(problem, states)}, metrics=metrics, history=history,
+                            samples=samples, config={"objective_names": list(evaluator.objective_names)})
+
+    # ------------------------------------------------------------------ helpers
+    def _reconstruct(self, problem, evaluator: PopulationEvaluator, theta_free: np.ndarray):
+        """States (T, S) per sweep of one solution in float64, its per-sweep features and its objectives."""
+        theta = evaluator.theta(theta_free[None]).to(torch.float64)
+        y = evaluator.simulate_population(theta, states=None, dtype=torch.float64, compile_="auto")[0]  # (Q, T, S)
+        y_np = y.cpu().numpy()
+        states = [np.nan_to_num(y_np[q, :tr.t.size], nan=0.0, posinf=0.0, neginf=0.0)
+                  for q, tr in enumerate(problem.traces)]
+        obj, per = evaluator.objectives_from_voltage(y[None, ..., 0].to(evaluator.dtype))
+        per_sweep = []
+        for q, (sw, d) in enumerate(zip(evaluator.sweeps, per)):
+            per_sweep.append({"sweep": problem.traces[q].sweep,
+                              "features": {k: {"recorded": _num(sw.features[k]), "fitted": _num(d["values"][k][0]),
+                                               "sigma": _num(sw.sigma[k]), "error": _num(d["errors"][k][0])}
+                                           for k in d["values"]}})
+        return states, per_sweep, obj[0]
+
+    def _refine(self, problem: EstimationProblem, ctx: FitContext, starts: np.ndarray) -> dict:
+        """Run the registry's lsq backend from each of ``starts`` (k, F); keep the lowest cost."""
+        from dataclasses import replace
+
+        from neo_pinn.api import get_backend
+        from neo_pinn.problem import FreeParameter
+
+        lsq = get_backend("lsq")
+        opts = {"n_starts": 1} | dict(self.config["refine_options"])
+        fits, costs = [], []
+        for row in starts:
+            free = tuple(FreeParameter(f.name, float(np.clip(v, *f.bounds)), f.bounds, f.log_scale)
+                         for f, v in zip(problem.free, row))
+            res = lsq(**opts).fit(replace(problem, free=free), seed=ctx.seed, device=ctx.device, dtype=torch.float64)
+            fits.append(res)
+            cost = float(res.metrics.get("cost", math.inf))
+            costs.append(cost if math.isfinite(cost) else None)
+        k = int(np.argmin([c if c is not None else math.inf for c in costs]))
+        res = fits[k]
+        return {"free_values": {n: res[n].value for n in problem.free_names},
+                "std": {n: res[n].std for n in problem.free_names},
+                "states": [f.states for f in res.fits], "cost": costs[k] if costs[k] is not None else math.inf,
+                "costs": costs, "starts": [[float(x) for x in row] for row in starts]}
+
+
+def _num(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _rmse(problem: EstimationProblem, states) -> float:
+    return float(np.sqrt(np.mean(np.concatenate([(st[:, 0] - tr.v) ** 2 for st, tr in zip(states, problem.traces)]))))

@@ -1,0 +1,12 @@
+"""Registers the ``ga`` backend through the ``neo_pinn_register_backends`` hook, like any plugin."""
+
+from __future__ import annotations
+
+from neo_pinn.hookspecs import hookimpl
+
+
+@hookimpl
+def neo_pinn_register_backends(registry):
+    from .backend import GeneticAlgorithm
+
+    registry.register("ga", GeneticAlgorithm)
