@@ -222,6 +222,33 @@ def _load_traces(args):
     return rec, rec.traces(sweeps=_sweeps(args.sweep), window=_window(args.window))
 
 
+def free_parameters(spec: str | None, model, quiet: bool = False) -> list[str]:
+    """The parameters a ``fit`` estimates: ``--free`` as given, else the model's ``default_free`` set.
+
+    Parameters
+    ----------
+    spec : str or None
+        The ``--free`` value, comma-separated parameter names; None when the flag was not given.
+    model : NeuronModel
+    quiet : bool
+        Do not say on stderr that the default set is used.
+
+    Returns
+    -------
+    list of str
+    """
+    free = [x.strip() for x in (spec or "").split(",") if x.strip()]
+    if spec is None and model.default_free:
+        # No --free: the model's own choice of the parameters that differ between real cells.
+        free = list(model.default_free)
+        if not quiet:
+            print(f"--free not given: estimating {model.name}'s default set {','.join(free)}", file=sys.stderr)
+    if not free:
+        raise ConfigurationError(f"Name the parameters to estimate with --free, e.g. --free gCa,gK,phi "
+                                 f"({model.name} has {', '.join(model.param_names)}).")
+    return free
+
+
 def cmd_fit(args) -> int:
     import torch
 
@@ -230,10 +257,7 @@ def cmd_fit(args) -> int:
     from .problem import EstimationProblem
 
     model = get_model(args.model)
-    free = [x.strip() for x in (args.free or "").split(",") if x.strip()]
-    if not free:
-        raise ConfigurationError(f"Name the parameters to estimate with --free, e.g. --free gCa,gK,phi "
-                                 f"({model.name} has {', '.join(model.param_names)}).")
+    free = free_parameters(args.free, model, quiet=args.quiet)
     values = _float_values(_kv_list(args.set, "--set"), "--set")
     if args.init in (None, "", "random"):
         init = {}
@@ -374,7 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True)
     s.add_argument("--preset", default=None, help="preset for the fixed parameters")
     s.add_argument("--backend", required=True)
-    s.add_argument("--free", required=True, help="comma-separated parameters to estimate")
+    s.add_argument("--free", default=None,
+                   help="comma-separated parameters to estimate (default: the model's default_free set)")
     s.add_argument("--set", action="append", metavar="K=V", help="fixed parameter values")
     s.add_argument("--init", default=None, help="p=v,... initial guesses, or 'random'")
     s.add_argument("--bounds", action="append", metavar="P=LO:HI")

@@ -94,3 +94,23 @@ def test_fit_refuses_voltage_clamp(recordings_dir, capsys):
     rc, _, err = run(capsys, "fit", str(recordings_dir / "171116sh_0013.abf"), "--model", "morris_lecar",
                      "--backend", "lsq", "--free", "gCa")
     assert rc == 2 and "voltage-clamp" in err
+
+
+def test_fit_without_free_estimates_the_models_default_set(capsys):
+    from neo_pinn.api import get_model
+    from neo_pinn.cli import free_parameters
+    from neo_pinn.errors import ConfigurationError
+
+    ml = get_model("morris_lecar")
+    assert free_parameters(None, ml) == list(ml.default_free) and "gCa" in ml.default_free
+    assert "default set" in capsys.readouterr().err
+    assert free_parameters("gK, phi", ml) == ["gK", "phi"]
+    with pytest.raises(ConfigurationError, match="--free"):
+        free_parameters("", ml)  # given but empty: not silently replaced by the default
+
+def test_every_models_default_free_names_its_own_parameters():
+    from neo_pinn.api import get_model, list_models
+
+    for name in list_models():
+        model = get_model(name)
+        assert set(model.default_free) <= set(model.param_names), name

@@ -127,6 +127,11 @@ class NeuronModel:
     default_preset : str
     spike_threshold, spike_rearm : float
         Spike detection levels (mV) for this model's voltage.
+    default_free : tuple of str
+        Parameters estimated when a fit names none (CLI ``fit`` without ``--free``): the ones that set a
+        real cell's behaviour and differ from cell to cell — capacitance (membrane area is unknown),
+        maximal conductances, the leak reversal and gating rates — not reversal potentials or kinetics
+        shared across cells of a type.
     """
 
     name: str = ""
@@ -138,6 +143,7 @@ class NeuronModel:
     default_preset: str = ""
     spike_threshold: float = 0.0
     spike_rearm: float = -10.0
+    default_free: tuple[str, ...] = ()
 
     # ----------------------------------------------------------------- equations
     def derivatives(self, t, state: Sequence, p: Mapping[str, Any], i_ext):

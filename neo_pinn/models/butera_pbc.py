@@ -70,6 +70,7 @@ class ButeraPBC(NeuronModel):
     default_preset = "bursting"
     spike_threshold = -20.0
     spike_rearm = -30.0
+    default_free = ("C", "gNaP", "gNa", "gK", "gL", "EL")
 
     def derivatives(self, t, state, p, i_ext):
         V, n, h = state

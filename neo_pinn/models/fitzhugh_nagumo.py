@@ -39,6 +39,7 @@ class FitzHughNagumo(NeuronModel):
     default_preset = "oscillating"
     spike_threshold = 1.0
     spike_rearm = 0.0
+    default_free = ("theta0", "theta1")
 
     def derivatives(self, t, state, p, i_ext):
         u, v = state

@@ -44,6 +44,7 @@ class HodgkinHuxley(NeuronModel):
     default_preset = "tonic"
     spike_threshold = 0.0
     spike_rearm = -10.0
+    default_free = ("C", "gNa", "gK", "gL", "EL")
 
     def derivatives(self, t, state, p, i_ext):
         V, mg, h, n = state

@@ -74,6 +74,7 @@ class MorrisLecar(NeuronModel):
     default_preset = "snlc"
     spike_threshold = 0.0
     spike_rearm = -10.0
+    default_free = ("C", "gL", "gCa", "gK", "phi", "EL")
 
     def derivatives(self, t, state, p, i_ext):
         V, n = state[0], state[1]
@@ -118,6 +119,7 @@ class MorrisLecarBurster(NeuronModel):
     default_preset = "bursting"
     spike_threshold = 0.0
     spike_rearm = -10.0
+    default_free = ("C", "gL", "gCa", "gK", "phi", "EL", "gKCa", "epsilon")
 
     def derivatives(self, t, state, p, i_ext):
         V, n, ca = state[0], state[1], state[2]
