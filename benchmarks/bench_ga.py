@@ -14,7 +14,7 @@ objectives (:meth:`~neo_pinn_ga.evaluate.PopulationEvaluator.objectives_from_vol
 slow, so the comparison runs ``--speed-gens`` generations; the table gives the seconds per evaluation of
 both and their ratio.
 
-    python benchmarks/bench_ga.py [--cases ml_snlc hh ...] [--seeds 5] [--pop 64] [--gens 60]
+    python benchmarks/bench_ga.py [--cases ml_snlc hh ...] [--seeds 5] [--pop 64] [--gens 60] [--screen 1024]
                                   [--rate 20000] [--device auto] [--speed-gens 2] [--no-speed] [--out DIR]
 
 Prints Markdown tables; with ``--out DIR`` writes ``DIR/bench_ga_rows.json`` (one row per fit, and the
@@ -139,6 +139,8 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--trace", default="rmse", choices=("rmse", "phase_plane", "none"), help="the trace objective")
     ap.add_argument("--refine", default="none", choices=("none", "lsq"))
+    ap.add_argument("--screen", type=int, default=None,
+                    help="individuals screened before the search (default: the backend's)")
     ap.add_argument("--speed-gens", type=int, default=2, help="generations of the batched-vs-scipy comparison")
     ap.add_argument("--speed-cases", nargs="+", default=["ml_snlc"], choices=list(CASES))
     ap.add_argument("--no-speed", action="store_true", help="skip the scipy comparison")
@@ -160,14 +162,16 @@ def main(argv=None) -> int:
 
     print(f"# ga benchmark — {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), torch "
           f"{torch.__version__}, device {args.device}, pop {args.pop}, ≤ {args.gens} generations, "
-          f"{args.rate:g} Hz, trace={args.trace}, refine={args.refine}\n")
+          f"{args.rate:g} Hz, trace={args.trace}, refine={args.refine}, screen={args.screen or 'default'}\n")
     if not args.no_accuracy:
         print("| case | seed | " + "relative errors | success | generations | evals/s | wall (s) |")
         print("|---|---|---|---|---|---|---|")
         for case in args.cases:
             for seed in range(args.seeds):
                 problem = make_problem(case, seed, args.rate)
-                est = get_backend("ga")(pop_size=args.pop, n_gen=args.gens, trace=args.trace, refine=args.refine)
+                extra = {} if args.screen is None else {"screen": args.screen}
+                est = get_backend("ga")(pop_size=args.pop, n_gen=args.gens, trace=args.trace, refine=args.refine,
+                                        **extra)
                 start = time.perf_counter()
                 res = est.fit(problem, seed=seed, device=args.device)
                 wall = time.perf_counter() - start
@@ -178,7 +182,8 @@ def main(argv=None) -> int:
                              "std": {k: res[k].std for k in problem.free_names}, "success": ok, "wall_s": wall,
                              "generations": res.metrics["generations"], "evaluations": res.metrics["evaluations"],
                              "evals_per_s": res.metrics["evals_per_s"], "stopped": res.metrics["stopped"],
-                             "rmse_mV": res.metrics["rmse_mV"], "device": res.provenance["device"]})
+                             "rmse_mV": res.metrics["rmse_mV"], "device": res.provenance["device"],
+                             "screened": res.metrics.get("screened")})
                 save()
                 errs = ", ".join(f"{k} {100 * v:.2f} %" for k, v in rel.items())
                 print(f"| {case} | {seed} | {errs} | {'yes' if ok else 'no'} | {res.metrics['generations']} | "

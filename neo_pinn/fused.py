@@ -63,6 +63,7 @@ __all__ = [
     "online_features_fused",
     "online_features_torch",
     "population_features",
+    "voltage_features",
 ]
 
 ENGINES = ("auto", "fused", "torch")
@@ -1321,6 +1322,78 @@ def _torch_raw(x: _Inputs, segment_steps: int | None, compile) -> dict[str, torc
     raw = acc.result(x.t0, x.dt)
     raw.update(v_sum=v_sum, sse=sse, finite=torch.isfinite(y_final).all(1))
     return raw
+
+
+def voltage_features(v, dt: float, *, window=None, baseline=None, threshold_mv: float, rearm_mv: float,
+                     t0: float = 0.0) -> dict[str, torch.Tensor]:
+    """The engines' features of given voltage traces (e.g. a recording), by the torch engine's own code.
+
+    Runs the same :class:`_SpikeAccumulator` and baseline sum as :func:`online_features_torch` over the
+    samples of ``v`` and derives the features with the same :func:`_finish`, so a recorded trace and a
+    simulated population are described by identical definitions (spike convention, window, ISI and
+    peak/trough rules). Only the grid may differ: the engines see every integration step, ``v`` its own
+    samples.
+
+    Parameters
+    ----------
+    v : array_like
+        Voltages (B, T) or (T,) in mV at times t0 + k·dt, k = 0..T-1 (T ≥ 2), finite.
+    dt : float
+        Sampling interval in ms.
+    window : (int, int), optional
+        Analysis window [w0, w1) in samples for the spike features; default all samples.
+    baseline : (int, int), optional
+        Samples [b0, b1) averaged into ``rest_mv``; default none (``rest_mv`` NaN).
+    threshold_mv, rearm_mv : float
+        Spike threshold and re-arm level in mV (rearm_mv < threshold_mv).
+    t0 : float
+        Time of sample 0 in ms.
+
+    Returns
+    -------
+    dict of str to torch.Tensor
+        (B,) float64 tensors, keys :data:`FEATURE_NAMES` as :func:`population_features` (``sse`` 0,
+        ``sse_count`` 0, ``rmse_mv`` NaN: there is no reference here; ``finite``: every sample finite).
+
+    Raises
+    ------
+    ConfigurationError
+        For a trace shorter than two samples, bad windows or thresholds.
+    """
+    vt = torch.as_tensor(v if isinstance(v, torch.Tensor) else np.asarray(v, dtype=float)).to(torch.float64)
+    if vt.ndim == 1:
+        vt = vt.unsqueeze(0)
+    if vt.ndim != 2 or vt.shape[1] < 2:
+        raise ConfigurationError(f"v must have shape (B, T) or (T,) with T ≥ 2 samples; got {tuple(vt.shape)}.")
+    dt = float(dt)
+    if not dt > 0 or not math.isfinite(dt):
+        raise ConfigurationError(f"dt (ms) must be positive; got {dt}.")
+    thr, rearm = float(threshold_mv), float(rearm_mv)
+    if not rearm < thr:
+        raise ConfigurationError(f"rearm_mv ({rearm}) must be below threshold_mv ({thr}).")
+    B, T = vt.shape
+
+    def span(w, what, default):
+        if w is None:
+            return default
+        a, b = int(w[0]), int(w[1])
+        if not 0 <= a < b <= T:
+            raise ConfigurationError(f"{what} = ({a}, {b}) must satisfy 0 ≤ start < stop ≤ T = {T} (samples).")
+        return a, b
+
+    w0, w1 = span(window, "window", (0, T))
+    b0, b1 = span(baseline, "baseline", (0, 0))
+    acc = _SpikeAccumulator(B, thr, rearm, vt.device)
+    acc.start(vt[:, w0])
+    if w1 - 1 > w0:  # the pairs inside the window, exactly as _torch_raw hands them over
+        acc.update(vt[:, w0:w1], w0, dt)
+    raw = acc.result(float(t0), dt)
+    raw.update(v_sum=vt[:, b0:b1].sum(1), sse=torch.zeros(B, dtype=torch.float64, device=vt.device),
+               finite=torch.isfinite(vt).all(1))
+    # _finish reads only the run's geometry from _Inputs; the model-side fields are not used for a trace
+    x = _Inputs(None, None, None, None, torch.zeros(B, dtype=torch.int64, device=vt.device), None, B, T - 1, dt,
+                float(t0), w0, w1, b0, b1, thr, rearm, 1, "rk4", torch.float64, vt.device)
+    return _finish(x, raw)
 
 
 def population_features(model, theta, *, i_table, stim_index=None, dt: float, n_steps: int, y0=None,

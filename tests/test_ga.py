@@ -20,7 +20,7 @@ from neo_pinn.errors import ConfigurationError
 from neo_pinn.testing import BackendCompliance
 
 FREE = ("gCa", "gK", "phi")
-FAST = {"dt": 0.2, "pop_size": 8, "n_gen": 2}
+FAST = {"dt": 0.2, "pop_size": 8, "n_gen": 2, "screen": 0}
 
 
 class TestGaCompliance(BackendCompliance):
@@ -76,6 +76,9 @@ def test_registered_through_the_entry_point():
     ({"max_evals": 0}, "max_evals"),
     ({"crossover_prob": 1.5}, "crossover_prob"),
     ({"smooth_ms": -0.1}, "smooth_ms"),
+    ({"screen": -1}, "screen"),
+    ({"screen": 2.5}, "screen"),
+    ({"saturate": "yes"}, "saturate"),
 ])
 def test_invalid_options_are_rejected(options, fragment):
     with pytest.raises(ConfigurationError, match=fragment):
@@ -134,6 +137,72 @@ def test_silent_model_gets_a_large_finite_penalty(model, truth):
     assert np.all(np.isfinite(obj)) and obj[0, k] > 5.0 and obj[1, k] < 1.0
 
 
+def test_saturated_errors_rank_a_defined_feature_above_an_undefined_one(model, truth):
+    import torch
+
+    import neo_pinn_ga.evaluate as ev
+
+    trace, _ = synthetic_trace(model, preset="snlc", duration=200.0, rate_hz=5000.0, noise="white:sigma=1mV",
+                               seed=2)
+    problem = _problem(model, trace, truth)
+    pop = problem.sample_starts(24, np.random.default_rng(3))
+    seen_large = False
+    for saturate in (True, False):
+        config = get_backend("ga")(dt=0.2, saturate=saturate).config
+        evaluator = ev.PopulationEvaluator(problem, config, torch.device("cpu"), torch.float32)
+        theta = evaluator.theta(pop)
+        _, per = evaluator.objectives_from_voltage(evaluator.simulate_population(theta)[..., 0])
+        pen = config["penalty"]
+        for name, err in per[0]["errors"].items():
+            one_sided = np.isfinite(per[0]["values"][name]) != np.isfinite(evaluator.sweeps[0].features[name])
+            if saturate:
+                assert np.all(err[one_sided] == pen)
+                assert np.all(err[~one_sided] < pen), name    # defined in both: always better than one-sided
+            else:
+                seen_large |= bool(np.any(err[~one_sided] > pen))
+    assert seen_large                    # without saturation some wrong-but-defined features score above it
+
+
+def test_screen_keeps_the_best_ranked_individuals(model, truth, monkeypatch):
+    import torch
+
+    import neo_pinn_ga.evaluate as ev
+    from neo_pinn_ga.backend import GeneticAlgorithm, SearchSpace
+
+    trace, _ = synthetic_trace(model, preset="snlc", duration=150.0, rate_hz=5000.0, noise="white:sigma=1mV",
+                               seed=3)
+    problem = _problem(model, trace, truth)
+    est = GeneticAlgorithm(dt=0.2, pop_size=8, screen=64)
+    evaluator = ev.PopulationEvaluator(problem, est.config, torch.device("cpu"), torch.float32)
+    evaluator.batch_size, evaluator.compile = 8, "auto"
+    calls = []
+    real = evaluator.evaluate_population
+
+    def recording(free):
+        calls.append((len(free), evaluator.compile, evaluator.batch_size))
+        return real(free)
+
+    monkeypatch.setattr(evaluator, "evaluate_population", recording)
+    space = SearchSpace(problem)
+    first = np.random.default_rng(0).random((8, 3))
+    first[0] = space.to_x(np.array([truth[k] for k in FREE]))   # row 0 = the initial guess, here the truth
+    chosen = est._screen(evaluator, space, first, 64, np.random.default_rng(1))
+    assert calls == [(64, False, None)]                 # one eager, unpadded call for the whole screen
+    assert (evaluator.compile, evaluator.batch_size) == ("auto", 8)     # restored for the search
+    assert chosen.shape == (8, 3) and np.any(np.all(np.isclose(chosen, first[0]), 1))  # the guess is screened,
+    #                                                                          and the truth survives it
+    # rank-and-crowding: no discarded individual dominates a chosen one
+    f_chosen = real(space.to_theta(chosen))
+    rng = np.random.default_rng(1)
+    xs = (rng.permuted(np.tile(np.arange(64), (3, 1)), axis=1).T + rng.random((64, 3))) / 64
+    xs[0] = first[0]
+    f_screen = real(space.to_theta(xs))
+    kept = np.array([np.any(np.all(np.isclose(x, chosen), 1)) for x in xs])
+    assert kept.sum() == 8
+    for fd in f_screen[~kept]:
+        assert not np.any(np.all(fd <= f_chosen + 1e-6, 1) & np.any(fd < f_chosen - 1e-6, 1))
+
+
 def test_search_moves_far_closer_to_the_truth(snlc_fit, truth):
     _, res, _ = snlc_fit
     start = {k: 2.0 * v for k, v in truth.items()}
@@ -161,8 +230,10 @@ def test_result_carries_front_std_states_history(snlc_fit, model):
     assert len(h["best_score"]) == n and len(h["throughput"]["evals_per_s"]) == n
     assert set(h["best_objectives"]) == set(h["objective_names"]) and set(h["best_params"]) == set(FREE)
     assert h["throughput"]["evaluations"][-1] == res.metrics["evaluations"]
-    assert res.metrics["simulations"] == n + 1                 # one per generation (the first is the initial
-    #                                                             population) + the chosen solution's states
+    # one per generation (the first is the initial population) + the chosen solution's states + the screen
+    # (one call: 1024 rows × 1250 samples is below SCREEN_CHUNK_VALUES)
+    assert res.metrics["screened"] == 1024
+    assert res.metrics["simulations"] == n + 2
     feats = h["sweep_features"][0]["features"]
     assert feats["spike_count"]["recorded"] >= 3 and feats["spike_count"]["fitted"] is not None
 
