@@ -7,6 +7,7 @@ hook — and the backend implements only :meth:`Estimator._fit`.
 
 from __future__ import annotations
 
+import math
 import platform
 import random
 import time
@@ -47,6 +48,16 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def is_integer_option(x: Any) -> bool:
+    """Whether a backend option value is an integer (numpy integers too; bool is not)."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def is_number_option(x: Any) -> bool:
+    """Whether a backend option value is a finite real number (bool is not)."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
+
+
 class Estimator:
     """Base class of estimation backends.
 
@@ -72,6 +83,10 @@ class Estimator:
                 f"{', '.join(sorted(self.default_config)) or 'none'}."
             )
         self.config: dict[str, Any] = dict(self.default_config) | dict(config)
+
+    def _bad_option(self, key: str, want: str) -> ConfigurationError:
+        """The error for an invalid option value; ``want`` says what to give instead."""
+        return ConfigurationError(f"{self.name} option {key}={self.config[key]!r} is invalid: {want}.")
 
     # ------------------------------------------------------------------ template
     def fit(

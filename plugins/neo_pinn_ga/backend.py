@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from neo_pinn.errors import ConfigurationError
-from neo_pinn.estimator import Estimator, FitContext, build_result
+from neo_pinn.estimator import Estimator, FitContext, build_result, is_integer_option, is_number_option
 from neo_pinn.problem import EstimationProblem
 from neo_pinn.simulate import METHODS
 
@@ -312,14 +312,7 @@ class GeneticAlgorithm(Estimator):
     def _check_config(self) -> None:
         c = self.config
 
-        def bad(key: str, want: str) -> ConfigurationError:
-            return ConfigurationError(f"ga option {key}={c[key]!r} is invalid: {want}.")
-
-        def is_int(x) -> bool:
-            return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-        def is_num(x) -> bool:
-            return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
+        bad, is_int, is_num = self._bad_option, is_integer_option, is_number_option
 
         for key in ("pop_size", "n_gen", "patience", "refine_starts"):
             if not is_int(c[key]) or c[key] < 1:
