@@ -16,7 +16,7 @@ import torch
 
 from ..errors import ConfigurationError, UnknownNameError
 
-__all__ = ["StateSpec", "ParameterSpec", "Preset", "NeuronModel", "gate_mask"]
+__all__ = ["StateSpec", "ParameterSpec", "Preset", "NeuronModel", "gate_mask", "quasi_steady_states"]
 
 
 @dataclass(frozen=True)
@@ -299,3 +299,61 @@ def gate_mask(model: "NeuronModel", gate_states: Sequence[str] | None = None) ->
         desc = s.description.lower()
         out.append(k > 0 and s.unit == "dimensionless" and ("activation" in desc or "gate" in desc))
     return np.array(out)
+
+
+def quasi_steady_states(model: "NeuronModel", theta, v0, i0, guess, *, gates=None, iterations: int = 8,
+                        gate_margin: float = 1e-6):
+    """States (B, S) with the voltage at ``v0`` and every hidden state at rest there (V clamped).
+
+    Each hidden state h_k solves ``dh_k/dt = 0`` at fixed V and the other states: diagonal Newton
+    iterations from ``guess``, with the diagonal of the Jacobian from autograd through the model's own
+    ``derivatives``; gating variables are kept inside (gate_margin, 1 − gate_margin). This is how lsq
+    starts its shooting nodes and ga its sweeps from a recorded voltage.
+
+    Parameters
+    ----------
+    model : NeuronModel
+    theta : torch.Tensor
+        Parameters (B, P), canonical units.
+    v0 : torch.Tensor
+        Clamped voltages (B,) in mV.
+    i0 : torch.Tensor
+        Injected currents (B,) in pA.
+    guess : array_like
+        Starting values (S,) of the states (e.g. the preset's initial state); entry 0 is ignored.
+    gates : array_like of bool, optional
+        Which states are gating variables (S,); default :func:`gate_mask`.
+    iterations : int
+        Newton iterations.
+    gate_margin : float
+        Distance from 0 and 1 within which gating variables are clamped.
+
+    Returns
+    -------
+    torch.Tensor
+        (B, S), detached.
+    """
+    B, S = theta.shape[0], model.n_states
+    kw = dict(dtype=theta.dtype, device=theta.device)
+    if S == 1:
+        return v0[:, None]
+    gate_t = torch.as_tensor(np.asarray(gate_mask(model, None) if gates is None else gates, dtype=bool)[1:],
+                             device=theta.device)
+    h = torch.as_tensor(np.asarray(guess, dtype=float)[1:], **kw).expand(B, S - 1).clone()
+    p = {name: theta[:, k] for k, name in enumerate(model.param_names)}
+    for _ in range(iterations):
+        hr = h.detach().requires_grad_(True)
+        with torch.enable_grad():
+            f = model.derivatives(0.0, (v0,) + tuple(hr[:, k] for k in range(S - 1)), p, i0)[1:]
+            fv, diag = [], []
+            for k in range(S - 1):
+                fk = f[k] if isinstance(f[k], torch.Tensor) else torch.as_tensor(f[k], **kw)
+                fv.append(fk.expand(B).detach())
+                g = torch.autograd.grad(fk.sum(), hr, retain_graph=True, allow_unused=True)[0] \
+                    if fk.requires_grad else None
+                diag.append(torch.zeros(B, **kw) if g is None else g[:, k])
+        fv_t, dg = torch.stack(fv, 1), torch.stack(diag, 1).detach()
+        ok = (dg.abs() > 1e-12) & torch.isfinite(fv_t)
+        h = torch.where(ok, h - fv_t / torch.where(ok, dg, torch.ones_like(dg)), h)
+        h = torch.where(gate_t, h.clamp(gate_margin, 1 - gate_margin), h)
+    return torch.cat([v0[:, None], h.detach()], 1)

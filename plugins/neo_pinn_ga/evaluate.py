@@ -54,12 +54,13 @@ import numpy as np
 import torch
 
 from neo_pinn.errors import ConfigurationError
+from neo_pinn.models.base import quasi_steady_states
 from neo_pinn.problem import EstimationProblem
 from neo_pinn.simulate import simulate
 
 from neo_pinn.features import FEATURE_NAMES, batch_features
 
-__all__ = ["PopulationEvaluator", "GROUPS", "FEATURE_FLOORS", "DIVERGED", "choose_dt", "quasi_steady_states",
+__all__ = ["PopulationEvaluator", "GROUPS", "FEATURE_FLOORS", "DIVERGED", "choose_dt",
            "threshold_features"]
 
 #: Objective value of an individual whose simulation diverged.
@@ -106,54 +107,6 @@ def choose_dt(sample_dt: float, dt: float | None, max_dt: float) -> tuple[float,
         raise ConfigurationError(f"ga option dt={dt} ms does not divide the sampling interval {sample_dt:.6g} ms; "
                                  f"choose sampling_interval/k or leave dt=None.")
     return sample_dt / round(steps), int(round(steps))
-
-
-def quasi_steady_states(model, theta: torch.Tensor, v0: torch.Tensor, i0: torch.Tensor, guess: np.ndarray,
-                        iterations: int = 8) -> torch.Tensor:
-    """States (B, S) with the voltage at ``v0`` (mV) and every hidden state at its steady value there.
-
-    Each hidden state h_k solves ``dh_k/dt = 0`` at fixed V and the other states (diagonal Newton from
-    ``guess``, gating variables kept in (0, 1)), using the model's own ``derivatives``.
-
-    Parameters
-    ----------
-    model : NeuronModel
-    theta : torch.Tensor
-        Parameters (B, P).
-    v0 : torch.Tensor
-        Voltages (B,) in mV.
-    i0 : torch.Tensor
-        Injected current (B,) in pA.
-    guess : numpy.ndarray
-        Starting values (S,) of the states (the preset's initial state).
-    iterations : int
-        Newton iterations.
-    """
-    from neo_pinn.models.base import gate_mask
-
-    B, S = theta.shape[0], model.n_states
-    kw = dict(dtype=theta.dtype, device=theta.device)
-    if S == 1:
-        return v0[:, None]
-    gates = torch.as_tensor(gate_mask(model, None)[1:], device=theta.device)
-    h = torch.as_tensor(np.asarray(guess[1:], dtype=float), **kw).expand(B, S - 1).clone()
-    p = {n: theta[:, k] for k, n in enumerate(model.param_names)}
-    for _ in range(iterations):
-        hr = h.detach().requires_grad_(True)
-        with torch.enable_grad():
-            f = model.derivatives(0.0, (v0,) + tuple(hr[:, k] for k in range(S - 1)), p, i0)[1:]
-            fv, diag = [], []
-            for k in range(S - 1):
-                fk = f[k] if isinstance(f[k], torch.Tensor) else torch.as_tensor(f[k], **kw)
-                fv.append(fk.expand(B).detach())
-                g = torch.autograd.grad(fk.sum(), hr, retain_graph=True, allow_unused=True)[0] \
-                    if fk.requires_grad else None
-                diag.append(torch.zeros(B, **kw) if g is None else g[:, k])
-        fv_t, dg = torch.stack(fv, 1), torch.stack(diag, 1)
-        ok = (dg.abs() > 1e-12) & torch.isfinite(fv_t)
-        h = torch.where(ok, h - fv_t / torch.where(ok, dg, torch.ones_like(dg)), h)
-        h = torch.where(gates, h.clamp(1e-6, 1 - 1e-6), h)
-    return torch.cat([v0[:, None], h.detach()], 1)
 
 
 def threshold_features(v: torch.Tensor, dt_ms: float, threshold_mv: float) -> dict[str, torch.Tensor]:

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from neo_pinn.errors import ConfigurationError
+from neo_pinn.models.base import quasi_steady_states
 from neo_pinn.estimator import Estimator, FitContext, build_result, is_integer_option, is_number_option
 from neo_pinn.noise import AR1Noise, fit_ar1
 from neo_pinn.problem import EstimationProblem
@@ -382,28 +383,9 @@ class LeastSquares(Estimator):
         i0 = i_half[0].expand(n, M).reshape(-1)
         preset = model.initial_state(problem.preset) if (problem.preset or model.default_preset) else \
             np.array([s.scale for s in model.states])
-        h = torch.as_tensor(np.asarray(preset[1:], dtype=float), **kw).expand(n * M, S - 1).clone()
         if S == 1:
             return stf.to_u(V.reshape(n, M, 1))
-        gate_t = torch.as_tensor(gates[1:], device=z.device)
-        p_names = model.param_names
-        for _ in range(6):
-            hr = h.detach().requires_grad_(True)
-            with torch.enable_grad():
-                f = model.derivatives(0.0, (V,) + tuple(hr[:, k] for k in range(S - 1)),
-                                      {nm: th[:, k] for k, nm in enumerate(p_names)}, i0)[1:]
-                diag = []
-                for k in range(S - 1):
-                    fk = f[k] if isinstance(f[k], torch.Tensor) else torch.as_tensor(f[k], **kw)
-                    g = torch.autograd.grad(fk.sum(), hr, retain_graph=True, allow_unused=True)[0] \
-                        if fk.requires_grad else None
-                    diag.append(torch.zeros(n * M, **kw) if g is None else g[:, k])
-            fv = torch.stack([torch.as_tensor(x, **kw).expand(n * M) for x in f], 1).detach()
-            dg = torch.stack(diag, 1).detach()
-            ok = (dg.abs() > 1e-12) & torch.isfinite(fv)
-            h = torch.where(ok, h - fv / torch.where(ok, dg, torch.ones_like(dg)), h)
-            h = torch.where(gate_t, h.clamp(1e-4, 1 - 1e-4), h)
-        x = torch.cat([V[:, None], h], 1).reshape(n, M, S)
+        x = quasi_steady_states(model, th, V, i0, preset, gates=gates, iterations=6, gate_margin=1e-4).reshape(n, M, S)
         if not (isinstance(problem.initial_state, str) and problem.initial_state == "fit"):
             x0 = model.initial_state(problem.preset) if isinstance(problem.initial_state, str) else \
                 np.asarray(problem.initial_state, dtype=float)
