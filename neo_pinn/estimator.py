@@ -63,7 +63,8 @@ class Estimator:
 
     Subclasses set :attr:`name` and :attr:`default_config` and implement :meth:`_fit`. Configuration
     keys are validated against ``default_config``; unknown keys raise
-    :class:`~neo_pinn.errors.ConfigurationError` listing the valid ones.
+    :class:`~neo_pinn.errors.ConfigurationError` listing the valid ones. A backend that declares a
+    ``num_threads`` option gets it applied by :meth:`fit` (torch CPU threads during the fit, then restored).
 
     Parameters
     ----------
@@ -129,7 +130,16 @@ class Estimator:
         dev = resolve_device(device)
         ctx = FitContext(seed=int(seed), device=dev, dtype=dtype, progress=progress, rng=np.random.default_rng(seed))
         start = time.perf_counter()
-        result = self._fit(problem, ctx)
+        threads = self.config.get("num_threads")
+        before = torch.get_num_threads()
+        # A backend option ``num_threads`` limits torch's CPU threads for this fit only: on a small shared
+        # machine several OpenMP threads per process stall each other (see benchmarks/README.md).
+        if threads is not None and dev.type == "cpu":
+            torch.set_num_threads(int(threads))
+        try:
+            result = self._fit(problem, ctx)
+        finally:
+            torch.set_num_threads(before)
         wall = time.perf_counter() - start
         provenance = dict(result.provenance) | {
             "run_id": uuid.uuid4().hex[:8],

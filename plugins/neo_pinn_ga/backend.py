@@ -363,17 +363,6 @@ class GeneticAlgorithm(Estimator):
 
     # ------------------------------------------------------------------ fit
     def _fit(self, problem: EstimationProblem, ctx: FitContext):
-        threads = self.config["num_threads"]
-        if ctx.device.type != "cpu" or threads is None:
-            return self._fit_on(problem, ctx)
-        before = torch.get_num_threads()
-        torch.set_num_threads(int(threads))
-        try:
-            return self._fit_on(problem, ctx)
-        finally:
-            torch.set_num_threads(before)
-
-    def _fit_on(self, problem: EstimationProblem, ctx: FitContext):
         c = self.config
         dtype = {"float32": torch.float32, "float64": torch.float64, "context": ctx.dtype}[c["dtype"]]
         if c["engine"] == "fused":

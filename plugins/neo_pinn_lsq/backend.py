@@ -193,17 +193,6 @@ class LeastSquares(Estimator):
 
     # ------------------------------------------------------------------ fit
     def _fit(self, problem: EstimationProblem, ctx: FitContext):
-        threads = self.config["num_threads"]
-        if ctx.device.type != "cpu" or threads is None:
-            return self._fit_on(problem, ctx)
-        before = torch.get_num_threads()
-        torch.set_num_threads(int(threads))
-        try:
-            return self._fit_on(problem, ctx)
-        finally:
-            torch.set_num_threads(before)
-
-    def _fit_on(self, problem: EstimationProblem, ctx: FitContext):
         c = self.config
         model = problem.model
         dev, dtype = ctx.device, ctx.dtype

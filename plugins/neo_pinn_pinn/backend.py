@@ -300,17 +300,8 @@ class PINN(Estimator):
 
     # ------------------------------------------------------------------ fit
     def _fit(self, problem: EstimationProblem, ctx: FitContext):
-        import torch
-
         inits = self.starts(problem, ctx.rng)
-        threads = self.config["num_threads"]
-        old = torch.get_num_threads()
-        if threads is not None and ctx.device.type == "cpu":
-            torch.set_num_threads(int(threads))
-        try:
-            tr = train_members(problem, inits, self.config, ctx)
-        finally:
-            torch.set_num_threads(old)
+        tr = train_members(problem, inits, self.config, ctx)
         return self.assemble(problem, tr, inits)
 
     def assemble(self, problem: EstimationProblem, tr, inits: np.ndarray):
