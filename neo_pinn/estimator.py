@@ -84,6 +84,13 @@ class Estimator:
                 f"{', '.join(sorted(self.default_config)) or 'none'}."
             )
         self.config: dict[str, Any] = dict(self.default_config) | dict(config)
+        self._check_config()
+
+    def _check_config(self) -> None:
+        """Validate option values (types, ranges); raise :class:`ConfigurationError` via :meth:`_bad_option`.
+
+        Called once from ``__init__``, so a bad option fails when the backend is made, not mid-fit.
+        """
 
     def _bad_option(self, key: str, want: str) -> ConfigurationError:
         """The error for an invalid option value; ``want`` says what to give instead."""

@@ -304,10 +304,6 @@ class GeneticAlgorithm(Estimator):
         "num_threads": 1,
     }
 
-    def __init__(self, **config: Any) -> None:
-        super().__init__(**config)
-        self._check_config()
-
     # ------------------------------------------------------------------ options
     def _check_config(self) -> None:
         c = self.config

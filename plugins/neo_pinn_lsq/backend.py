@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any
 
 import numpy as np
 import torch
@@ -148,10 +147,6 @@ class LeastSquares(Estimator):
         "num_threads": 1,
         "jacobian": "forward",
     }
-
-    def __init__(self, **config: Any) -> None:
-        super().__init__(**config)
-        self._check_config()
 
     # ------------------------------------------------------------------ options
     def _check_config(self) -> None:

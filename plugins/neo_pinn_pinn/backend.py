@@ -46,7 +46,6 @@ members); the noise ``sigma`` (and ``rho`` for AR(1)) comes from the voltage res
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
@@ -283,8 +282,7 @@ class PINN(Estimator):
         "hold_slow_parameters": "auto",
     }
 
-    def __init__(self, **config: Any) -> None:
-        super().__init__(**config)
+    def _check_config(self) -> None:
         c = self.config
         if c["random_starts"] is True:  # the CLI's --init random
             c["random_starts"] = "bounds"
