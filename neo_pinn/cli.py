@@ -81,12 +81,26 @@ def _sweeps(text: str | None):
 
 
 def _options(items: Sequence[str] | None) -> dict[str, Any]:
-    out = {}
-    for k, v in _kv_list(items, "--option").items():
-        try:
-            out[k] = json.loads(v)
-        except json.JSONDecodeError:
-            out[k] = v
+    """Backend options from ``--option K=V`` items; V is JSON where it parses, else a string.
+
+    A whole item whose value is JSON is one option, so a dict or list value may contain commas
+    (``refine_options={"max_iter":8,"n_starts":2}``); otherwise an item may hold several comma-separated
+    pairs (``pop_size=32,n_gen=10``).
+    """
+    out: dict[str, Any] = {}
+    for item in items or []:
+        k, sep, v = item.partition("=")
+        if sep and k.strip() and "," in v:
+            try:
+                out[k.strip()] = json.loads(v)
+                continue
+            except json.JSONDecodeError:
+                pass
+        for k, v in _kv_list([item], "--option").items():
+            try:
+                out[k] = json.loads(v)
+            except json.JSONDecodeError:
+                out[k] = v
     return out
 
 

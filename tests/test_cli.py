@@ -114,3 +114,15 @@ def test_every_models_default_free_names_its_own_parameters():
     for name in list_models():
         model = get_model(name)
         assert set(model.default_free) <= set(model.param_names), name
+
+
+def test_option_values_may_be_json_with_commas():
+    from neo_pinn.cli import _options
+    from neo_pinn.errors import ConfigurationError
+
+    got = _options(['refine_options={"max_iter":8,"n_starts":2}', "pop_size=32,n_gen=10", "trace=rmse",
+                    "starts=[1,2]"])
+    assert got == {"refine_options": {"max_iter": 8, "n_starts": 2}, "pop_size": 32, "n_gen": 10,
+                   "trace": "rmse", "starts": [1, 2]}
+    with pytest.raises(ConfigurationError, match="name=value"):
+        _options(["pop_size=32,10"])
