@@ -186,7 +186,7 @@ def test_screen_keeps_the_best_ranked_individuals(model, truth, monkeypatch):
     space = SearchSpace(problem)
     first = np.random.default_rng(0).random((8, 3))
     first[0] = space.to_x(np.array([truth[k] for k in FREE]))   # row 0 = the initial guess, here the truth
-    chosen = est._screen(evaluator, space, first, 64, np.random.default_rng(1))
+    chosen = est._screen(evaluator, space, first, 64, np.random.default_rng(1), progress=True)
     assert calls == [(64, False, None)]                 # one eager, unpadded call for the whole screen
     assert (evaluator.compile, evaluator.batch_size) == ("auto", 8)     # restored for the search
     assert chosen.shape == (8, 3) and np.any(np.all(np.isclose(chosen, first[0]), 1))  # the guess is screened,

@@ -393,7 +393,7 @@ class GeneticAlgorithm(Estimator):
         n_screen = int(c["screen"])
         screened = 0
         if n_screen > pop_size:
-            initial = self._screen(evaluator, space, initial, n_screen, ctx.rng)
+            initial = self._screen(evaluator, space, initial, n_screen, ctx.rng, progress=ctx.progress)
             screened = n_screen
 
         bar = None
@@ -504,7 +504,7 @@ class GeneticAlgorithm(Estimator):
         return states, per_sweep, obj[0]
 
     def _screen(self, evaluator, space: SearchSpace, initial: np.ndarray, n_screen: int,
-                rng: np.random.Generator) -> np.ndarray:
+                rng: np.random.Generator, progress: bool = False) -> np.ndarray:
         """First population (pop_size, F) chosen from ``n_screen`` Latin-hypercube individuals by rank and crowding.
 
         ``initial`` (pop_size, F), the unscreened first population, contributes its row 0 (the initial
@@ -522,11 +522,23 @@ class GeneticAlgorithm(Estimator):
         # eager and unpadded: a compiled kernel is specialised to the population's batch shape, and a second
         # compilation (~30 s on CPU) would cost more than the screen itself
         evaluator.compile, evaluator.batch_size = False, None
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            # a multi-sweep screen runs for minutes on CPU (16 sweeps × 3 s: several chunks), so show it
+            bar = tqdm(total=n_screen, desc="ga screen", unit="ind", leave=False, disable=None)
         try:
-            fs = np.concatenate([evaluator.evaluate_population(space.to_theta(xs[k:k + rows]))
-                                 for k in range(0, n_screen, rows)], 0)
+            fs = []
+            for k in range(0, n_screen, rows):
+                fs.append(evaluator.evaluate_population(space.to_theta(xs[k:k + rows])))
+                if bar is not None:
+                    bar.update(len(fs[-1]))
+            fs = np.concatenate(fs, 0)
         finally:
             evaluator.compile, evaluator.batch_size = compile_, batch
+            if bar is not None:
+                bar.close()
         pop = Population.new("X", xs, "F", fs)
         problem = Problem(n_var=F, n_obj=fs.shape[1], xl=0.0, xu=1.0)
         keep = RankAndCrowding().do(problem, pop, n_survive=pop_size, random_state=np.random.default_rng(
