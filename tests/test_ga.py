@@ -203,6 +203,29 @@ def test_screen_keeps_the_best_ranked_individuals(model, truth, monkeypatch):
         assert not np.any(np.all(fd <= f_chosen + 1e-6, 1) & np.any(fd < f_chosen - 1e-6, 1))
 
 
+def test_screen_reuses_a_compiled_search_kernel_in_pop_size_chunks(model, truth, monkeypatch):
+    import torch
+
+    import neo_pinn_ga.evaluate as ev
+    from neo_pinn_ga.backend import GeneticAlgorithm, SearchSpace
+
+    trace, _ = synthetic_trace(model, preset="snlc", duration=50.0, rate_hz=5000.0, seed=3)
+    problem = _problem(model, trace, truth)
+    est = GeneticAlgorithm(dt=0.2, pop_size=8, screen=64)
+    evaluator = ev.PopulationEvaluator(problem, est.config, torch.device("cpu"), torch.float32)
+    evaluator.batch_size, evaluator.compile = 8, True
+    calls, rng = [], np.random.default_rng(0)
+
+    def fake(free):  # chunking only: the objectives need not be real here
+        calls.append((len(free), evaluator.compile, evaluator.batch_size))
+        return rng.random((len(free), len(evaluator.objective_names)))
+
+    monkeypatch.setattr(evaluator, "evaluate_population", fake)
+    chosen = est._screen(evaluator, SearchSpace(problem), rng.random((8, 3)), 64, np.random.default_rng(1))
+    assert calls == [(8, True, 8)] * 8          # the search's own compiled batch shape, no second kernel
+    assert chosen.shape == (8, 3)
+
+
 def test_search_moves_far_closer_to_the_truth(snlc_fit, truth):
     _, res, _ = snlc_fit
     start = {k: 2.0 * v for k, v in truth.items()}

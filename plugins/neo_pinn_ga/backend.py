@@ -6,7 +6,8 @@ Algorithm
    for log-scale parameters, ``(θ − lo)/(hi − lo)`` otherwise, within the problem's bounds. The first
    population is a Latin hypercube drawn with the fit's seeded generator; the problem's initial guess
    (where given) replaces its first member. With ``screen`` = N > ``pop_size`` (default 1024), N
-   Latin-hypercube individuals (the guess among them) are simulated once, in one eager batch, and the
+   Latin-hypercube individuals (the guess among them) are simulated once — in one eager batch, or, when
+   the search compiles its simulator, in chunks of ``pop_size`` through that compiled kernel — and the
    first population is chosen from them by NSGA-II's rank and crowding: on the shared 2-core CPU, 512 and
    2048 rows of a 1 s Morris–Lecar recording took 11 s and 19 s eager (one call each), a few generations'
    worth, and the screen samples a narrow firing region (Morris–Lecar homoclinic: ±5 % in any one
@@ -391,10 +392,11 @@ class GeneticAlgorithm(Estimator):
             return evaluator.evaluate_population(space.to_theta(x))
 
         n_screen = int(c["screen"])
-        screened = 0
+        screened, screen_s = 0, 0.0
         if n_screen > pop_size:
+            t_screen = time.perf_counter()
             initial = self._screen(evaluator, space, initial, n_screen, ctx.rng, progress=ctx.progress)
-            screened = n_screen
+            screened, screen_s = n_screen, time.perf_counter() - t_screen
 
         bar = None
         if ctx.progress:
@@ -446,6 +448,7 @@ class GeneticAlgorithm(Estimator):
             "n_objectives": n_obj, "dt_ms": evaluator.dt, "simulations": evaluator.n_simulations,
             "evals_per_s": out["history"][-1]["evals_per_s"] if out["history"] else 0.0,
             "near_optimal_size": int(near.sum()), "screened": screened,
+            "screen_s": screen_s,
         }
         for name, val in zip(evaluator.objective_names, objectives_best):
             metrics[f"objective_{name}"] = float(val)
@@ -517,11 +520,18 @@ class GeneticAlgorithm(Estimator):
         pop_size, F = initial.shape
         xs = (rng.permuted(np.tile(np.arange(n_screen), (F, 1)), axis=1).T + rng.random((n_screen, F))) / n_screen
         xs[0] = initial[0]
-        rows = max(pop_size, SCREEN_CHUNK_VALUES // max(1, len(evaluator.sweeps) * evaluator.n_max))
         compile_, batch = getattr(evaluator, "compile", None), evaluator.batch_size
-        # eager and unpadded: a compiled kernel is specialised to the population's batch shape, and a second
-        # compilation (~30 s on CPU) would cost more than the screen itself
-        evaluator.compile, evaluator.batch_size = False, None
+        if compile_ is True and batch:
+            # the search will compile its kernel for batches of pop_size rows anyway: screening in chunks of
+            # that size reuses it. Eager calls cost ~0.5 ms per step whatever the batch, which on a long
+            # multi-sweep file (16 × 3 s at 20 kHz: 60 000 steps per call) made the eager screen dearer than
+            # the whole search
+            rows = batch
+        else:
+            # eager and unpadded: a compiled kernel is specialised to the population's batch shape, and a
+            # compilation (~30 s on CPU) for one call would cost more than a short screen itself
+            rows = max(pop_size, SCREEN_CHUNK_VALUES // max(1, len(evaluator.sweeps) * evaluator.n_max))
+            evaluator.compile, evaluator.batch_size = False, None
         bar = None
         if progress:
             from tqdm.auto import tqdm
