@@ -332,3 +332,21 @@ def test_recovers_snlc_within_5_percent_on_1s(model, truth):
     res = get_backend("ga")().fit(_problem(model, trace, truth), seed=0, device="cpu")
     for k in FREE:
         assert res[k].relative_error < 0.05, (k, res[k].value)
+
+
+def test_stagnation_waits_while_any_objective_still_improves():
+    from neo_pinn_ga.backend import run_nsga2
+
+    def flat(x):        # nothing can improve: stops after `patience` stale generations
+        return np.ones((len(x), 2))
+
+    def traded(x):      # the sum (best compromise) is 1 everywhere, but each objective's best keeps falling
+        return np.stack([x[:, 0], 1.0 - x[:, 0]], 1)
+
+    kw = dict(pop_size=16, n_gen=40, max_evals=None, patience=3, ftol=1e-3, seed=0)
+    out = run_nsga2(flat, 2, 2, **kw)
+    assert out["stopped"] == "stagnation" and out["n_gen"] == 4
+    out = run_nsga2(traded, 2, 2, **kw)
+    assert out["n_gen"] > 8                       # the compromise alone would have stopped it at 4
+    best0 = [h["best_objectives"][0] for h in out["history"]]
+    assert best0[-1] < best0[3]                   # and the front's extreme did move after generation 4
