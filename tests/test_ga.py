@@ -289,6 +289,28 @@ def test_refine_lsq_keeps_or_improves_the_fit(model, truth):
     assert res.metrics["refine_taken"] and res.values["gCa"] == pytest.approx(ref["lsq"]["gCa"])
 
 
+def test_refinement_is_judged_by_a_free_running_simulation(model, truth, monkeypatch):
+    from neo_pinn_ga.backend import GeneticAlgorithm
+
+    trace, _ = synthetic_trace(model, preset="snlc", duration=120.0, rate_hz=5000.0, noise="white:sigma=1mV", seed=5)
+    problem = _problem(model, trace, truth, init_factor=1.5)
+
+    def stalled(self, problem, ctx, starts):
+        # an lsq that did not close its multiple-shooting defects: its segment states sit on the recording
+        # (RMSE ~0 by construction), its parameters are far off
+        states = [np.column_stack([tr.v, np.full_like(tr.v, 0.1)]) for tr in problem.traces]
+        far = {k: 3.0 * truth[k] for k in problem.free_names}
+        return {"free_values": far, "std": {k: None for k in far}, "states": states, "cost": 1.0, "costs": [1.0],
+                "starts": [list(map(float, starts[0]))]}
+
+    monkeypatch.setattr(GeneticAlgorithm, "_refine", stalled)
+    res = GeneticAlgorithm(dt=0.2, pop_size=12, n_gen=3, refine="lsq").fit(problem, seed=0, device="cpu")
+    assert res.metrics["rmse_lsq_segments_mV"] < 0.5 < res.metrics["rmse_lsq_mV"]
+    assert not res.metrics["refine_taken"]                     # the GA's own, better-simulating estimate is kept
+    assert res.values["gCa"] == pytest.approx(res.history["refine"]["ga"]["gCa"])
+    assert res.metrics["rmse_mV"] == pytest.approx(res.metrics["rmse_ga_mV"])
+
+
 SAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "sample_data"
 
 
