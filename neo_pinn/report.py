@@ -16,7 +16,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -218,8 +218,40 @@ def step_level(i_ext: np.ndarray) -> tuple[float, float, np.ndarray]:
     return hold, amp, i == amp
 
 
+def protocol_steps(stimuli: Sequence[np.ndarray]) -> list[tuple[float, np.ndarray]] | None:
+    """Each sweep's test-step amplitude and samples, from the epochs that vary across a protocol's sweeps.
+
+    An f–I protocol often adds fixed epochs to the stepped one (17o05028_ic_steps.abf: a −50 pA step in
+    the middle of every sweep). :func:`step_level` alone then takes the fixed epoch for the step of the
+    sweep whose test step equals the holding current (0 pA there). Here the test epoch is where the
+    sweeps' currents differ (by more than 0.1 pA), and a sweep's amplitude is its most common level there.
+
+    Parameters
+    ----------
+    stimuli : sequence of numpy.ndarray
+        Injected current of every sweep in pA, shape (T,) each.
+
+    Returns
+    -------
+    list of (float, numpy.ndarray) or None
+        Per sweep the amplitude in pA and the boolean mask of the test epoch; None when there are fewer
+        than two sweeps, their lengths differ, or their stimuli are identical.
+    """
+    if len(stimuli) < 2 or len({len(i) for i in stimuli}) != 1:
+        return None
+    i = np.round(np.stack([np.asarray(x, dtype=float) for x in stimuli]), 1)
+    varying = np.ptp(i, axis=0) > 0.1
+    if not varying.any():
+        return None
+    out = []
+    for row in i:
+        levels, counts = np.unique(row[varying], return_counts=True)
+        out.append((float(levels[np.argmax(counts)]), varying.copy()))
+    return out
+
+
 def sweep_features(t: np.ndarray, v: np.ndarray, i_ext: np.ndarray, threshold: float = 0.0,
-                   rearm: float | None = None) -> dict[str, float]:
+                   rearm: float | None = None, step: tuple[float, np.ndarray] | None = None) -> dict[str, float]:
     """Simple features of one sweep for the report (NaN where undefined).
 
     Parameters
@@ -228,11 +260,14 @@ def sweep_features(t: np.ndarray, v: np.ndarray, i_ext: np.ndarray, threshold: f
         Times (ms), voltage (mV) and injected current (pA), shape (T,).
     threshold, rearm : float
         Spike detection levels in mV (see :func:`neo_pinn.features.spike_times`).
+    step : (float, numpy.ndarray), optional
+        Step amplitude (pA) and its samples (mask); default :func:`step_level` of ``i_ext`` (for the
+        sweeps of a protocol see :func:`protocol_steps`).
 
     Returns
     -------
     dict
-        ``spike_count``; ``rate_hz`` (spikes per second during the samples at the step amplitude, see
+        ``spike_count``; ``rate_hz`` (spikes per second during the samples of the step, see
         :func:`step_level`); ``first_spike_ms`` (from the sweep start); ``isi_mean_ms``; ``ap_peak_mv`` (mean
         per-spike maximum); ``trough_mv`` (mean minimum between spikes); ``v_mean_mv``; ``step_pA``.
     """
@@ -240,7 +275,10 @@ def sweep_features(t: np.ndarray, v: np.ndarray, i_ext: np.ndarray, threshold: f
 
     t, v = np.asarray(t, dtype=float), np.asarray(v, dtype=float)
     st = spike_times(v, t, threshold, rearm)
-    _, amp, mask = step_level(i_ext)
+    if step is None:
+        _, amp, mask = step_level(i_ext)
+    else:
+        amp, mask = step
     dt = float(np.median(np.diff(t))) if t.size > 1 else 1.0
     in_step = np.interp(st, t, mask.astype(float)) > 0.5 if st.size else np.zeros(0, dtype=bool)
     step_ms = mask.sum() * dt
@@ -276,9 +314,10 @@ def fi_points(result: EstimationResult) -> list[dict[str, float]]:
     """
     th, rearm = _spike_levels(result.model)
     pts = []
-    for f in result.fits:
-        rec = sweep_features(f.t, f.v_observed, f.i_ext, th, rearm)
-        fit = sweep_features(f.t, f.v_fit, f.i_ext, th, rearm)
+    steps = protocol_steps([f.i_ext for f in result.fits]) or [None] * len(result.fits)
+    for f, step in zip(result.fits, steps):
+        rec = sweep_features(f.t, f.v_observed, f.i_ext, th, rearm, step)
+        fit = sweep_features(f.t, f.v_fit, f.i_ext, th, rearm, step)
         pts.append({"sweep": f.sweep, "step_pA": rec["step_pA"], "rate_recorded_hz": rec["rate_hz"],
                     "rate_fitted_hz": fit["rate_hz"]})
     return sorted(pts, key=lambda p: (p["step_pA"], p["sweep"]))
@@ -316,14 +355,16 @@ def _feature_table(result: EstimationResult, max_rows: int) -> str:
     th, rearm = _spike_levels(result.model)
     head = "".join(f"<th>{_e(lab)}{_e(_unit_label(u))}<br>recorded / fitted</th>" for _, lab, u in SWEEP_FEATURES)
     rows = []
-    for f in result.fits[:max_rows]:
-        rec = sweep_features(f.t, f.v_observed, f.i_ext, th, rearm)
-        fit = sweep_features(f.t, f.v_fit, f.i_ext, th, rearm)
+    steps = protocol_steps([f.i_ext for f in result.fits]) or [None] * len(result.fits)
+    for f, step in list(zip(result.fits, steps))[:max_rows]:
+        rec = sweep_features(f.t, f.v_observed, f.i_ext, th, rearm, step)
+        fit = sweep_features(f.t, f.v_fit, f.i_ext, th, rearm, step)
         cells = "".join(f'<td class="num">{_e(_fmt(rec[k]))} / {_e(_fmt(fit[k]))}</td>' for k, _, _ in SWEEP_FEATURES)
         rows.append(f'<tr><td class="num">{f.sweep}</td><td class="num">{_e(_fmt(rec["step_pA"]))}</td>{cells}</tr>')
     return (f"<table><tr><th>sweep</th><th>step (pA)</th>{head}</tr>" + "".join(rows) + "</table>"
             f"<p>Spikes are upward crossings of {th:g} mV (re-arm {rearm:g} mV); the rate counts the spikes "
-            "during the samples at the step amplitude (the non-holding current level held longest).</p>")
+            "during the step: the epochs where the sweeps' currents differ, for the sweeps of a protocol; "
+            "otherwise the non-holding current level held longest.</p>")
 
 
 def _backend_feature_errors(result: EstimationResult, max_rows: int) -> str:
