@@ -543,9 +543,9 @@ class GeneticAlgorithm(Estimator):
         compile_, batch = getattr(evaluator, "compile", None), evaluator.batch_size
         if compile_ is True and batch:
             # the search will compile its kernel for batches of pop_size rows anyway: screening in chunks of
-            # that size reuses it. Eager calls cost ~0.5 ms per step whatever the batch, which on a long
-            # multi-sweep file (16 × 3 s at 20 kHz: 60 000 steps per call) made the eager screen dearer than
-            # the whole search
+            # that size reuses it. Eager calls cost ~0.5–1 ms per step whatever the batch: on 17o05028 (16 ×
+            # 3 s at 20 kHz, 60 000 steps per call; shared 2-core CPU) the eager screen took about 16 min of a
+            # 29 min fit, this one 198 s
             rows = batch
         else:
             # eager and unpadded: a compiled kernel is specialised to the population's batch shape, and a
