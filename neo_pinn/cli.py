@@ -87,20 +87,20 @@ def _options(items: Sequence[str] | None) -> dict[str, Any]:
     (``refine_options={"max_iter":8,"n_starts":2}``); otherwise an item may hold several comma-separated
     pairs (``pop_size=32,n_gen=10``).
     """
+    def json_or_text(v: str) -> Any:
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            return v
+
     out: dict[str, Any] = {}
     for item in items or []:
         k, sep, v = item.partition("=")
-        if sep and k.strip() and "," in v:
-            try:
-                out[k.strip()] = json.loads(v)
-                continue
-            except json.JSONDecodeError:
-                pass
-        for k, v in _kv_list([item], "--option").items():
-            try:
-                out[k] = json.loads(v)
-            except json.JSONDecodeError:
-                out[k] = v
+        whole = json_or_text(v) if sep and k.strip() and "," in v else v
+        if whole is not v:                      # the whole value parsed as JSON (a dict or list with commas)
+            out[k.strip()] = whole
+            continue
+        out.update({k: json_or_text(v) for k, v in _kv_list([item], "--option").items()})
     return out
 
 
