@@ -3,7 +3,7 @@
 Two layers:
 
 * **numpy, one trace** — :func:`spike_times`, :func:`spike_count`, :func:`firing_rate`,
-  :func:`burst_statistics` (unchanged, used across the package).
+  :func:`burst_statistics` (used across the package).
 * **torch, batched** — :func:`batch_spike_times`, :func:`batch_spike_features` and
   :func:`batch_features` take a (B, T) voltage batch (torch tensor on any device, or numpy) and compute
   every row at once: threshold crossings are found with a few dense boolean passes, everything after
@@ -122,9 +122,16 @@ def burst_statistics(spikes_ms, gap_factor: float = 5.0, min_gap_ms: float = 50.
     spikes_ms : array_like
         Spike times in ms.
     gap_factor : float
-        An ISI longer than ``max(gap_factor × median ISI, min_gap_ms)`` ends a burst.
+        Only an ISI longer than ``base = max(gap_factor × median ISI, min_gap_ms)`` can end a burst.
     min_gap_ms : float
-        Lower bound of the burst-splitting gap in ms.
+        Lower bound of ``base`` in ms.
+
+    Notes
+    -----
+    The ISIs are sorted, and bursts end at every ISI at or above the upper side of the largest ratio
+    between consecutive sorted ISIs whose upper side exceeds ``base``. Inter-burst gaps are thus
+    separated from intra-burst ISIs where the two are furthest apart, so a burst whose spikes slow
+    down towards its end keeps its last spikes; a regular burster splits exactly as with ``base``.
 
     Returns
     -------
@@ -136,8 +143,16 @@ def burst_statistics(spikes_ms, gap_factor: float = 5.0, min_gap_ms: float = 50.
     if st.size < 3:
         return {"n_bursts": 0, "period_ms": float("nan"), "spikes_per_burst": float("nan"), "bursting": False}
     isi = np.diff(st)
-    gap = max(gap_factor * float(np.median(isi)), min_gap_ms)
-    breaks = np.flatnonzero(isi > gap)
+    base = max(gap_factor * float(np.median(isi)), min_gap_ms)
+    ordered = np.sort(isi)
+    # among the ISIs above ``base``, bursts break at the largest jump of the sorted ISIs (ratio): a burst
+    # whose spikes slow down towards its end (Butera pBC: intra-burst ISIs 30 → 260 ms, then 1.4 s gaps)
+    # no longer splits off its last spike whenever one tail ISI crosses gap_factor × median
+    cand = np.flatnonzero(ordered[1:] > base)
+    if cand.size == 0:
+        return {"n_bursts": 1, "period_ms": float("nan"), "spikes_per_burst": float(st.size), "bursting": False}
+    j = cand[np.argmax(ordered[cand + 1] / ordered[cand])]
+    breaks = np.flatnonzero(isi >= ordered[j + 1])
     if breaks.size == 0:
         return {"n_bursts": 1, "period_ms": float("nan"), "spikes_per_burst": float(st.size), "bursting": False}
     starts = np.concatenate([[0], breaks + 1])
@@ -207,8 +222,9 @@ FEATURES: tuple[FeatureSpec, ...] = (
                 "the window, else the whole trace without the samples near spikes. Not eFEL voltage_base "
                 "(mean over 90–100 % of the time before stimulus start)."),
     FeatureSpec("burst_period_ms", "ms",
-                "Mean time between burst starts; a burst ends at an ISI > max(gap_factor × median ISI, "
-                "min_gap_ms) as in burst_statistics; NaN unless there are ≥ 2 bursts."),
+                "Mean time between burst starts; bursts end at the ISIs above the largest jump of the sorted "
+                "ISIs beyond max(gap_factor × median ISI, min_gap_ms), as in burst_statistics; NaN unless "
+                "there are ≥ 2 bursts."),
     FeatureSpec("spikes_per_burst", "count",
                 "Mean spikes per burst over complete bursts (inner ones when there are > 2); NaN unless "
                 "bursting."),
@@ -786,8 +802,9 @@ def batch_features(v, dt_ms: float, *, t0_ms: float = 0.0, window_ms: tuple[floa
     derivative_window : int
         Samples the derivative must stay above it (eFEL DerivativeWindow).
     gap_factor, min_gap_ms : float
-        Burst splitting: an ISI > ``max(gap_factor × median ISI, min_gap_ms)`` (ms) ends a burst, as
-        :func:`burst_statistics`; burst features need ≥ 3 spikes and ≥ 2 bursts.
+        Burst splitting, as :func:`burst_statistics`: bursts end at the ISIs above the largest jump
+        (ratio) of the sorted ISIs beyond ``max(gap_factor × median ISI, min_gap_ms)`` (ms); burst
+        features need ≥ 3 spikes and ≥ 2 bursts.
     spike_margin_ms : float
         Samples this close (ms) to a spike are left out of the default whole-trace baseline.
 
@@ -911,8 +928,14 @@ def _burst_features(ptime: torch.Tensor, isi: torch.Tensor, n: torch.Tensor, gap
     ordered = torch.sort(torch.where(ok, d, torch.full_like(d, float("inf"))), dim=1).values
     lo, hi = ((m - 1) // 2).clamp(min=0), (m // 2).clamp(min=0)
     median = (0.5 * (ordered.gather(1, lo) + ordered.gather(1, hi))).squeeze(1)
-    gap = torch.clamp(gap_factor * median, min=min_gap_ms)
-    brk = ok & (d > gap[:, None])
+    base = torch.clamp(gap_factor * median, min=min_gap_ms)
+    # the largest ratio between consecutive sorted ISIs whose upper side exceeds base (burst_statistics)
+    upper = ordered[:, 1:]
+    ratio = torch.where(torch.isfinite(upper) & (upper > base[:, None]), upper / ordered[:, :-1],
+                        torch.full_like(upper, -1.0))
+    j = ratio.argmax(dim=1, keepdim=True)
+    edge = torch.where(ratio.gather(1, j) > 0, upper.gather(1, j), torch.full_like(j, float("inf"), dtype=d.dtype))
+    brk = ok & (d >= edge)
     n_breaks = brk.sum(dim=1)
     n_bursts = n_breaks + 1
     bursting = (n >= 3) & (n_breaks >= 1)

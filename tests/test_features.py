@@ -233,6 +233,40 @@ def test_burst_features_on_a_constructed_train():
     assert feats["mean_rate_hz"][1].item() == 0.0
 
 
+def test_a_burst_that_slows_down_keeps_its_last_spike():
+    """Bursts of 8 spikes whose ISIs grow 30 → 260 ms (a pBC burst's tail), every 1.6 s.
+
+    Median ISI ≈ 40 ms, so the tail ISIs (173–260 ms) exceed 5 × median; splitting at every ISI above
+    that made each tail spike a burst of its own, and bursts jumped between 8 and 7 + 1 spikes as a tail
+    ISI crossed 5 × median. The largest jump of the sorted ISIs (260 ms → 1.1 s) separates the bursts.
+    """
+    isis = [30.0, 32.0, 35.0, 40.0, 50.0, 80.0, 173.0]
+    burst = np.concatenate([[0.0], np.cumsum(isis)])
+    period = 1600.0
+    dt = 0.1
+    for tail in (173.0, 260.0):
+        b = burst.copy()
+        b[-1] = b[-2] + tail
+        peaks = np.concatenate([k * period + 50.0 + b for k in range(4)])
+        t = np.arange(0, 4 * period + 100.0, dt)
+        v = np.full_like(t, -60.0)
+        for p in peaks:
+            near = np.abs(t - p) < 0.55
+            v[near] = 20.0 - 10.0 * np.abs(t[near] - p)
+        stats = burst_statistics(peaks)
+        assert stats["n_bursts"] == 4 and stats["spikes_per_burst"] == 8.0
+        assert stats["period_ms"] == pytest.approx(period)
+        feats = batch_features(v, dt)
+        assert feats["spikes_per_burst"].item() == 8.0
+        assert feats["burst_period_ms"].item() == pytest.approx(period, abs=0.2)
+        assert feats["duty_cycle"].item() == pytest.approx(b[-1] / period, abs=1e-3)
+    # a tonic train with one long pause is still one burst split in two, and a regular train is not bursting
+    tonic = np.arange(0.0, 1000.0, 20.0)
+    assert not burst_statistics(tonic)["bursting"]
+    paused = np.concatenate([tonic, 1500.0 + tonic])
+    assert burst_statistics(paused)["n_bursts"] == 2
+
+
 def test_rest_mv_baselines(morris_lecar):
     v, dt = morris_lecar["v"], morris_lecar["dt"]
     explicit = batch_features(v, dt, baseline_ms=(100.0, 150.0), names=["rest_mv"])["rest_mv"]
