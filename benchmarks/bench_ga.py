@@ -131,7 +131,8 @@ def speed_row(case: str, args) -> dict:
 def print_summary(rows: list[dict], tol: float) -> None:
     """Per case: median relative error per parameter over its seeds, success count, median wall time.
 
-    With ``--refine lsq`` a second row per case gives the GA's own estimates (before lsq) from the same fits.
+    With ``--refine`` (lsq or cmaes) a second row per case gives the GA's own estimates (before the refinement)
+    from the same fits.
     """
     print("\n| case | free | median relative error per parameter | success | median wall (s) |")
     print("|---|---|---|---|---|")
@@ -143,10 +144,10 @@ def print_summary(rows: list[dict], tol: float) -> None:
         print(f"| {case} | {', '.join(names)} | {med} | {succ}/{len(rs)} | "
               f"{np.median([r['wall_s'] for r in rs]):.1f} |")
         staged = [r["ga_relative_error"] for r in rs if r.get("ga_relative_error")]
-        if staged:  # with --refine: the GA's own estimates, before lsq, from the same fits
+        if staged:  # with --refine: the GA's own estimates, before the refinement, from the same fits
             med = ", ".join(f"{k} {100 * np.median([g[k] for g in staged]):.2f} %" for k in names)
             succ = sum(max(g.values()) < tol for g in staged)
-            print(f"| {case} (GA stage, before lsq) | {', '.join(names)} | {med} | {succ}/{len(staged)} | |")
+            print(f"| {case} (GA stage, before refine) | {', '.join(names)} | {med} | {succ}/{len(staged)} | |")
     for row in (r for r in rows if r.get("kind") == "speed"):
         print("\n| case | device | pop × generations | batched s/eval | scipy solve_ivp s/eval | ratio |")
         print("|---|---|---|---|---|---|")
@@ -166,7 +167,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tol", type=float, default=0.05, help="success: every parameter within this relative error")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--trace", default="rmse", choices=("rmse", "phase_plane", "none"), help="the trace objective")
-    ap.add_argument("--refine", default="none", choices=("none", "lsq"))
+    ap.add_argument("--refine", default="none", choices=("none", "lsq", "cmaes"))
     ap.add_argument("--screen", type=int, default=None,
                     help="individuals screened before the search (default: the backend's)")
     ap.add_argument("--speed-gens", type=int, default=2, help="generations of the batched-vs-scipy comparison")
@@ -210,7 +211,7 @@ def main(argv=None) -> int:
                 wall = time.perf_counter() - start
                 rel = {k: res[k].relative_error for k in problem.free_names}
                 ok = max(rel.values()) < args.tol
-                ga_stage = res.history.get("refine", {}).get("ga")  # the GA's own estimate before lsq
+                ga_stage = res.history.get("refine", {}).get("ga")  # the GA's own estimate before refinement
                 ga_rel = ({k: abs(ga_stage[k] / problem.truth[k] - 1.0) for k in problem.free_names}
                           if ga_stage else None)
                 rows.append({"case": case, "kind": "accuracy", "seed": seed, "relative_error": rel,
@@ -220,11 +221,12 @@ def main(argv=None) -> int:
                              "evals_per_s": res.metrics["evals_per_s"], "stopped": res.metrics["stopped"],
                              "rmse_mV": res.metrics["rmse_mV"], "device": res.provenance["device"],
                              "screened": res.metrics.get("screened"), "ga_relative_error": ga_rel,
-                             "refine_taken": res.metrics.get("refine_taken")})
+                             "refine_taken": res.metrics.get("refine_taken"),
+                             "refine_s": res.metrics.get("refine_s")})
                 save()
                 errs = ", ".join(f"{k} {100 * v:.3g} %" for k, v in rel.items())
                 if ga_rel is not None:
-                    errs += " (GA before lsq: " + ", ".join(f"{100 * v:.2f}" for v in ga_rel.values()) + " %)"
+                    errs += " (GA before refine: " + ", ".join(f"{100 * v:.2f}" for v in ga_rel.values()) + " %)"
                 print(f"| {case} | {seed} | {errs} | {'yes' if ok else 'no'} | {res.metrics['generations']} | "
                       f"{res.metrics['evals_per_s']:.0f} | {wall:.1f} |", flush=True)
         print_summary(rows, args.tol)
