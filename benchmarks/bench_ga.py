@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tol", type=float, default=0.05, help="success: every parameter within this relative error")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--trace", default="rmse", choices=("rmse", "phase_plane", "none"), help="the trace objective")
-    ap.add_argument("--refine", default="none", choices=("none", "lsq", "cmaes"))
+    ap.add_argument("--refine", default="none", choices=("none", "lsq", "cmaes", "cmaes+lsq"))
     ap.add_argument("--screen", type=int, default=None,
                     help="individuals screened before the search (default: the backend's)")
     ap.add_argument("--speed-gens", type=int, default=2, help="generations of the batched-vs-scipy comparison")
@@ -222,7 +222,8 @@ def main(argv=None) -> int:
                              "rmse_mV": res.metrics["rmse_mV"], "device": res.provenance["device"],
                              "screened": res.metrics.get("screened"), "ga_relative_error": ga_rel,
                              "refine_taken": res.metrics.get("refine_taken"),
-                             "refine_s": res.metrics.get("refine_s")})
+                             "cmaes_taken": res.metrics.get("cmaes_taken"), "cmaes_s": res.metrics.get("cmaes_s"),
+                             "lsq_taken": res.metrics.get("lsq_taken"), "lsq_s": res.metrics.get("lsq_s")})
                 save()
                 errs = ", ".join(f"{k} {100 * v:.3g} %" for k, v in rel.items())
                 if ga_rel is not None:

@@ -423,9 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--voltage-channel", default=None)
     s.add_argument("--noise", choices=["white", "ar1"], default=None, help="assumed observation-noise model")
     s.add_argument("--option", action="append", metavar="K=V", help="backend option (JSON value)")
-    s.add_argument("--refine", choices=["none", "lsq", "cmaes"], default=None,
+    s.add_argument("--refine", choices=["none", "lsq", "cmaes", "cmaes+lsq"], default=None,
                    help="local refinement of a global backend's best solutions (ga): lsq (gradient trajectory "
-                        "fit) or cmaes (CMA-ES on the same objectives)")
+                        "fit), cmaes (CMA-ES on the same objectives) or cmaes+lsq (one, then the other)")
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
     s.add_argument("--float32", action="store_true", help="single precision (faster on GPU)")
     s.add_argument("--seed", type=int, default=0)

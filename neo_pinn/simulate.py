@@ -118,7 +118,6 @@ def _make_chunk(model: NeuronModel, method: str, n_steps: int, record_every: int
 
 
 def _get_chunk(model, method, n_steps, record_every, dt, rec_idx, compile_: bool):
-    global _compile_failed
     fn = _make_chunk(model, method, n_steps, record_every, dt, rec_idx)
     if not compile_ or _compile_failed:
         return fn, False

@@ -335,7 +335,6 @@ def test_run_cmaes_finds_a_minimum_and_never_returns_worse_than_its_start():
 
 
 def test_refine_cmaes_lowers_the_compromise_score_and_moves_towards_the_truth(model, truth):
-    from neo_pinn_ga.backend import SearchSpace
     from neo_pinn_ga.evaluate import PopulationEvaluator
 
     trace, _ = synthetic_trace(model, preset="snlc", duration=200.0, rate_hz=5000.0, noise="white:sigma=1mV", seed=7)
@@ -346,9 +345,11 @@ def test_refine_cmaes_lowers_the_compromise_score_and_moves_towards_the_truth(mo
     ref, m = res.history["refine"], res.metrics
     ga_values, values = ({k: r.values[k] for k in FREE} for r in (ga, res))
     assert ref["ga"] == pytest.approx(ga_values)                 # the same search, then the polish
-    assert m["refine_taken"] and m["refine_score"] < m["ga_score"] == pytest.approx(ga.metrics["score"])
-    assert m["score"] == m["refine_score"] and values == pytest.approx(ref["cmaes"])
-    assert all(b <= a for a, b in zip(ref["best_score"], ref["best_score"][1:]))
+    assert m["cmaes_taken"] and m["refine_taken"]
+    assert m["cmaes_score"] < m["ga_score"] == pytest.approx(ga.metrics["score"])
+    assert m["score"] == m["cmaes_score"] and values == pytest.approx(ref["cmaes"])
+    best = ref["cmaes_best_score"]
+    assert len(best) == m["cmaes_generations"] and all(b <= a for a, b in zip(best, best[1:]))
 
     def log_err(values):
         return max(abs(np.log(values[k] / truth[k])) for k in FREE)
@@ -361,7 +362,32 @@ def test_refine_cmaes_lowers_the_compromise_score_and_moves_towards_the_truth(mo
     ev = PopulationEvaluator(problem, get_backend("ga")(**opts).config, __import__("torch").device("cpu"),
                              __import__("torch").float32)
     theta = np.array([[res.values[k] for k in problem.free_names]])
-    assert ev.evaluate_population(theta).sum() == pytest.approx(m["refine_score"], rel=1e-4)
+    assert ev.evaluate_population(theta).sum() == pytest.approx(m["cmaes_score"], rel=1e-4)
+
+
+def test_refine_cmaes_then_lsq_starts_lsq_from_the_cmaes_estimate(model, truth, monkeypatch):
+    from neo_pinn_ga.backend import GeneticAlgorithm
+
+    trace, _ = synthetic_trace(model, preset="snlc", duration=200.0, rate_hz=5000.0, noise="white:sigma=1mV", seed=7)
+    problem = _problem(model, trace, truth, init_factor=1.3)
+    seen = []
+    real_refine = GeneticAlgorithm._refine
+
+    def spy(self, problem, ctx, starts):
+        seen.append(np.array(starts))
+        return real_refine(self, problem, ctx, starts)
+
+    monkeypatch.setattr(GeneticAlgorithm, "_refine", spy)
+    res = GeneticAlgorithm(dt=0.2, pop_size=12, n_gen=3, screen=0, refine="cmaes+lsq", refine_gens=20, refine_starts=1,
+                           refine_options={"dt": 0.2, "max_iter": 20}).fit(problem, seed=2, device="cpu")
+    ref, m = res.history["refine"], res.metrics
+    assert m["cmaes_taken"] and len(seen) == 1
+    np.testing.assert_allclose(seen[0][0], [ref["cmaes"][k] for k in problem.free_names])
+    assert set(ref) >= {"ga", "cmaes", "lsq", "starts"}
+    # lsq from the polished point reaches the noise level (1 mV) and is judged against the polished fit
+    assert m["lsq_taken"] and m["rmse_mV"] == pytest.approx(m["rmse_lsq_mV"])
+    assert m["rmse_lsq_mV"] <= m["rmse_cmaes_mV"] < m["rmse_ga_mV"]
+    assert m["rmse_mV"] < 1.2
 
 
 SAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "sample_data"

@@ -444,7 +444,7 @@ def test_fast_share_tells_brief_spikes_from_broad_ones():
 def test_periodic_pairs_are_one_period_apart_in_their_segments():
     """On a 200 ms burst pattern, pairs of times lie whole periods apart (to the lag search's grid), inside
     the segments named for them; a sweep that does not repeat gives none."""
-    from neo_pinn_pinn.prepare import Flat, periodic_pairs
+    from neo_pinn_pinn.prepare import periodic_pairs
 
     b = get_model("morris_lecar_burster")
     t = np.arange(0.0, 600.0, 0.1)
