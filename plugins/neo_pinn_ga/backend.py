@@ -42,14 +42,15 @@ Algorithm
      when it scores below the GA's best compromise. It needs no gradient and no continuity of a
      multiple-shooting fit, so it works where lsq cannot: on 6 s Butera bursts the voltage RMSE is a
      needle (1.0 at the truth, 6–8 a few percent away as spike times drift), which NSGA-II's
-     front-wide selection approaches slowly and a CMA-ES search from a few percent away finds.
+     front-wide selection approaches slowly and a CMA-ES search from the GA's estimate finds.
 
    ``"cmaes+lsq"`` runs CMA-ES, then lsq with the CMA-ES estimate as its first start, each stage taken only
    when it improves on the estimate before it (score for CMA-ES, free-running RMSE for lsq). Every
    refinement reports ``history["refine"]`` with the GA's own estimate under ``"ga"`` and metrics
    ``ga_score``, ``rmse_ga_mV``, ``refine_taken`` (any stage taken), ``cmaes_*`` and ``lsq_*`` per stage.
    Measured (bench_ga.py, 5 seeds): lsq reaches the noise level wherever its multiple shooting closes
-   (Morris–Lecar, HH, the ML burster) but never on 6 s Butera bursts, where CMA-ES does; CMA-ES alone
+   (Morris–Lecar, HH, the ML burster) but never on 6 s Butera bursts, where CMA-ES ends 0.005–0.017 %
+   from the truth (from GA estimates up to 12 % off); CMA-ES alone
    does not rescue an ML burster search that ended 16–40 % off in ε, from where lsq converges.
 
 Output: parameters, std (step 5), hidden states of the chosen solution simulated on every sweep in
