@@ -270,8 +270,10 @@ def run_cmaes(score: Callable[[np.ndarray], np.ndarray], x0: np.ndarray, *, sigm
         k = int(np.argmin(f))
         if f[k] < best_f:
             best_x, best_f = cand[k].copy(), float(f[k])
-        stale = 0 if best_f < ref * (1 - ftol) - 1e-12 else stale + 1
-        ref = min(ref, best_f) if stale == 0 else ref
+        if best_f < ref * (1 - ftol) - 1e-12:
+            stale, ref = 0, best_f
+        else:
+            stale += 1
         rec = {"gen": len(history) + 1, "n_evals": n_evals, "best_score": best_f, "sigma": float(es.sigma)}
         history.append(rec)
         if on_generation is not None:
