@@ -152,9 +152,7 @@ def burst_statistics(spikes_ms, gap_factor: float = 5.0, min_gap_ms: float = 50.
     if cand.size == 0:
         return {"n_bursts": 1, "period_ms": float("nan"), "spikes_per_burst": float(st.size), "bursting": False}
     j = cand[np.argmax(ordered[cand + 1] / ordered[cand])]
-    breaks = np.flatnonzero(isi >= ordered[j + 1])
-    if breaks.size == 0:
-        return {"n_bursts": 1, "period_ms": float("nan"), "spikes_per_burst": float(st.size), "bursting": False}
+    breaks = np.flatnonzero(isi >= ordered[j + 1])  # never empty: the edge is one of the ISIs
     starts = np.concatenate([[0], breaks + 1])
     ends = np.concatenate([breaks + 1, [st.size]])
     counts = ends - starts
