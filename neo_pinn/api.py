@@ -9,8 +9,11 @@ import numpy as np
 from .errors import ConfigurationError
 from .models.base import NeuronModel
 from .noise import NoiseModel, parse_noise
+from .plugins import get_state, stimulus_finder
 from .problem import EstimationProblem
 from .result import EstimationResult
+from .simulation import choose_dt
+from .simulation import simulate as simulate_batch
 from .trace import Trace
 
 __all__ = ["get_model", "get_backend", "list_models", "list_backends", "simulate", "load_recording",
@@ -21,46 +24,41 @@ def get_model(name: str | NeuronModel) -> NeuronModel:
     """Return the registered model ``name`` (a model instance is passed through)."""
     if isinstance(name, NeuronModel):
         return name
-    from .plugins import get_state
-
     return get_state().models.get(name)
 
 
 def get_backend(name: str):
     """Return the registered Estimator subclass ``name``."""
-    from .plugins import get_state
-
     return get_state().backends.get(name)
 
 
 def list_models() -> dict[str, str]:
     """Registered model names → the plugin that registered each."""
-    from .plugins import get_state
-
     reg = get_state().models
     return {n: reg.origin(n) for n in reg.names()}
 
 
 def list_backends() -> dict[str, str]:
     """Registered backend names → the plugin that registered each."""
-    from .plugins import get_state
-
     reg = get_state().backends
     return {n: reg.origin(n) for n in reg.names()}
 
 
 def simulate(model: str | NeuronModel, theta: Any = None, **kwargs: Any):
-    """Batched simulation of a model given by name or instance; see :func:`neo_pinn.simulate.simulate`."""
-    from .simulate import simulate as _simulate
-
-    return _simulate(get_model(model), theta, **kwargs)
+    """Batched simulation of a model given by name or instance; see :func:`neo_pinn.simulation.simulate`."""
+    return simulate_batch(get_model(model), theta, **kwargs)
 
 
 def load_recording(source: Any, **kwargs: Any):
-    """Load a recording (file path or Neo object); see :func:`neo_pinn.io.load_recording`."""
-    from .io import load_recording as _load
+    """Load a recording (file path or Neo object) with every plugin's stimulus finder.
 
-    return _load(source, **kwargs)
+    See :func:`neo_pinn.io.load_recording`; the installed plugins' ``neo_pinn_find_stimulus`` hooks are
+    asked first unless ``stimulus_finder`` is given.
+    """
+    from .io import load_recording as load
+
+    kwargs.setdefault("stimulus_finder", stimulus_finder())
+    return load(source, **kwargs)
 
 
 def synthetic_trace(
@@ -110,24 +108,15 @@ def synthetic_trace(
     states : numpy.ndarray
         Noise-free states (T, S) at the same times (ground truth of hidden states).
     """
-    from .simulate import simulate as _simulate
-
     m = get_model(model)
     sample_dt = 1000.0 / float(rate_hz)
-    if dt is None:
-        factor = 1
-        while sample_dt / factor > 0.025:
-            factor += 1
-        dt = sample_dt / factor
-    factor = int(round(sample_dt / dt))
-    if abs(factor * dt - sample_dt) > 1e-9 * sample_dt:
-        raise ConfigurationError(f"The sampling interval {sample_dt} ms must be a whole multiple of dt = {dt} ms.")
+    dt, factor = choose_dt(sample_dt, dt, 0.025)
     if isinstance(stimulus, str):
         from .io.stimulus import parse_stimulus
 
         stimulus = parse_stimulus(stimulus)
     theta = m.theta(dict(values or {}), preset=preset)
-    sim = _simulate(m, theta, duration=duration, dt=dt, i_ext=stimulus, y0=y0, preset=preset,
+    sim = simulate_batch(m, theta, duration=duration, dt=dt, i_ext=stimulus, y0=y0, preset=preset,
                     record_every=factor, t0=t0, device="cpu", dtype=__import__("torch").float64)
     t, y = sim.numpy()
     states = y[0]
@@ -160,28 +149,36 @@ def estimate(
     truth: Mapping[str, float] | None = None,
     seed: int | None = 0,
     device: str = "auto",
+    dtype: Any = None,
     progress: bool = False,
     backend_options: Mapping[str, Any] | None = None,
 ) -> EstimationResult:
-    """Fit a model to a recording in one call.
+    """Fit a model to a recording in one call (what ``neo-pinn fit`` runs).
 
     Parameters
     ----------
-    data : path, neo.Block/Segment/AnalogSignal, Trace or sequence of Trace
+    data : path, neo.Block/Segment/AnalogSignal, Recording, Trace or sequence of Trace
         The recording.
     model : str or NeuronModel
     backend : str
         Registered backend name (``neo-pinn plugins`` lists them).
-    free : iterable of str
-        Parameters to estimate; required (None raises ConfigurationError listing the model's parameters).
+    free : iterable of str, optional
+        Parameters to estimate; None: the model's ``default_free`` set (an error for a model without one).
     preset, values, init, bounds
         See :meth:`EstimationProblem.build`.
     sweeps : "all", int or list of int
         Sweeps of a recording to fit jointly.
+    window : (float, float), optional
+        Time window in ms, measured from each sweep's start for recordings.
     stimulus : "auto", spec string, array or None
         Injected-current source for recordings.
-    seed, device, progress
-        See :meth:`Estimator.fit`.
+    noise : NoiseModel or str, optional
+        Assumed observation noise: a model, a spec (``"ar1:sigma=1mV,rho=0.5"``) or a kind
+        (``"white"``, ``"ar1"``) whose parameters the backend estimates.
+    truth : mapping, optional
+        Ground truth (synthetic data), for relative errors.
+    seed, device, dtype, progress
+        See :meth:`Estimator.fit` (dtype default float64).
     backend_options : mapping, optional
         Backend configuration.
 
@@ -189,23 +186,22 @@ def estimate(
     -------
     EstimationResult
     """
+    import torch
+
     m = get_model(model)
-    if free is None:
-        raise ConfigurationError(f"Name the parameters to estimate, e.g. free=['gCa', 'gK']; {m.name} has "
-                                 f"{', '.join(m.param_names)}.")
+    # the backend's options are checked before any file is read: a typo fails at once
+    est = get_backend(backend)(**dict(backend_options or {}))
     if isinstance(data, Trace):
         traces: Sequence[Trace] = [data]
     elif isinstance(data, (list, tuple)) and data and all(isinstance(x, Trace) for x in data):
         traces = list(data)
     else:
         # A recording's window is measured from each sweep's start, so it is applied while converting.
-        rec = load_recording(data, stimulus=stimulus)
+        rec = data if callable(getattr(data, "traces", None)) else load_recording(data, stimulus=stimulus)
         traces = rec.traces(sweeps=sweeps, window=window)
         window = None
     nm = parse_noise(noise) if isinstance(noise, str) else noise
     problem = EstimationProblem.build(m, traces, free, preset=preset, values=values, init=init, bounds=bounds,
                                       noise=nm, window=window, truth=truth)
-    est = get_backend(backend)(**dict(backend_options or {}))
-    return est.fit(problem, seed=seed, device=device, progress=progress)
-
-
+    return est.fit(problem, seed=seed, device=device, dtype=torch.float64 if dtype is None else dtype,
+                   progress=progress)

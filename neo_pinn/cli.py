@@ -132,7 +132,7 @@ def _truth_for(path: Path, model_name: str) -> dict[str, float]:
 
 # ---------------------------------------------------------------------- commands
 def cmd_info(args) -> int:
-    from .io import load_recording
+    from .api import load_recording
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -168,7 +168,7 @@ def cmd_simulate(args) -> int:
     import numpy as np
 
     from .api import get_model, synthetic_trace
-    from .io.files import atomic_path, atomic_write_text
+    from .storage import atomic_path, atomic_write_text
     from .noise import parse_noise
 
     model = get_model(args.model)
@@ -228,14 +228,6 @@ def cmd_simulate(args) -> int:
     return 0
 
 
-def _load_traces(args):
-    from .io import load_recording
-
-    stim = args.stimulus if args.stimulus else "auto"
-    rec = load_recording(args.file, stimulus=stim, voltage_channel=args.voltage_channel)
-    return rec, rec.traces(sweeps=_sweeps(args.sweep), window=_window(args.window))
-
-
 def free_parameters(spec: str | None, model, quiet: bool = False) -> list[str]:
     """The parameters a ``fit`` estimates: ``--free`` as given, else the model's ``default_free`` set.
 
@@ -266,17 +258,12 @@ def free_parameters(spec: str | None, model, quiet: bool = False) -> list[str]:
 def cmd_fit(args) -> int:
     import torch
 
-    from .api import get_backend, get_model
-    from .noise import AR1Noise, WhiteNoise
-    from .problem import EstimationProblem
+    from .api import estimate, get_backend, get_model, load_recording
 
     model = get_model(args.model)
     free = free_parameters(args.free, model, quiet=args.quiet)
     values = _float_values(_kv_list(args.set, "--set"), "--set")
-    if args.init in (None, "", "random"):
-        init = {}
-    else:
-        init = _float_values(_kv_list([args.init], "--init"), "--init")
+    init = {} if args.init in (None, "", "random") else _float_values(_kv_list([args.init], "--init"), "--init")
     backend_cls = get_backend(args.backend)
     options = _options(args.option)
     if args.refine is not None:
@@ -286,14 +273,14 @@ def cmd_fit(args) -> int:
         options["refine"] = args.refine
     if args.init == "random" and "random_starts" in backend_cls.default_config:
         options.setdefault("random_starts", "bounds")
-    estimator = backend_cls(**options)
-    rec, traces = _load_traces(args)
-    noise = {"white": WhiteNoise(1.0), "ar1": AR1Noise(1.0, 0.5), None: None}[args.noise]
-    truth = _truth_for(Path(args.file), model.name)
-    problem = EstimationProblem.build(model, traces, free, preset=args.preset, values=values, init=init,
-                                      bounds=_bounds(args.bounds), noise=noise, truth=truth)
-    dtype = torch.float32 if args.float32 else torch.float64
-    result = estimator.fit(problem, seed=args.seed, device=args.device, dtype=dtype, progress=not args.quiet)
+    backend_cls(**options)  # bad options fail before the recording is read
+    rec = load_recording(args.file, stimulus=args.stimulus if args.stimulus else "auto",
+                         voltage_channel=args.voltage_channel)
+    result = estimate(rec, model, args.backend, free, preset=args.preset, values=values, init=init,
+                      bounds=_bounds(args.bounds), sweeps=_sweeps(args.sweep), window=_window(args.window),
+                      noise=args.noise, truth=_truth_for(Path(args.file), model.name), seed=args.seed,
+                      device=args.device, dtype=torch.float32 if args.float32 else torch.float64,
+                      progress=not args.quiet, backend_options=options)
     print(result.summary())
     if args.json:
         result.to_json(args.json)

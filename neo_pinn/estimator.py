@@ -1,28 +1,40 @@
 """The Estimator base class: a public ``fit()`` template around each backend's ``_fit()``.
 
 Like Neo's ``parse_header``/``_parse_header``, the public method does everything backends share —
-validating the problem, seeding, choosing the device, timing, provenance, the ``neo_pinn_after_fit``
-hook — and the backend implements only :meth:`Estimator._fit`.
+validating the problem, seeding (once), choosing the device, limiting threads, timing, provenance, the
+``neo_pinn_after_fit`` hook (once) — and the backend implements only :meth:`Estimator._fit`. A backend
+that continues from another backend's estimate (global → local) asks the core for it with
+:func:`refine`, inside its own fit: same seeded context, no second seeding, no second hook.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import platform
 import random
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, ClassVar, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from .errors import ConfigurationError, NonFiniteDataError
+from .config import BackendConfig, config_from_defaults, is_integer, is_number
+from .errors import ConfigurationError, EstimationError, NonFiniteDataError
+from .plugins import fire_after_fit, get_state
 from .problem import EstimationProblem
-from .result import EstimationResult, ParameterEstimate, SweepFit
+from .result import EstimationResult, build_result
+from .simulation import resolve_device
 
-__all__ = ["Estimator", "FitContext", "build_result"]
+__all__ = ["Estimator", "FitContext", "refine", "build_result", "is_integer_option", "is_number_option"]
+
+#: deprecated names of :func:`neo_pinn.config.is_integer` and :func:`neo_pinn.config.is_number`
+is_integer_option = is_integer
+is_number_option = is_number
 
 
 @dataclass(frozen=True)
@@ -48,49 +60,55 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def is_integer_option(x: Any) -> bool:
-    """Whether a backend option value is an integer (numpy integers too; bool is not)."""
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+class _DefaultConfig:
+    """``Estimator.default_config``: the backend's option defaults as a read-only flat mapping."""
 
-
-def is_number_option(x: Any) -> bool:
-    """Whether a backend option value is a finite real number (bool is not)."""
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
+    def __get__(self, obj: Any, owner: type) -> Mapping[str, Any]:
+        return MappingProxyType(owner.config_class().to_dict())
 
 
 class Estimator:
     """Base class of estimation backends.
 
-    Subclasses set :attr:`name` and :attr:`default_config` and implement :meth:`_fit`. Configuration
-    keys are validated against ``default_config``; unknown keys raise
-    :class:`~neo_pinn.errors.ConfigurationError` listing the valid ones. A backend that declares a
-    ``num_threads`` option gets it applied by :meth:`fit` (torch CPU threads during the fit, then restored).
+    Subclasses set :attr:`name`, :attr:`description` and :attr:`config_class` (a frozen
+    :class:`~neo_pinn.config.BackendConfig` dataclass of their options) and implement :meth:`_fit`. A plugin
+    of the first contract may instead set ``default_config`` to a dict; its options are then untyped.
+    Unknown options and invalid values raise :class:`~neo_pinn.errors.ConfigurationError` when the
+    backend is made. An option ``num_threads`` limits torch's CPU threads during the fit.
 
     Parameters
     ----------
-    **config
-        Backend options overriding :attr:`default_config`.
+    config : BackendConfig, optional
+        A ready configuration (then no other option may be given).
+    **options
+        Options by name, overriding the defaults.
     """
 
     name: ClassVar[str] = "base"
     description: ClassVar[str] = ""
-    default_config: ClassVar[Mapping[str, Any]] = {}
+    config_class: ClassVar[type[BackendConfig]] = BackendConfig
+    default_config: ClassVar[Mapping[str, Any]] = _DefaultConfig()  # type: ignore[assignment]
 
-    def __init__(self, **config: Any) -> None:
-        unknown = set(config) - set(self.default_config)
-        if unknown:
-            raise ConfigurationError(
-                f"Unknown option(s) {', '.join(sorted(unknown))} for backend {self.name!r}; valid: "
-                f"{', '.join(sorted(self.default_config)) or 'none'}."
-            )
-        self.config: dict[str, Any] = dict(self.default_config) | dict(config)
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        legacy = cls.__dict__.get("default_config")
+        if isinstance(legacy, Mapping) and "config_class" not in cls.__dict__:
+            cls.config_class = config_from_defaults(cls.name, legacy)
+            cls.default_config = _DefaultConfig()  # type: ignore[assignment]
+        elif "config_class" in cls.__dict__:
+            cls.config_class.owner = cls.name  # error messages name the backend
+
+    def __init__(self, config: BackendConfig | None = None, **options: Any) -> None:
+        if config is not None:
+            if options or not isinstance(config, self.config_class):
+                raise ConfigurationError(f"Give {self.name} either a {self.config_class.__name__} or options by name.")
+            self.config = config
+        else:
+            self.config = self.config_class.from_options(options)
         self._check_config()
 
     def _check_config(self) -> None:
-        """Validate option values (types, ranges); raise :class:`ConfigurationError` via :meth:`_bad_option`.
-
-        Called once from ``__init__``, so a bad option fails when the backend is made, not mid-fit.
-        """
+        """Extra validation of a first-contract (``default_config`` dict) plugin; typed configs validate themselves."""
 
     def _bad_option(self, key: str, want: str) -> ConfigurationError:
         """The error for an invalid option value; ``want`` says what to give instead."""
@@ -112,7 +130,7 @@ class Estimator:
         ----------
         problem : EstimationProblem
         seed : int or None
-            Seeds Python, numpy and torch; None draws one (recorded in the provenance).
+            Seeds Python, numpy and torch once; None draws one (recorded in the provenance).
         device : str or torch.device
             ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
         dtype : torch.dtype
@@ -124,10 +142,12 @@ class Estimator:
         -------
         EstimationResult
             With provenance (versions, seed, device, wall time, input hashes, run id) filled in.
-        """
-        from .plugins import get_state
-        from .simulate import resolve_device
 
+        Raises
+        ------
+        EstimationError
+            The fit diverged: an estimate is not a finite number.
+        """
         self._validate(problem)
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**31))
@@ -137,17 +157,13 @@ class Estimator:
         dev = resolve_device(device)
         ctx = FitContext(seed=int(seed), device=dev, dtype=dtype, progress=progress, rng=np.random.default_rng(seed))
         start = time.perf_counter()
-        threads = self.config.get("num_threads")
-        before = torch.get_num_threads()
-        # A backend option ``num_threads`` limits torch's CPU threads for this fit only: on a small shared
-        # machine several OpenMP threads per process stall each other (see benchmarks/README.md).
-        if threads is not None and dev.type == "cpu":
-            torch.set_num_threads(int(threads))
-        try:
+        with self.cpu_threads(dev):
             result = self._fit(problem, ctx)
-        finally:
-            torch.set_num_threads(before)
         wall = time.perf_counter() - start
+        bad = [k for k, p in result.parameters.items() if p.free and not math.isfinite(p.value)]
+        if bad:
+            raise EstimationError(f"The {self.name} fit diverged: {', '.join(bad)} ended non-finite. Check the bounds, "
+                                  "the stimulus units and the integration step, or start from another guess.")
         provenance = dict(result.provenance) | {
             "run_id": uuid.uuid4().hex[:8],
             "backend": self.name,
@@ -161,13 +177,29 @@ class Estimator:
                        for tr in problem.traces],
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        result = replace(result, provenance=provenance, config=dict(self.config) | dict(result.config))
-        get_state().manager.hook.neo_pinn_after_fit(problem=problem, result=result)
+        result = replace(result, provenance=provenance, config=self.config.to_dict() | dict(result.config))
+        fire_after_fit(problem, result)
         return result
 
     def _fit(self, problem: EstimationProblem, ctx: FitContext) -> EstimationResult:
-        """Backend-specific estimation; return a result built with :func:`build_result`."""
+        """Backend-specific estimation; return :meth:`EstimationResult.from_fit` (states on the traces' samples)."""
         raise NotImplementedError
+
+    @contextmanager
+    def cpu_threads(self, device: torch.device) -> Iterator[None]:
+        """Limit torch's CPU threads to the ``num_threads`` option (if any) for the duration of the block.
+
+        On a small shared machine several OpenMP threads per process stall each other (see
+        benchmarks/README.md), so the built-in backends default to one.
+        """
+        threads = self.config.get("num_threads")
+        before = torch.get_num_threads()
+        if threads is not None and device.type == "cpu":
+            torch.set_num_threads(int(threads))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     # ------------------------------------------------------------------ checks
     def _validate(self, problem: EstimationProblem) -> None:
@@ -180,61 +212,50 @@ class Estimator:
                 raise NonFiniteDataError(f"Sweep {tr.sweep} holds NaN/inf; choose a clean --window.")
 
 
-def build_result(
+def refine(
     problem: EstimationProblem,
-    backend: str,
-    free_values: Mapping[str, float],
-    states: Sequence[np.ndarray],
+    ctx: FitContext,
+    starts: np.ndarray | Sequence[Sequence[float]],
     *,
-    std: Mapping[str, float | None] | None = None,
-    init: Mapping[str, float | None] | None = None,
-    noise: Mapping[str, float] | None = None,
-    metrics: Mapping[str, Any] | None = None,
-    history: Mapping[str, Any] | None = None,
-    samples: Mapping[str, list] | None = None,
-    config: Mapping[str, Any] | None = None,
-) -> EstimationResult:
-    """Assemble an :class:`EstimationResult` from a backend's raw output.
+    backend: str | type[Estimator] = "lsq",
+    options: Mapping[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+) -> list[EstimationResult]:
+    """Continue a fit with another backend (global → local), from each row of ``starts``.
+
+    Runs inside the calling backend's fit: the registered backend ``backend`` fits ``problem`` once per start
+    (the start as the initial guess, clipped into the bounds) with the caller's seeded context — nothing is
+    re-seeded and no ``neo_pinn_after_fit`` hook fires; the outer ``fit()`` does both once.
 
     Parameters
     ----------
     problem : EstimationProblem
-    backend : str
-        Backend name.
-    free_values : mapping
-        Estimates of the free parameters (canonical units).
-    states : sequence of numpy.ndarray
-        Reconstructed states per trace, each (T, S) on the trace's time grid.
-    std, init, noise, metrics, history, samples, config : mappings, optional
-        Uncertainties, starting values, noise estimates, figures of merit, trajectories, samples, options.
+    ctx : FitContext
+        The running fit's context.
+    starts : array_like
+        (k, F) free-parameter values (canonical units), one row per refinement.
+    backend : str or Estimator subclass
+        Registered name (``"lsq"``) or the class.
+    options : mapping, optional
+        Options of that backend.
+    dtype : torch.dtype, optional
+        Precision of the refinement (default the context's).
+
+    Returns
+    -------
+    list of EstimationResult
+        One per start, without provenance.
     """
-    model = problem.model
-    std = dict(std or {})
-    init = dict(init or {})
-    theta = problem.theta_full(free_values)
-    params = {}
-    for k, name in enumerate(model.param_names):
-        spec = model.param_spec(name)
-        is_free = name in problem.free_names
-        params[name] = ParameterEstimate(
-            name=name, value=float(theta[k]), unit=spec.unit,
-            std=(None if std.get(name) is None else float(std[name])) if is_free else None,
-            free=is_free, init=init.get(name) if is_free else None,
-            true_value=problem.truth.get(name))
-    if len(states) != len(problem.traces):
-        raise ConfigurationError(f"{len(states)} state arrays for {len(problem.traces)} traces.")
-    fits = []
-    for tr, st in zip(problem.traces, states):
-        st = np.asarray(st, dtype=float)
-        if st.shape != (tr.t.size, model.n_states):
-            raise ConfigurationError(f"States of sweep {tr.sweep} have shape {st.shape}, expected {(tr.t.size, model.n_states)}.")
-        fits.append(SweepFit(sweep=tr.sweep, t=tr.t, v_observed=tr.v, i_ext=tr.i_ext, states=st,
-                             stimulus_source=tr.stimulus_source, source=dict(tr.source)))
-    m = dict(metrics or {})
-    m.setdefault("rmse_mV", float(np.sqrt(np.mean(np.concatenate([(f.v_observed - f.v_fit) ** 2 for f in fits])))))
-    errs = [p.relative_error for p in params.values() if p.free and p.relative_error is not None]
-    if errs:
-        m.setdefault("max_relative_error", float(max(errs)))
-    return EstimationResult(model=model.name, backend=backend, parameters=params, state_names=model.state_names,
-                            state_units=model.state_units, fits=tuple(fits), noise=dict(noise or {}), metrics=m,
-                            history=dict(history or {}), samples=dict(samples or {}), config=dict(config or {}))
+    cls = get_state().backends.get(backend) if isinstance(backend, str) else backend
+    if not (isinstance(cls, type) and issubclass(cls, Estimator)):
+        raise ConfigurationError(f"refine() needs an Estimator subclass, got {cls!r}.")
+    est = cls(**dict(options or {}))
+    sub_ctx = ctx if dtype is None else replace(ctx, dtype=dtype)
+    results = []
+    for row in np.atleast_2d(np.asarray(starts, dtype=float)):
+        free = tuple(dataclasses.replace(f, init=float(np.clip(v, *f.bounds))) for f, v in zip(problem.free, row))
+        sub = replace(problem, free=free)
+        est._validate(sub)
+        with est.cpu_threads(sub_ctx.device):
+            results.append(est._fit(sub, sub_ctx))
+    return results

@@ -11,7 +11,7 @@ table is read and nothing but the accumulators is written.
 
 The model equations are never written again for the kernel. :func:`trace_derivatives` traces the
 model's own :meth:`~neo_pinn.models.base.NeuronModel.derivatives` (written once, against
-:mod:`neo_pinn.models._math`) with ``make_fx`` into an element-wise ATen graph and translates that
+:mod:`neo_pinn.models.elementwise`) with ``make_fx`` into an element-wise ATen graph and translates that
 graph op by op into straight-line Triton statements (loop-invariant ones hoisted out of the time loop);
 :func:`generate_kernel_source` inlines them once per integrator stage into the kernel. An op without a
 translation raises :class:`UnsupportedOpError` naming it. The generated module is written to a cache
@@ -228,7 +228,7 @@ def _trace_graph(model: NeuronModel):
     """make_fx graph of ``derivatives`` on fake (B,) float32 tensors, and the constant (non-tensor) outputs.
 
     Fake tensors make any data-dependent Python control flow in the model fail loudly here instead of
-    silently freezing one branch into the kernel. ``_math`` dispatches on ``isinstance(x, torch.Tensor)``,
+    silently freezing one branch into the kernel. ``elementwise`` dispatches on ``isinstance(x, torch.Tensor)``,
     which fake tensors satisfy, so the torch branch is traced.
     """
     from torch.fx.experimental.proxy_tensor import make_fx
@@ -260,7 +260,7 @@ def _trace_graph(model: NeuronModel):
         raise UnsupportedOpError(
             f"{type(model).__name__}.derivatives could not be traced to an element-wise graph "
             f"({type(exc).__name__}: {str(exc)[:300]}). Data-dependent Python control flow (if/while on "
-            "tensor values) is not supported: use neo_pinn.models._math.where; or use engine='torch'."
+            "tensor values) is not supported: use neo_pinn.models.elementwise.where; or use engine='torch'."
         ) from exc
     return gm, const_out
 
@@ -446,7 +446,7 @@ def trace_derivatives(model: NeuronModel) -> TracedDerivatives:
             raise UnsupportedOpError(
                 f"{model.name}: derivatives uses {full}, which the fused-kernel generator cannot translate "
                 f"to Triton (supported: {', '.join(supported)}). Rewrite the model with the functions of "
-                "neo_pinn.models._math, or use engine='torch'."
+                "neo_pinn.models.elementwise, or use engine='torch'."
             )
 
     outs_nodes = list(out_node.args[0]) if isinstance(out_node.args[0], (tuple, list)) else [out_node.args[0]]

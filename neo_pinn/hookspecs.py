@@ -9,10 +9,13 @@ from __future__ import annotations
 import pluggy
 
 PROJECT = "neo_pinn"
+#: Version of the hook specifications; the minor number grows when a hook or an argument is added.
+#: 1.1: ``BackendRegistry.register(cls)`` keys a backend by its class's ``name``.
+HOOKSPEC_VERSION = "1.1"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
-__all__ = ["PROJECT", "hookspec", "hookimpl", "NeoPinnSpec"]
+__all__ = ["PROJECT", "HOOKSPEC_VERSION", "hookspec", "hookimpl", "NeoPinnSpec"]
 
 
 class NeoPinnSpec:
@@ -29,7 +32,7 @@ class NeoPinnSpec:
 
     @hookspec
     def neo_pinn_register_backends(self, registry):
-        """Register estimator backends: call ``registry.register(name, EstimatorSubclass)``.
+        """Register estimator backends: call ``registry.register(EstimatorSubclass)`` (keyed by its ``name``).
 
         Parameters
         ----------

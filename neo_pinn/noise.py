@@ -93,6 +93,9 @@ class AR1Noise(NoiseModel):
 def parse_noise(spec: str | None, unit_kind: str = "voltage") -> NoiseModel | None:
     """Parse ``"white:sigma=1mV"`` or ``"ar1:sigma=0.5mV,rho=0.8"`` (``"none"`` → None).
 
+    A bare kind, ``"white"`` or ``"ar1"``, names the model a fit should estimate, with starting values
+    sigma = 1 (mV) and rho = 0.5.
+
     Parameters
     ----------
     spec : str or None
@@ -106,6 +109,11 @@ def parse_noise(spec: str | None, unit_kind: str = "voltage") -> NoiseModel | No
     """
     if spec is None or str(spec).strip().lower() in ("", "none", "0"):
         return None
+    kind_only = str(spec).strip().lower()
+    if kind_only == "white":
+        return WhiteNoise(1.0)
+    if kind_only == "ar1":
+        return AR1Noise(1.0, 0.5)
     m = re.match(r"^\s*(white|ar1)\s*:(.*)$", str(spec), re.IGNORECASE)
     if not m:
         raise ConfigurationError(f"Cannot read noise {spec!r}; write 'white:sigma=1mV' or 'ar1:sigma=1mV,rho=0.8'.")

@@ -1,33 +1,52 @@
-"""Lazy, isolated plugin loading.
+"""Lazy, isolated plugin loading through pluggy, and the registries the plugins fill.
 
 Plugins are found through the entry-point group ``neo_pinn`` (the built-ins too). Nothing is loaded at
-``import neo_pinn``; the first call that needs a registry loads them. A plugin that fails to import or
-to register is skipped with a :class:`~neo_pinn.errors.PluginLoadWarning` naming it; the rest work.
+``import neo_pinn``; the first call that needs a registry or a hook loads them. Registries are filled by
+pluggy hook calls made one plugin at a time (``subset_hook_caller``), so a plugin that fails to import or
+to register is skipped with a :class:`~neo_pinn.errors.PluginLoadWarning` naming it, what it registered
+is undone, and the rest work. A name registered by two plugins is a :class:`DuplicateNameError`.
+
+Environment switches (read when the plugins load):
+
+``NEO_PINN_DISABLE_PLUGIN_AUTOLOAD=1``
+    Load only the plugins that ship with neo-pinn itself (models, stimulus finders, built-in backends);
+    third-party plugins can still be registered by hand with :func:`register_plugin`.
+``NEO_PINN_BLOCK_PLUGINS=name1,name2``
+    Never load or register the plugins with these entry-point names (pluggy's block list).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import threading
 import warnings
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import pluggy
 
 from .errors import DuplicateNameError, PluginLoadWarning
 from .hookspecs import PROJECT, NeoPinnSpec
-from .registry import BackendRegistry, ModelRegistry
+from .registry import BackendRegistry, ModelRegistry, Registry
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginState", "get_state", "register_plugin", "reset"]
+__all__ = ["ENTRY_POINT_GROUP", "AUTOLOAD_ENV", "BLOCK_ENV", "BUILTIN_DISTRIBUTION", "PluginState", "get_state",
+           "register_plugin", "reset", "stimulus_finder", "fire_after_fit"]
 
 ENTRY_POINT_GROUP = "neo_pinn"
+AUTOLOAD_ENV = "NEO_PINN_DISABLE_PLUGIN_AUTOLOAD"
+BLOCK_ENV = "NEO_PINN_BLOCK_PLUGINS"
+#: the distribution whose entry points are the built-ins (always loaded, first)
+BUILTIN_DISTRIBUTION = "neo-pinn"
+#: hooks that fill a registry, and the registry each fills
+_REGISTERING_HOOKS = (("neo_pinn_register_models", "models"), ("neo_pinn_register_backends", "backends"))
 _lock = threading.RLock()
 _state: "PluginState | None" = None
 
 
 @dataclass
 class PluginState:
-    """The loaded plugin manager and the registries it filled."""
+    """The loaded plugin manager, the registries it filled and the plugins that failed."""
 
     manager: pluggy.PluginManager
     models: ModelRegistry = field(default_factory=ModelRegistry)
@@ -35,55 +54,81 @@ class PluginState:
     failed: dict[str, str] = field(default_factory=dict)
 
     def plugin_names(self) -> list[str]:
-        return [name for name, _ in self.manager.list_name_plugin()]
+        """Names of the registered plugins, in loading order."""
+        return [name for name, plugin in self.manager.list_name_plugin() if plugin is not None]
 
 
-def _register_into(state: PluginState, name: str, plugin: object) -> None:
-    """Register one plugin object and let it fill the registries, isolating its failures."""
+def _truthy(value: str | None) -> bool:
+    return str(value or "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _skip(state: PluginState, name: str, exc: Exception, what: str) -> None:
+    state.failed[name] = f"{type(exc).__name__}: {exc}"
+    warnings.warn(f"neo_pinn plugin {name!r} {what} and was skipped: {type(exc).__name__}: {exc}",
+                  PluginLoadWarning, stacklevel=4)
+
+
+def _fill_registries(state: PluginState, name: str, plugin: object) -> None:
+    """Call the registering hooks of one plugin (pluggy's own hook call, restricted to that plugin)."""
     pm = state.manager
-    if pm.is_registered(plugin) or pm.has_plugin(name):
-        return
-    models_before = dict(state.models._items)
-    backends_before = dict(state.backends._items)
+    others = [p for p in pm.get_plugins() if p is not plugin]
+    registries: list[Registry] = [getattr(state, attr) for _, attr in _REGISTERING_HOOKS]
+    snapshots = [r.snapshot() for r in registries]
     try:
-        pm.register(plugin, name=name)
-        state.models.current_plugin = state.backends.current_plugin = name
-        for hook_name, registry in (("neo_pinn_register_models", state.models),
-                                    ("neo_pinn_register_backends", state.backends)):
-            impls = [i for i in getattr(pm.hook, hook_name).get_hookimpls() if i.plugin is plugin]
-            for impl in impls:
-                impl.function(registry=registry)
+        for hook_name, attr in _REGISTERING_HOOKS:
+            registry = getattr(state, attr)
+            with registry.registering_for(name):
+                pm.subset_hook_caller(hook_name, remove_plugins=others)(registry=registry)
     except DuplicateNameError:
         raise
     except Exception as exc:  # noqa: BLE001 - a broken third-party plugin must not break the others
-        # Undo whatever the broken plugin managed to register.
-        state.models._items = models_before
-        state.backends._items = backends_before
-        if pm.is_registered(plugin):
-            pm.unregister(plugin)
-        state.failed[name] = f"{type(exc).__name__}: {exc}"
-        warnings.warn(f"neo_pinn plugin {name!r} failed to load and was skipped: {type(exc).__name__}: {exc}",
-                      PluginLoadWarning, stacklevel=3)
-    finally:
-        state.models.current_plugin = state.backends.current_plugin = "<direct>"
+        for registry, snapshot in zip(registries, snapshots):  # undo what it registered in either registry
+            registry.restore(snapshot)
+        pm.unregister(plugin)
+        _skip(state, name, exc, "failed to register")
+
+
+def _register(state: PluginState, name: str, plugin: object) -> None:
+    pm = state.manager
+    if pm.is_blocked(name) or pm.is_registered(plugin) or pm.has_plugin(name):
+        return
+    try:
+        pm.register(plugin, name=name)
+    except Exception as exc:  # noqa: BLE001 - e.g. a hook implementation with a wrong signature
+        _skip(state, name, exc, "failed its hook validation")
+        return
+    _fill_registries(state, name, plugin)
+
+
+def _entry_points() -> tuple[list, Callable[[Any], bool]]:
+    eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+    def builtin(ep) -> bool:
+        dist = getattr(ep, "dist", None)
+        return dist is not None and dist.name == BUILTIN_DISTRIBUTION
+
+    # built-ins first (the core ones before the built-in backends), so that a third party's duplicate
+    # name is the one reported
+    return sorted(eps, key=lambda e: (not builtin(e), not e.name.startswith("core"), e.name)), builtin
 
 
 def _load() -> PluginState:
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(NeoPinnSpec)
     state = PluginState(manager=pm)
-    # Built-ins (models, stimulus finders, backends) come through the same entry points as third
-    # parties; the core ones load first so that a third party's duplicate name is the one reported.
-    eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-    for ep in sorted(eps, key=lambda e: (not e.name.startswith("core"), e.name)):
+    for name in filter(None, (x.strip() for x in os.environ.get(BLOCK_ENV, "").split(","))):
+        pm.set_blocked(name)
+    third_party = not _truthy(os.environ.get(AUTOLOAD_ENV))
+    eps, builtin = _entry_points()
+    for ep in eps:
+        if pm.is_blocked(ep.name) or not (third_party or builtin(ep)):
+            continue
         try:
             plugin = ep.load()
         except Exception as exc:  # noqa: BLE001 - isolation of broken plugins is the point
-            state.failed[ep.name] = f"{type(exc).__name__}: {exc}"
-            warnings.warn(f"neo_pinn plugin {ep.name!r} ({ep.value}) could not be imported and was skipped: "
-                          f"{type(exc).__name__}: {exc}", PluginLoadWarning, stacklevel=3)
+            _skip(state, ep.name, exc, f"({ep.value}) could not be imported")
             continue
-        _register_into(state, ep.name, plugin)
+        _register(state, ep.name, plugin)
     return state
 
 
@@ -99,17 +144,19 @@ def get_state() -> PluginState:
 def register_plugin(plugin: object, name: str | None = None) -> None:
     """Register a plugin object (module or instance with hookimpls) at run time.
 
+    Its models and backends are registered at once (a duplicate name raises :class:`DuplicateNameError`).
+
     Parameters
     ----------
     plugin : object
-        Module or object whose methods are marked with :data:`neo_pinn.hookspecs.hookimpl`.
+        Module or object whose functions are marked with :data:`neo_pinn.hookspecs.hookimpl`.
     name : str, optional
         Plugin name shown by ``neo-pinn plugins`` (defaults to the module or class name).
     """
     state = get_state()
     name = name or getattr(plugin, "__name__", type(plugin).__name__)
     with _lock:
-        _register_into(state, name, plugin)
+        _register(state, name, plugin)
 
 
 def reset() -> None:
@@ -117,3 +164,17 @@ def reset() -> None:
     global _state
     with _lock:
         _state = None
+
+
+def stimulus_finder() -> Callable[..., Any]:
+    """The ``neo_pinn_find_stimulus`` hook of every loaded plugin, as one callable ``(signal=, segment=)``.
+
+    The first non-None result wins (see :class:`~neo_pinn.hookspecs.NeoPinnSpec`). Pass it to
+    :func:`neo_pinn.io.load_recording` as ``stimulus_finder``.
+    """
+    return get_state().manager.hook.neo_pinn_find_stimulus
+
+
+def fire_after_fit(problem: Any, result: Any) -> None:
+    """Call every plugin's ``neo_pinn_after_fit(problem=..., result=...)``."""
+    get_state().manager.hook.neo_pinn_after_fit(problem=problem, result=result)

@@ -17,6 +17,8 @@ import numpy as np
 from .errors import ConfigurationError
 from .models.base import NeuronModel
 from .noise import AR1Noise, NoiseModel, WhiteNoise
+from .plugins import get_state
+from .storage import atomic_write_text, dumps, read_text_or_file
 from .trace import Trace
 
 __all__ = ["FreeParameter", "EstimationProblem"]
@@ -112,7 +114,7 @@ class EstimationProblem:
         cls,
         model: NeuronModel,
         traces: Trace | Sequence[Trace],
-        free: Iterable[str],
+        free: Iterable[str] | None = None,
         *,
         preset: str | None = None,
         values: Mapping[str, float] | None = None,
@@ -129,8 +131,9 @@ class EstimationProblem:
         ----------
         model : NeuronModel
         traces : Trace or sequence of Trace
-        free : iterable of str
-            Names of the parameters to estimate.
+        free : iterable of str, optional
+            Names of the parameters to estimate; None: the model's ``default_free`` set (the parameters that
+            differ from cell to cell); a model without one raises :class:`ConfigurationError`.
         preset : str, optional
             Preset for the fixed values (model default when None).
         values : mapping, optional
@@ -148,6 +151,11 @@ class EstimationProblem:
         traces = (traces,) if isinstance(traces, Trace) else tuple(traces)
         preset_name = preset or model.default_preset or None
         allv = model.param_values(preset_name, **dict(values or {}))
+        if free is None:
+            if not model.default_free:
+                raise ConfigurationError(f"Name the parameters to estimate, e.g. free=['gCa', 'gK'] (CLI --free); "
+                                         f"{model.name} has {', '.join(model.param_names)}.")
+            free = model.default_free
         free = list(free)
         init = dict(init or {})
         bounds = dict(bounds or {})
@@ -254,12 +262,8 @@ class EstimationProblem:
 
     def to_json(self, path: str | Path | None = None, include_data: bool = True) -> str:
         """Serialise to JSON (written atomically when ``path`` is given)."""
-        from .io.files import dumps
-
         text = dumps(self.to_dict(include_data), indent=1)
         if path is not None:
-            from .io.files import atomic_write_text
-
             atomic_write_text(path, text)
         return text
 
@@ -267,9 +271,7 @@ class EstimationProblem:
     def from_dict(cls, d: Mapping[str, Any], model: NeuronModel | None = None) -> "EstimationProblem":
         """Inverse of :meth:`to_dict` (needs inlined data); the model is looked up in the registry by name."""
         if model is None:
-            from .api import get_model
-
-            model = get_model(d["model"])
+            model = get_state().models.get(d["model"])
         try:
             traces = tuple(Trace(t=np.asarray(x["t"]), v=np.asarray(x["v"]), i_ext=np.asarray(x["i_ext"]),
                                  stimulus_source=x.get("stimulus_source", "none"), sweep=int(x.get("sweep", 0)),
@@ -291,6 +293,4 @@ class EstimationProblem:
     @classmethod
     def from_json(cls, text_or_path: str | Path, model: NeuronModel | None = None) -> "EstimationProblem":
         """Read a problem from JSON text or a file."""
-        from .result import _text_or_file
-
-        return cls.from_dict(json.loads(_text_or_file(text_or_path)), model=model)
+        return cls.from_dict(json.loads(read_text_or_file(text_or_path)), model=model)

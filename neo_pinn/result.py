@@ -8,17 +8,25 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
 from .errors import ConfigurationError, UnknownNameError
+from .residuals import rms, voltage_rmse
+from .storage import atomic_write_text, dumps, read_text_or_file
 
-__all__ = ["ParameterEstimate", "SweepFit", "EstimationResult"]
+if TYPE_CHECKING:  # pragma: no cover - for annotations only
+    from .problem import EstimationProblem
 
-SCHEMA_VERSION = 1
+__all__ = ["ParameterEstimate", "SweepFit", "EstimationResult", "build_result", "is_metric_value"]
+
+#: 2: ``metrics`` holds numbers only and ``samples`` parameter draws only; everything else is in ``diagnostics``
+SCHEMA_VERSION = 2
 
 
 def _num(x):
@@ -105,7 +113,7 @@ class SweepFit:
     @property
     def rmse(self) -> float:
         """Root-mean-square difference between recorded and reconstructed voltage (mV)."""
-        return float(np.sqrt(np.mean((self.v_observed - self.v_fit) ** 2)))
+        return rms(self.v_observed - self.v_fit)
 
 
 @dataclass(frozen=True)
@@ -127,15 +135,20 @@ class EstimationResult:
     noise : dict
         Noise estimates, e.g. ``{"sigma": 0.98}`` (mV) or ``{"sigma": ..., "rho": ...}``.
     metrics : dict
-        Scalar figures of merit (``rmse_mV``, ``loss``, ``n_starts``, ``success_fraction`` ...).
+        Figures of merit, each one number (``rmse_mV``, ``loss``, ``n_starts``, ``success_fraction`` ...;
+        a flag is a bool, a missing value NaN).
     history : dict
-        Optional trajectories (``loss``: list of floats, per-parameter traces ...).
+        Optional trajectories over the fit's iterations (``loss``: list of floats, per-parameter traces ...).
     samples : dict
-        Optional samples of the free parameters (name → list), e.g. multi-start optima or a Pareto front.
+        Optional draws of the free parameters (free parameter name → list, every list as long), e.g.
+        multi-start optima, ensemble members or a Pareto front.
     provenance : dict
         Versions, seed, device, wall time, input hashes, run id.
     config : dict
         The backend configuration actually used.
+    diagnostics : dict
+        Anything else a backend reports (JSON-ready): per-member losses and flags, per-sweep figures, the
+        reason a search stopped, loss curves of sub-stages ...
     """
 
     model: str
@@ -150,6 +163,100 @@ class EstimationResult:
     samples: dict[str, list] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key, value in self.metrics.items():
+            if not is_metric_value(value):
+                raise ConfigurationError(
+                    f"Metric {key!r} of a {self.backend} result is {type(value).__name__} {value!r}; metrics hold one "
+                    "number each (bool, int or float; NaN when missing). Put lists, strings and per-sweep values "
+                    "into diagnostics.")
+        free = [k for k, p in self.parameters.items() if p.free]
+        lengths = set()
+        for key, draws in self.samples.items():
+            if key not in free:
+                raise ConfigurationError(
+                    f"samples[{key!r}] of a {self.backend} result is not a free parameter ({', '.join(free)}); "
+                    "samples hold parameter draws only, put other per-draw values into diagnostics.")
+            if isinstance(draws, (str, bytes)) or not all(isinstance(x, numbers.Real) for x in draws):
+                raise ConfigurationError(f"samples[{key!r}] must be a list of numbers (draws of {key}).")
+            lengths.add(len(draws))
+        if len(lengths) > 1:
+            raise ConfigurationError(f"Every parameter needs the same number of samples; got {sorted(lengths)}.")
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_fit(
+        cls,
+        problem: "EstimationProblem",
+        backend: str,
+        free_values: Mapping[str, float],
+        states: Sequence[np.ndarray],
+        *,
+        std: Mapping[str, float | None] | None = None,
+        init: Mapping[str, float | None] | None = None,
+        noise: Mapping[str, float] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        history: Mapping[str, Any] | None = None,
+        samples: Mapping[str, Sequence[float]] | None = None,
+        diagnostics: Mapping[str, Any] | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> "EstimationResult":
+        """Assemble a result from a backend's raw output (what every backend's ``_fit`` returns).
+
+        Parameters
+        ----------
+        problem : EstimationProblem
+        backend : str
+            Backend name.
+        free_values : mapping
+            Estimates of the free parameters (canonical units).
+        states : sequence of numpy.ndarray
+            Reconstructed states per trace, each (T, S) on the trace's sample times.
+        std, init : mappings, optional
+            One standard deviation and the starting value of each free parameter (canonical units).
+        noise : mapping, optional
+            Noise estimates (``sigma`` in mV, ``rho``).
+        metrics : mapping, optional
+            Figures of merit, one number each; ``rmse_mV`` (and ``max_relative_error`` with ground truth)
+            are added when absent.
+        history, samples, diagnostics, config : mappings, optional
+            Trajectories, parameter draws (free name → list), other backend output, options.
+        """
+        model = problem.model
+        std = dict(std or {})
+        init = dict(init or {})
+        theta = problem.theta_full(free_values)
+        params = {}
+        for k, name in enumerate(model.param_names):
+            spec = model.param_spec(name)
+            is_free = name in problem.free_names
+            params[name] = ParameterEstimate(
+                name=name, value=float(theta[k]), unit=spec.unit,
+                std=(None if std.get(name) is None else float(std[name])) if is_free else None,
+                free=is_free, init=init.get(name) if is_free else None,
+                true_value=problem.truth.get(name))
+        if len(states) != len(problem.traces):
+            raise ConfigurationError(f"{len(states)} state arrays for {len(problem.traces)} traces.")
+        fits = []
+        for tr, st in zip(problem.traces, states):
+            st = np.asarray(st, dtype=float)
+            if st.shape != (tr.t.size, model.n_states):
+                raise ConfigurationError(f"States of sweep {tr.sweep} have shape {st.shape}, expected "
+                                         f"{(tr.t.size, model.n_states)} (one row per sample, one column per state).")
+            fits.append(SweepFit(sweep=tr.sweep, t=tr.t, v_observed=tr.v, i_ext=tr.i_ext, states=st,
+                                 stimulus_source=tr.stimulus_source, source=dict(tr.source)))
+        m = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in dict(metrics or {}).items()}
+        m.setdefault("rmse_mV", voltage_rmse(problem.traces, [f.states for f in fits]))
+        errs = [p.relative_error for p in params.values() if p.free and p.relative_error is not None]
+        if errs:
+            m.setdefault("max_relative_error", float(max(errs)))
+        draws = {k: [float(x) for x in v] for k, v in dict(samples or {}).items()}
+        return cls(model=model.name, backend=backend, parameters=params, state_names=model.state_names,
+                   state_units=model.state_units, fits=tuple(fits), noise=dict(noise or {}), metrics=m,
+                   history=dict(history or {}), samples=draws, config=dict(config or {}),
+                   diagnostics=dict(diagnostics or {}))
 
     # ------------------------------------------------------------------ access
     @property
@@ -209,6 +316,7 @@ class EstimationResult:
             "samples": self.samples,
             "provenance": self.provenance,
             "config": self.config,
+            "diagnostics": self.diagnostics,
         }
         if include_arrays:
             out["fits"] = [
@@ -230,12 +338,8 @@ class EstimationResult:
         str
             The JSON text.
         """
-        from .io.files import dumps
-
         text = dumps(self.to_dict(include_arrays=include_arrays), indent=1)
         if path is not None:
-            from .io.files import atomic_write_text
-
             atomic_write_text(Path(path), text)
         return text
 
@@ -257,24 +361,61 @@ class EstimationResult:
             )
         except KeyError as exc:
             raise ConfigurationError(f"Result JSON lacks {exc}; was it written with include_arrays=True?") from exc
+        metrics, samples, diagnostics = split_outputs(d.get("metrics", {}), d.get("samples", {}),
+                                                      [k for k, p in params.items() if p.free])
+        diagnostics.update(d.get("diagnostics", {}))
         return cls(model=d["model"], backend=d["backend"], parameters=params,
                    state_names=tuple(d["state_names"]), state_units=tuple(d["state_units"]), fits=fits,
-                   noise=dict(d.get("noise", {})), metrics=dict(d.get("metrics", {})),
-                   history=dict(d.get("history", {})), samples=dict(d.get("samples", {})),
-                   provenance=dict(d.get("provenance", {})), config=dict(d.get("config", {})))
+                   noise=dict(d.get("noise", {})), metrics=metrics,
+                   history=dict(d.get("history", {})), samples=samples,
+                   provenance=dict(d.get("provenance", {})), config=dict(d.get("config", {})),
+                   diagnostics=diagnostics)
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "EstimationResult":
         """Read a result from JSON text or a file path."""
-        text = _text_or_file(text_or_path)
-        return cls.from_dict(json.loads(text))
+        return cls.from_dict(json.loads(read_text_or_file(text_or_path)))
 
 
-def _text_or_file(text_or_path) -> str:
-    """JSON text as given, or the contents of the file it names (JSON text starts with '{' or '[')."""
-    if isinstance(text_or_path, Path):
-        return text_or_path.read_text()
-    text = str(text_or_path)
-    if text.lstrip()[:1] in ("{", "["):
-        return text
-    return Path(text).read_text()
+def is_metric_value(value: Any) -> bool:
+    """Whether ``value`` can be a metric: one real number (bool, int, float or a numpy scalar of those)."""
+    return isinstance(value, (numbers.Real, np.bool_)) and not isinstance(value, np.ndarray)
+
+
+def split_outputs(metrics: Mapping[str, Any], samples: Mapping[str, Any], free: Sequence[str]
+                  ) -> tuple[dict, dict, dict]:
+    """Sort loosely typed outputs into (metrics, samples, diagnostics).
+
+    Numbers stay metrics (None becomes NaN: JSON has no NaN), lists of numbers under free-parameter names
+    stay samples, everything else goes to diagnostics. Reads results written before schema 2 and results of
+    backends still built with :func:`build_result`.
+    """
+    m, s, diag = {}, {}, {}
+    for k, v in metrics.items():
+        if v is None:
+            m[k] = math.nan
+        elif is_metric_value(v):
+            m[k] = v
+        else:
+            diag[k] = v
+    lengths = {len(v) for k, v in samples.items() if k in free and isinstance(v, (list, tuple))}
+    for k, v in samples.items():
+        draws = k in free and isinstance(v, (list, tuple)) and len(lengths) == 1 \
+            and all(isinstance(x, numbers.Real) for x in v)
+        (s if draws else diag)[k] = list(v) if draws else v
+    return m, s, diag
+
+
+def build_result(problem: "EstimationProblem", backend: str, free_values: Mapping[str, float],
+                 states: Sequence[np.ndarray], *, std=None, init=None, noise=None, metrics=None, history=None,
+                 samples=None, config=None) -> EstimationResult:
+    """Deprecated: use :meth:`EstimationResult.from_fit`.
+
+    Kept for plugins written against the first plugin contract: metrics that are not numbers and samples
+    that are not parameter draws are moved to ``diagnostics`` instead of being refused.
+    """
+    warnings.warn("neo_pinn.build_result is deprecated; return EstimationResult.from_fit(...) from _fit.",
+                  DeprecationWarning, stacklevel=2)
+    m, s, diag = split_outputs(dict(metrics or {}), dict(samples or {}), problem.free_names)
+    return EstimationResult.from_fit(problem, backend, free_values, states, std=std, init=init, noise=noise,
+                                     metrics=m, history=history, samples=s, diagnostics=diag, config=config)

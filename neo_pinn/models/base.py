@@ -2,7 +2,7 @@
 
 A model declares its states (state 0 is the membrane voltage), its parameters (unit, default, bounds,
 log-scale flag), presets reproducing published regimes, and one pure, batched right-hand side written
-against :mod:`neo_pinn.models._math` so that it runs on torch tensors (simulator, PINN residuals,
+against :mod:`neo_pinn.models.elementwise` so that it runs on torch tensors (simulator, PINN residuals,
 autograd, GPU) and numpy arrays (scipy reference) from the same code.
 """
 

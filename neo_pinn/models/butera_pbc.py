@@ -5,7 +5,7 @@ Equations and values: ``shared/reference/models.md`` §4 (whole-cell units pF, n
 
 from __future__ import annotations
 
-from . import _math as m
+from . import elementwise as m
 from .base import NeuronModel, ParameterSpec, Preset, StateSpec
 
 __all__ = ["ButeraPBC"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import _math as m
+from . import elementwise as m
 from .base import NeuronModel, ParameterSpec, Preset, StateSpec
 
 __all__ = ["HodgkinHuxley"]

@@ -6,7 +6,7 @@ and §6.2). Per-area units carry over number for number: µF/cm² → pF, mS/cm�
 
 from __future__ import annotations
 
-from . import _math as m
+from . import elementwise as m
 from .base import NeuronModel, ParameterSpec, Preset, StateSpec
 
 __all__ = ["MorrisLecar", "MorrisLecarBurster"]

@@ -50,7 +50,7 @@ from neo_pinn.models.base import quasi_steady_states
 from neo_pinn.estimator import Estimator, FitContext, build_result, is_integer_option, is_number_option
 from neo_pinn.noise import AR1Noise, fit_ar1
 from neo_pinn.problem import EstimationProblem
-from neo_pinn.simulate import METHODS, simulate
+from neo_pinn.simulation import METHODS, simulate
 
 from .shooting import (Condensed, Raw, assemble, condensed, condensed_apply, condensed_solve, evaluate, make_layout,
                        solve)

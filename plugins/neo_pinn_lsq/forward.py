@@ -3,11 +3,11 @@
 Every segment starts from its own node state and shares the parameters of its start. Its Jacobian —
 R recorded voltages and S end states with respect to the S node states and the F free parameters — is
 computed in one of two ways, both through the simulator's own fixed-step integrator
-(:func:`neo_pinn.simulate._step`, which calls the model's one ``derivatives``):
+(:func:`neo_pinn.simulation.step`, which calls the model's one ``derivatives``):
 
 * forward mode (:func:`integrate_segments`): ``torch.autograd.forward_ad`` carries the D = S + F tangent
   directions, laid out along a leading dimension, through one pass;
-* reverse mode (:func:`integrate_segments_reverse`): one differentiable :func:`neo_pinn.simulate.simulate`
+* reverse mode (:func:`integrate_segments_reverse`): one differentiable :func:`neo_pinn.simulation.simulate`
   pass and a backward pass vmapped over the R + S outputs (``is_grads_batched``).
 
 Measured on the 2-core CPU this was written on (torch 2.13, Morris–Lecar SNLC, 1000 ms at 10 kHz, 201
@@ -25,7 +25,7 @@ import torch.autograd.forward_ad as fwAD
 from torch.overrides import TorchFunctionMode
 
 from neo_pinn.models.base import NeuronModel
-from neo_pinn.simulate import _step
+from neo_pinn.simulation import step
 
 __all__ = ["integrate_segments", "integrate_segments_reverse"]
 
@@ -135,7 +135,7 @@ def integrate_segments(
                 pv = fwAD.unpack_dual(ys[0])
                 rec_v.append(pv.primal[0])
                 rec_dv.append(pv.tangent)
-            ys = _step(model, method, j * dt, ys, p, stim[2 * j], stim[2 * j + 1], stim[2 * j + 2], dt)
+            ys = step(model, method, j * dt, ys, p, stim[2 * j], stim[2 * j + 1], stim[2 * j + 2], dt)
         ends = [fwAD.unpack_dual(y) for y in ys]
     v = torch.stack(rec_v, -1)
     dv = torch.stack(rec_dv, -1)
@@ -161,7 +161,7 @@ def integrate_segments_reverse(
 
     ``dtheta`` is (Bm, F): dθ/dz of each free parameter (the node directions are the identity).
     """
-    from neo_pinn.simulate import simulate
+    from neo_pinn.simulation import simulate
 
     Bm, S = x0.shape
     th = theta.detach().clone().requires_grad_(True)

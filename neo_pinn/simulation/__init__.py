@@ -1,0 +1,12 @@
+"""Batched simulation of neuron models: fixed-step integrators, the torch simulator and its fused GPU kernel.
+
+:func:`simulate` integrates B parameter sets at once (CPU or CUDA, float32/64, differentiable);
+:func:`step` and :func:`choose_dt` are the integrator step and the step choice every backend shares.
+The fused population kernel (:mod:`neo_pinn.simulation.fused`) is imported on demand only.
+"""
+
+from .integrators import METHODS, choose_dt, step
+from .simulator import Simulation, as_batch, resolve_device, simulate, stimulus_half_grid, theta_batch
+
+__all__ = ["simulate", "Simulation", "resolve_device", "METHODS", "step", "choose_dt", "theta_batch",
+           "stimulus_half_grid", "as_batch"]

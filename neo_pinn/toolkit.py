@@ -1,0 +1,41 @@
+"""What every estimation backend needs, written once: the public toolkit for built-in and third-party backends.
+
+A backend imports from here (or from the modules named below, which own each piece) and never re-writes
+a transform, an integrator step or an RMSE:
+
+=================================  ==============================================================
+integration                        :func:`simulate` (batched, differentiable), :func:`step` (one
+                                   Euler/Heun/RK4 step), :func:`choose_dt` (a step dividing the
+                                   sampling interval), :func:`resolve_device` — :mod:`neo_pinn.simulation`
+parameter coordinates              :class:`UnitCube`, :class:`LogLogit`, :class:`LogLinear` —
+                                   :mod:`neo_pinn.transforms`
+hidden states at rest              :func:`quasi_steady_states`, :func:`gate_mask` — :mod:`neo_pinn.models.base`
+residuals and noise                :func:`voltage_residuals`, :func:`voltage_rmse`, :func:`rms`,
+                                   :func:`noise_from_residuals` — :mod:`neo_pinn.residuals`
+configuration                      :class:`BackendConfig`, :class:`OptionGroup`, :func:`option`,
+                                   :func:`group` and the checks — :mod:`neo_pinn.config`
+the fit                            :class:`Estimator`, :class:`FitContext`, :func:`refine` (continue with
+                                   another backend inside a fit), :class:`EstimationResult` (``from_fit``)
+=================================  ==============================================================
+"""
+
+from .config import (BOOL, FINITE, MAPPING, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, STRINGS,
+                     BackendConfig, Check, OptionGroup, between, either, group, is_integer, is_number, one_of,
+                     option, optional)
+from .estimator import Estimator, FitContext, refine
+from .models.base import gate_mask, quasi_steady_states
+from .residuals import noise_from_residuals, rms, voltage_residuals, voltage_rmse
+from .result import EstimationResult
+from .simulation import METHODS, Simulation, choose_dt, resolve_device, simulate, step
+from .transforms import LogLinear, LogLogit, UnitCube, free_bounds
+
+__all__ = [
+    "simulate", "Simulation", "step", "choose_dt", "resolve_device", "METHODS",
+    "UnitCube", "LogLogit", "LogLinear", "free_bounds",
+    "quasi_steady_states", "gate_mask",
+    "voltage_residuals", "voltage_rmse", "rms", "noise_from_residuals",
+    "BackendConfig", "OptionGroup", "Check", "option", "group", "one_of", "optional", "either", "between",
+    "POSITIVE_INT", "NON_NEGATIVE_INT", "POSITIVE", "NON_NEGATIVE", "FINITE", "BOOL", "STRINGS", "MAPPING",
+    "is_integer", "is_number",
+    "Estimator", "FitContext", "refine", "EstimationResult",
+]
