@@ -253,6 +253,18 @@ class OptionGroup:
 class BackendConfig(OptionGroup):
     """Base of a backend's options: a frozen dataclass, validated on construction (see the module doc)."""
 
+    @classmethod
+    def name_owner(cls, owner: str) -> None:
+        """Name the backend in this configuration's error messages, its nested groups' included."""
+        todo: list[type] = [cls]
+        while todo:
+            klass = todo.pop()
+            klass.owner = owner
+            for f in dataclasses.fields(klass):
+                if _is_group(f):
+                    todo.append(type(f.default_factory() if f.default_factory is not dataclasses.MISSING
+                                      else f.default))
+
 
 def config_from_defaults(owner: str, defaults: Mapping[str, Any]) -> type[BackendConfig]:
     """An untyped :class:`BackendConfig` subclass for a plugin that declares a ``default_config`` dict.
@@ -263,5 +275,5 @@ def config_from_defaults(owner: str, defaults: Mapping[str, Any]) -> type[Backen
     fields = [(name, Any, option(value)) for name, value in defaults.items()]
     cls = dataclasses.make_dataclass(f"{owner.title().replace('_', '')}Config", fields, bases=(BackendConfig,),
                                      frozen=True)
-    cls.owner = owner
+    cls.name_owner(owner)
     return cls

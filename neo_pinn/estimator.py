@@ -96,7 +96,7 @@ class Estimator:
             cls.config_class = config_from_defaults(cls.name, legacy)
             cls.default_config = _DefaultConfig()  # type: ignore[assignment]
         elif "config_class" in cls.__dict__:
-            cls.config_class.owner = cls.name  # error messages name the backend
+            cls.config_class.name_owner(cls.name)  # error messages name the backend
 
     def __init__(self, config: BackendConfig | None = None, **options: Any) -> None:
         if config is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import threading
+import types
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -68,10 +69,25 @@ def _skip(state: PluginState, name: str, exc: Exception, what: str) -> None:
                   PluginLoadWarning, stacklevel=4)
 
 
+def _hashable(plugin: object, name: str) -> object:
+    """The plugin itself, or, when it cannot be hashed (a ``SimpleNamespace``), a module holding its attributes.
+
+    pluggy keeps plugins in sets (``subset_hook_caller``), so they must be hashable; the hook
+    implementations are the same function objects, markers included.
+    """
+    try:
+        hash(plugin)
+        return plugin
+    except TypeError:
+        view = types.ModuleType(name)
+        view.__dict__.update({k: v for k, v in vars(plugin).items() if not k.startswith("__")})
+        return view
+
+
 def _fill_registries(state: PluginState, name: str, plugin: object) -> None:
     """Call the registering hooks of one plugin (pluggy's own hook call, restricted to that plugin)."""
     pm = state.manager
-    others = [p for p in pm.get_plugins() if p is not plugin]
+    others = [p for _, p in pm.list_name_plugin() if p is not None and p is not plugin]
     registries: list[Registry] = [getattr(state, attr) for _, attr in _REGISTERING_HOOKS]
     snapshots = [r.snapshot() for r in registries]
     try:
@@ -90,6 +106,7 @@ def _fill_registries(state: PluginState, name: str, plugin: object) -> None:
 
 def _register(state: PluginState, name: str, plugin: object) -> None:
     pm = state.manager
+    plugin = _hashable(plugin, name)
     if pm.is_blocked(name) or pm.is_registered(plugin) or pm.has_plugin(name):
         return
     try:

@@ -1,10 +1,50 @@
-"""Every installed backend passes the contract of neo_pinn.testing.BackendCompliance."""
+"""Every built-in backend and the example plugin pass the contract of neo_pinn.testing.BackendCompliance."""
 
 from __future__ import annotations
 
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from neo_pinn import plugins
 from neo_pinn.testing import BackendCompliance
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "plugins" / "example_plugin"
 
 
 class TestLsqCompliance(BackendCompliance):
     backend = "lsq"
     options = {"n_starts": 2, "max_iter": 40, "dt": 0.1}
+    step_options = {"dt": 0.05}
+
+
+class TestPinnCompliance(BackendCompliance):
+    backend = "pinn"
+    options = {"n_members": 2, "stage1_steps": 20, "stage2_steps": 20, "screen_candidates": 8, "screen_rounds": 2,
+               "width": 16, "depth": 2, "batch_points": 64, "forward_check": True}
+
+
+class TestGaCompliance(BackendCompliance):
+    backend = "ga"
+    options = {"pop_size": 8, "n_gen": 2, "screen": 0, "max_dt": 0.1}
+    step_options = {"max_dt": 0.05}
+
+
+class TestExampleCompliance(BackendCompliance):
+    backend = "random_search"
+    options = {"n_samples": 64}
+    step_options = {"dt": 0.125}
+
+    @pytest.fixture(autouse=True)
+    def _example_plugin(self):
+        sys.path.insert(0, str(EXAMPLE))
+        try:
+            module = importlib.import_module("neo_pinn_example.plugin")
+        finally:
+            sys.path.remove(str(EXAMPLE))
+        plugins.reset()
+        plugins.register_plugin(module, name="example")
+        yield
+        plugins.reset()

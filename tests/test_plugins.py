@@ -155,3 +155,74 @@ def test_third_party_stimulus_finder_wins_over_builtins(fresh_plugins, tmp_path)
         rec = neo_pinn.load_recording(path)
     tr = rec.traces()[0]
     assert tr.stimulus_source == "my-rig" and np.all(tr.i_ext == 12.5)
+
+
+def _fake_entry_point(monkeypatch, name: str, module):
+    """Make ``module`` look like an installed third-party plugin called ``name``."""
+    real = importlib.metadata.entry_points
+
+    class FakeEP:
+        value, group, dist = f"{module.__name__}", "neo_pinn", None
+
+        def load(self):
+            return module
+
+    FakeEP.name = name
+
+    def fake(group=None, **kw):
+        eps = list(real(group=group, **kw)) if group else real(**kw)
+        return eps + [FakeEP()] if group == "neo_pinn" else eps
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake)
+
+
+def test_autoload_of_third_party_plugins_can_be_switched_off(fresh_plugins, monkeypatch):
+    mod = _example_module()
+    _fake_entry_point(monkeypatch, "example", mod)
+    assert "random_search" in neo_pinn.list_backends()
+    plugins.reset()
+    monkeypatch.setenv(plugins.AUTOLOAD_ENV, "1")
+    backends = neo_pinn.list_backends()
+    assert "random_search" not in backends and {"lsq", "ga", "pinn"} <= set(backends)
+    plugins.register_plugin(mod, name="example")  # still possible by hand
+    assert neo_pinn.list_backends()["random_search"] == "example"
+
+
+def test_named_plugins_can_be_blocked(fresh_plugins, monkeypatch):
+    mod = _example_module()
+    _fake_entry_point(monkeypatch, "example", mod)
+    monkeypatch.setenv(plugins.BLOCK_ENV, "example, ga")
+    backends = neo_pinn.list_backends()
+    assert "random_search" not in backends and "ga" not in backends and "lsq" in backends
+    assert "example" not in plugins.get_state().plugin_names()
+
+
+def test_a_backend_is_keyed_by_its_class_name(fresh_plugins):
+    mod = _example_module()
+    from neo_pinn.errors import ConfigurationError
+    from neo_pinn.registry import BackendRegistry
+
+    reg = BackendRegistry()
+    reg.register(mod.RandomSearch)
+    assert reg.get("random_search") is mod.RandomSearch
+    with pytest.raises(ConfigurationError, match="named 'random_search' but was registered as 'other'"):
+        BackendRegistry().register("other", mod.RandomSearch)
+    with pytest.raises(ConfigurationError, match="subclass of neo_pinn.Estimator"):
+        BackendRegistry().register(object)
+
+
+def test_hook_spec_version_is_exposed():
+    major, minor = (int(x) for x in neo_pinn.HOOKSPEC_VERSION.split("."))
+    assert (major, minor) >= (1, 1)
+
+
+def test_plugin_packages_do_not_import_their_backends_on_import():
+    code = ("import sys, neo_pinn_lsq, neo_pinn_pinn, neo_pinn_ga, neo_pinn_lsq.plugin, neo_pinn_pinn.plugin, "
+            "neo_pinn_ga.plugin\n"
+            "heavy = [m for m in sys.modules if m.split('.')[0] in ('neo_pinn_lsq', 'neo_pinn_pinn', 'neo_pinn_ga') "
+            "and m.split('.')[-1] not in ('plugin',) and '.' in m]\n"
+            "assert not heavy, heavy\n"
+            "from neo_pinn_pinn import PINN\nassert PINN.name == 'pinn'\nprint('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

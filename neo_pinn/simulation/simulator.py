@@ -228,7 +228,6 @@ def simulate(
     Simulation
         Times (R,) and states (B, R, S_rec) with R = N // record_every + 1.
     """
-    global _compile_failed
     if method not in METHODS:
         raise ConfigurationError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
     if dt <= 0 or duration <= 0:
@@ -259,42 +258,58 @@ def simulate(
     i_half = i_half if i_half.shape[0] == B else i_half.expand(1, -1)
     if i_half.shape[0] == 1:
         i_half = i_half[0]  # (2N+1,) broadcasts against (B,) states after slicing one column
-    rec_idx = [model.state_index(s) for s in states] if states is not None else list(range(model.n_states))
-
-    # Chunk length K (steps unrolled per — compiled — call). It must not grow with record_every: a
-    # chunk of record_every = 1000 unrolled steps takes torch.compile practically forever. So either
-    # K is a multiple of record_every and the chunk records inside (record_every <= chunk_steps), or
-    # K divides record_every, the chunk records nothing and the loop below records after every
-    # record_every // K chunks.
-    cs = max(1, int(chunk_steps))
-    if record_every <= cs:
-        K, rec_in, outer = (cs // record_every) * record_every, record_every, 1
-    else:
-        K = max(d for d in range(1, cs + 1) if record_every % d == 0)
-        rec_in, outer = None, record_every // K
-    rec_idx = tuple(rec_idx)
-    work = B * n_steps
-    want_compile = (compile is True) or (compile == "auto" and work >= _COMPILE_MIN_WORK)
-    chunk, compiled = _get_chunk(model, method, K, rec_in, dt, rec_idx, want_compile)
-    tail_chunk = _make_chunk(model, method, n_steps % K, rec_in, dt, rec_idx) if n_steps % K else None
-
-    def stim_seg(k0, n):
-        """Stimulus on the half steps of steps k0..k0+n: shape (2n+1,) or (B, 2n+1); [..., j] is one half step."""
-        return i_half[..., 2 * k0: 2 * (k0 + n) + 1]
-
-    records = [torch.stack([ys[k] for k in rec_idx], -1).unsqueeze(1)]
-    n_chunks = 0
+    rec_idx = tuple(model.state_index(s) for s in states) if states is not None else tuple(range(model.n_states))
+    want_compile = (compile is True) or (compile == "auto" and B * n_steps >= _COMPILE_MIN_WORK)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n_steps, unit="step", desc=f"simulate {model.name} B={B}", leave=False, disable=None)
+    try:
+        y = _integrate(model, method, ys, p, i_half, n_steps, dt, torch.tensor(t0, dtype=dtype, device=dev),
+                       record_every, chunk_steps, rec_idx, want_compile, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if check_finite and not bool(torch.isfinite(y).all()):
+        raise NonFiniteDataError(
+            f"The {model.name} simulation diverged (NaN/inf); reduce dt (now {dt} ms), use method='rk4' or "
+            "check the parameters against the model's bounds."
+        )
+    t = t0 + dt * record_every * torch.arange(y.shape[1], dtype=torch.float64, device=dev)
+    names = tuple(model.state_names[k] for k in rec_idx)
+    return Simulation(t=t, y=y, state_names=names, model=model, dt=float(dt), method=method)
+
+
+def _chunk_plan(record_every: int, chunk_steps: int) -> tuple[int, int | None, int]:
+    """Steps K unrolled per (compiled) call, the recording interval inside a chunk, chunks between records.
+
+    K must not grow with record_every: a chunk of record_every = 1000 unrolled steps takes torch.compile
+    practically forever. So either K is a multiple of record_every and the chunk records inside
+    (record_every <= chunk_steps), or K divides record_every, the chunk records nothing and the caller
+    records after every record_every // K chunks.
+    """
+    cs = max(1, int(chunk_steps))
+    if record_every <= cs:
+        return (cs // record_every) * record_every, record_every, 1
+    K = max(d for d in range(1, cs + 1) if record_every % d == 0)
+    return K, None, record_every // K
+
+
+def _integrate(model, method, ys, p, i_half, n_steps, dt, t0_t, record_every, chunk_steps, rec_idx, want_compile,
+               bar) -> torch.Tensor:
+    """Advance the states chunk by chunk and stack the recorded ones, (B, R, len(rec_idx))."""
+    global _compile_failed
+    K, rec_in, outer = _chunk_plan(record_every, chunk_steps)
+    chunk, compiled = _get_chunk(model, method, K, rec_in, dt, rec_idx, want_compile)
+    tail_chunk = _make_chunk(model, method, n_steps % K, rec_in, dt, rec_idx) if n_steps % K else None
+    records = [torch.stack([ys[k] for k in rec_idx], -1).unsqueeze(1)]
+    n_chunks = 0
     k0 = 0
-    t0_t = torch.tensor(t0, dtype=dtype, device=dev)
     while k0 < n_steps:
         n = K if n_steps - k0 >= K else n_steps - k0
         fn = chunk if n == K else tail_chunk
-        seg = stim_seg(k0, n)
+        seg = i_half[..., 2 * k0: 2 * (k0 + n) + 1]  # stimulus on the half steps of steps k0..k0+n
         tk = t0_t + k0 * dt
         try:
             ys, outs = fn(tk, ys, p, seg)
@@ -303,7 +318,7 @@ def simulate(
                 raise
             _compile_failed = True
             warnings.warn(f"torch.compile unavailable ({type(exc).__name__}: {str(exc)[:200]}); "
-                          "simulating without compilation (slower).", RuntimeWarning, stacklevel=2)
+                          "simulating without compilation (slower).", RuntimeWarning, stacklevel=3)
             chunk, compiled = _make_chunk(model, method, K, rec_in, dt, rec_idx), False
             continue
         if outs is not None:
@@ -314,14 +329,4 @@ def simulate(
         k0 += n
         if bar is not None:
             bar.update(n)
-    if bar is not None:
-        bar.close()
-    y = torch.cat(records, 1)
-    if check_finite and not bool(torch.isfinite(y).all()):
-        raise NonFiniteDataError(
-            f"The {model.name} simulation diverged (NaN/inf); reduce dt (now {dt} ms), use method='rk4' or "
-            "check the parameters against the model's bounds."
-        )
-    t = t0 + dt * record_every * torch.arange(y.shape[1], dtype=torch.float64, device=dev)
-    names = tuple(model.state_names[k] for k in rec_idx)
-    return Simulation(t=t, y=y, state_names=names, model=model, dt=float(dt), method=method)
+    return torch.cat(records, 1)
