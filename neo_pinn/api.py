@@ -112,7 +112,7 @@ def synthetic_trace(
     sample_dt = 1000.0 / float(rate_hz)
     dt, factor = choose_dt(sample_dt, dt, 0.025)
     if isinstance(stimulus, str):
-        from .io.stimulus import parse_stimulus
+        from .io.stimulus_specs import parse_stimulus
 
         stimulus = parse_stimulus(stimulus)
     theta = m.theta(dict(values or {}), preset=preset)

@@ -114,7 +114,7 @@ def _truth_for(path: Path, model_name: str) -> dict[str, float]:
     meta = None
     if path.suffix.lower() == ".nwb":
         try:
-            from .io.nwb import read_icephys_metadata
+            from .io.synthetic_nwb import read_icephys_metadata
 
             meta = read_icephys_metadata(path)
         except (NeoPinnError, OSError, KeyError, ValueError):
@@ -201,7 +201,7 @@ def cmd_simulate(args) -> int:
     }
     suffix = out.suffix.lower()
     if suffix == ".nwb":
-        from .io.nwb import write_icephys_nwb
+        from .io.synthetic_nwb import write_icephys_nwb
 
         write_icephys_nwb(out, [t for t, _ in traces], metadata=meta, overwrite=args.overwrite)
     elif suffix == ".abf":
@@ -292,7 +292,7 @@ def cmd_fit(args) -> int:
         print(f"wrote {args.report}")
     if args.out:
         from .io.attach import attach
-        from .io.neo_files import write_block
+        from .io.neo_writers import write_block
 
         attach(result, rec.block)  # rec.block is neo_pinn's annotated copy, never the user's objects
         write_block(rec.block, args.out, overwrite=args.overwrite)

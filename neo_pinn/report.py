@@ -21,8 +21,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from .errors import ConfigurationError, UnknownNameError
-from .io.files import atomic_write_text
+from .plugins import get_state
 from .result import EstimationResult, SweepFit
+from .storage import atomic_write_text, dumps
 
 __all__ = ["figure_fit", "figure_history", "figure_fi", "fi_points", "sweep_features", "write_report",
            "MAX_SWEEP_FIGURES"]
@@ -182,9 +183,7 @@ SWEEP_FEATURES = (
 def _spike_levels(model: str) -> tuple[float, float]:
     """Spike threshold and re-arm level (mV) of a registered model; 0 / −10 mV when unknown."""
     try:
-        from .api import get_model
-
-        m = get_model(model)
+        m = get_state().models.get(model)
         return float(m.spike_threshold), float(m.spike_rearm)
     except Exception:  # noqa: BLE001 - a report of an unregistered model still draws with the defaults
         return 0.0, -10.0
@@ -425,8 +424,6 @@ def _fmt(x: Any) -> str:
 
 
 def _json(obj: Any) -> str:
-    from .io.files import dumps
-
     return dumps(obj, indent=1, sort_keys=True)
 
 

@@ -15,9 +15,10 @@ import quantities as pq
 
 from neo_pinn.errors import ConfigurationError
 from neo_pinn.io.attach import attach, attach_copy, read_attached, result_from_block
-from neo_pinn.io.files import sha256_of
-from neo_pinn.io.neo_files import decode_nwb_payload, read_block, write_block
+from neo_pinn.io.neo_files_reader import decode_nwb_payload, read_block
+from neo_pinn.io.neo_writers import write_block
 from neo_pinn.result import EstimationResult, ParameterEstimate, SweepFit
+from neo_pinn.storage import sha256_of
 
 DT = 0.1  # ms
 N_REC = 400  # samples of each recorded sweep (0 .. 39.9 ms)

@@ -82,7 +82,7 @@ def test_fit_writes_json_report_and_attached_nwb(ml_file, tmp_path, capsys):
     assert abs(d["parameters"]["gCa"]["value"] - 4.0) / 4.0 < 0.05
     assert "<img" in html.read_text()
     from neo_pinn.io.attach import read_attached
-    from neo_pinn.io.neo_files import read_block
+    from neo_pinn.io.neo_files_reader import read_block
 
     runs = read_attached(read_block(nwb))
     assert runs and runs[0]["parameters"]["gCa"]["value"] == pytest.approx(d["parameters"]["gCa"]["value"])

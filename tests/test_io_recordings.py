@@ -441,6 +441,46 @@ def test_synthetic_block_units_and_recorded_current():
     assert vs.annotations["neo_pinn_role"] == "voltage" and cs.annotations["neo_pinn_role"] == "stimulus"
 
 
+def _vm_and_recorded_current() -> neo.Block:
+    rate = 10 * pq.kHz
+    n = 2000
+    v = neo.AnalogSignal(-0.065 + 0.001 * (np.arange(n) > 500), units="V", sampling_rate=rate, name="Vm")
+    i = neo.AnalogSignal(0.04 * (np.arange(n) > 500), units="nA", sampling_rate=rate, name="Iinj")
+    seg = neo.Segment()
+    seg.analogsignals.extend([v, i])
+    block = neo.Block()
+    block.segments.append(seg)
+    return block
+
+
+def test_stimulus_finder_is_asked_before_the_builtin_finders():
+    block = _vm_and_recorded_current()
+    calls = []
+
+    def finder(*, signal, segment):
+        calls.append((signal.name, len(segment.analogsignals)))
+        return np.full(signal.shape[0], 7.0), "my-rig"
+
+    with pytest.warns(StimulusMismatchWarning, match="my-rig"):  # the recorded Iinj disagrees
+        rec = load_recording(block, stimulus_finder=finder)
+    (tr,) = rec.traces()
+    assert calls and calls[0][0] == "Vm"
+    assert tr.stimulus_source == "my-rig" and np.all(tr.i_ext == 7.0)
+
+
+def test_builtin_finders_without_a_stimulus_finder_or_when_it_finds_nothing():
+    block = _vm_and_recorded_current()
+    for kwargs in ({}, {"stimulus_finder": None}, {"stimulus_finder": lambda signal, segment: None}):
+        (tr,) = load_recording(block, **kwargs).traces()
+        assert tr.stimulus_source == "recorded-channel"
+        assert tr.i_ext[0] == pytest.approx(0.0) and tr.i_ext[-1] == pytest.approx(40.0)
+
+
+def test_stimulus_finder_must_sample_the_signal():
+    with pytest.raises(StimulusError, match="samples"):
+        load_recording(_vm_and_recorded_current(), stimulus_finder=lambda signal, segment: (np.zeros(3), "short"))
+
+
 def test_voltage_channel_forcing(loaded, recordings_dir):
     path = recordings_dir / "190619B_0003.abf"
     rec = load_recording(path, voltage_channel=1)  # index into describe()["channels"]
@@ -474,6 +514,8 @@ def test_bad_sources(tmp_path):
 
 
 def test_third_party_stimulus_finder_wins(recordings_dir):
+    """Through neo_pinn.load_recording, the plugins' finders are asked before the built-in ones."""
+    import neo_pinn
     from neo_pinn.hookspecs import hookimpl
     from neo_pinn.plugins import get_state
 
@@ -487,7 +529,7 @@ def test_third_party_stimulus_finder_wins(recordings_dir):
     pm.register(finder, name="test-lab-finder")
     try:
         with pytest.warns(StimulusMismatchWarning, match="lab-finder"):
-            rec = load_recording(recordings_dir / "17o05027_ic_ramp.abf")
+            rec = neo_pinn.load_recording(recordings_dir / "17o05027_ic_ramp.abf")
     finally:
         pm.unregister(finder)
     tr = rec.traces()[0]

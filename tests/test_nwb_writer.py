@@ -13,7 +13,7 @@ import pynwb
 from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries
 
 from neo_pinn.errors import ConfigurationError, RecordingFormatError
-from neo_pinn.io.nwb import read_icephys_metadata, write_icephys_nwb
+from neo_pinn.io.synthetic_nwb import read_icephys_metadata, write_icephys_nwb
 from neo_pinn.trace import Trace
 
 METADATA = {

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from neo_pinn.errors import NeoPinnError, StimulusError
-from neo_pinn.io.stimulus import (
+from neo_pinn.io.stimulus_specs import (
     StimulusSpec,
     compare_stimuli,
     describe_step_family,

@@ -12,7 +12,7 @@
     ``array_annotations`` ``state_names``, ``state_units`` and ``channel_names`` name the channels.
 
 Both carry the same flat annotations, chosen so that NixIO and NWBIO (through
-:func:`neo_pinn.io.neo_files.write_block`) can store them: only str, int, float, bool and lists of one
+:func:`neo_pinn.io.neo_writers.write_block`) can store them: only str, int, float, bool and lists of one
 of those, never None.
 
 =============================  ======================================================================
@@ -61,8 +61,8 @@ import quantities as pq
 
 from ..errors import ConfigurationError
 from ..result import EstimationResult, ParameterEstimate, SweepFit
-from .files import dumps as _dumps
-from .neo_files import decode_nwb_payload
+from ..storage import dumps as _dumps
+from .neo_files_reader import decode_nwb_payload
 
 __all__ = ["attach", "attach_copy", "read_attached", "result_from_block", "ROLE_RECONSTRUCTION", "ROLE_STATES"]
 
@@ -463,7 +463,7 @@ def read_attached(block) -> list[dict]:
     Parameters
     ----------
     block : neo.Block
-        In memory after :func:`attach`, or read back with :func:`neo_pinn.io.neo_files.read_block` or
+        In memory after :func:`attach`, or read back with :func:`neo_pinn.io.neo_files_reader.read_block` or
         plain ``neo.io.NixIO`` / ``neo.io.NWBIO``.
 
     Returns

@@ -41,6 +41,7 @@ __all__ = [
     "array_to_signal",
     "trace_to_signals",
     "STIMULUS_HINT",
+    "format_ranges",
 ]
 
 ROLE_VOLTAGE = "voltage"
@@ -243,11 +244,12 @@ def block_to_traces(block, sweeps="all", window=None, provenance: dict | None = 
         out.append(trace)
     if missing:
         raise StimulusNotFoundError(
-            f"No injected current was found for sweep(s) {_ranges(missing)} of this recording; {STIMULUS_HINT}.")
+            f"No injected current was found for sweep(s) {format_ranges(missing)} of this recording; {STIMULUS_HINT}.")
     return out
 
 
-def _ranges(ks: Iterable[int]) -> str:
+def format_ranges(ks: Iterable[int]) -> str:
+    """Sweep numbers as short text for messages: ``"0, 2, 3"``, or ``"0–15 (16 sweeps)"`` beyond six."""
     ks = sorted(ks)
     if len(ks) > 6:
         return f"{ks[0]}–{ks[-1]} ({len(ks)} sweeps)"

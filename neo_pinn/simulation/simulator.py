@@ -196,7 +196,7 @@ def simulate(
     i_ext : float, array_like, tensor or callable, optional
         Injected current in pA: a constant; an array (N+1,) or (B, N+1) at the step times
         ``t0 + k·dt``; or a callable of a time tensor (ms) returning pA (e.g. a
-        :class:`~neo_pinn.io.stimulus.StimulusSpec`). Default: the preset's constant current.
+        :class:`~neo_pinn.io.stimulus_specs.StimulusSpec`). Default: the preset's constant current.
     y0 : array_like, optional
         Initial state (S,) or (B, S); default the preset's.
     preset : str, optional
