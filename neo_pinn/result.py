@@ -23,7 +23,7 @@ from .storage import atomic_write_text, dumps, read_text_or_file
 if TYPE_CHECKING:  # pragma: no cover - for annotations only
     from .problem import EstimationProblem
 
-__all__ = ["ParameterEstimate", "SweepFit", "EstimationResult", "build_result", "is_metric_value"]
+__all__ = ["ParameterEstimate", "SweepFit", "EstimationResult", "build_result", "is_metric_value", "split_outputs"]
 
 #: 2: ``metrics`` holds numbers only and ``samples`` parameter draws only; everything else is in ``diagnostics``
 SCHEMA_VERSION = 2

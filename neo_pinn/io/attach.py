@@ -60,7 +60,7 @@ import numpy as np
 import quantities as pq
 
 from ..errors import ConfigurationError
-from ..result import EstimationResult, ParameterEstimate, SweepFit
+from ..result import EstimationResult, ParameterEstimate, SweepFit, split_outputs
 from ..storage import dumps as _dumps
 from .neo_files_reader import decode_nwb_payload
 
@@ -666,8 +666,10 @@ def result_from_block(block, run_id: str | None = None) -> EstimationResult:
             i_ext=i_ext if i_ext is not None else np.zeros(t.shape),
             states=states, stimulus_source=sw["stimulus_source"], source=dict(sw["source"]),
         ))
+    metrics, _, diagnostics = split_outputs(run["metrics"], {}, [])
     return EstimationResult(
         model=run["model"], backend=run["backend"], parameters=params, state_names=tuple(names),
         state_units=tuple(run["state_units"]), fits=tuple(fits), noise=dict(run["noise"]),
-        metrics=dict(run["metrics"]), provenance=dict(run["provenance"]), config=dict(run["config"]),
+        # a result attached before metrics held numbers only brings its lists and texts back as diagnostics
+        metrics=metrics, diagnostics=diagnostics, provenance=dict(run["provenance"]), config=dict(run["config"]),
     )
