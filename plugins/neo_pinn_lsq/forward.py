@@ -10,9 +10,8 @@ computed in one of two ways, both through the simulator's own fixed-step integra
 * reverse mode (:func:`integrate_segments_reverse`): one differentiable :func:`neo_pinn.simulation.simulate`
   pass and a backward pass vmapped over the R + S outputs (``is_grads_batched``).
 
-Measured on the 2-core CPU this was written on (torch 2.13, Morris–Lecar SNLC, 1000 ms at 10 kHz, 201
-segments of 100 RK4 steps, R = 50, D = 5), whole fits: one start 4.7 s forward vs 10.3 s reverse; 20 starts
-17.4 s vs 126 s. Forward mode is the default; reverse mode stays available (``jacobian="reverse"``).
+Forward mode carries only the few directions (node states and free parameters) and is the default;
+reverse mode, which back-propagates every recorded sample, stays available (``jacobian="reverse"``).
 """
 
 from __future__ import annotations

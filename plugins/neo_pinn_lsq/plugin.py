@@ -7,6 +7,6 @@ from neo_pinn.hookspecs import hookimpl
 
 @hookimpl
 def neo_pinn_register_backends(registry):
-    from .backend import LeastSquares
+    from .backend import LeastSquares  # here, so that loading the plugin does not import torch-heavy modules
 
-    registry.register("lsq", LeastSquares)
+    registry.register(LeastSquares)

@@ -22,12 +22,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from neo_pinn import simulation
 from neo_pinn.errors import ConfigurationError
 from neo_pinn.models.base import NeuronModel
 from neo_pinn.trace import Trace
+from neo_pinn.transforms import LogLogit
 
 from .forward import integrate_segments, integrate_segments_reverse
-from .transforms import ParamTransform, StateTransform
+from .transforms import StateTransform
 
 __all__ = [
     "Condensed",
@@ -35,7 +37,6 @@ __all__ = [
     "Normal",
     "Raw",
     "assemble",
-    "choose_dt",
     "condensed",
     "condensed_apply",
     "condensed_solve",
@@ -45,17 +46,14 @@ __all__ = [
 ]
 
 
-def choose_dt(sample_dt: float, dt: float | None, max_dt: float) -> tuple[float, int]:
-    """Integration step and steps per sample: the largest ``dt ≤ max_dt`` dividing the sampling interval."""
-    if dt is None:
-        steps = max(1, math.ceil(sample_dt / max_dt - 1e-9))
-        return sample_dt / steps, steps
-    steps = sample_dt / float(dt)
-    if abs(steps - round(steps)) > 1e-6 * max(1.0, steps) or round(steps) < 1:
-        hint = sample_dt / max(1, math.ceil(sample_dt / dt))
-        raise ConfigurationError(f"dt = {dt} ms does not divide the sampling interval {sample_dt:.6g} ms; choose "
-                                 f"sampling_interval/k (e.g. {hint:.6g}) or leave dt=None.")
-    return sample_dt / round(steps), int(round(steps))
+def __getattr__(name: str):
+    if name == "choose_dt":  # deprecated alias of the core's
+        import warnings
+
+        warnings.warn("neo_pinn_lsq.shooting.choose_dt is deprecated; use neo_pinn.simulation.choose_dt.",
+                      DeprecationWarning, stacklevel=2)
+        return simulation.choose_dt
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -95,7 +93,7 @@ def make_layout(traces: Sequence[Trace], dt: float | None, max_dt: float, segmen
     for tr in traces:
         if np.ptp(np.diff(tr.t)) > 1e-3 * sample_dt:
             raise ConfigurationError(f"Sweep {tr.sweep} is not uniformly sampled; resample it first.")
-    dt, r = choose_dt(sample_dt, dt, max_dt)
+    dt, r = simulation.choose_dt(sample_dt, dt, max_dt)
     k = int(subsample)
     n_max = max(tr.t.size for tr in traces)
     if segment_ms is None or segment_ms <= 0:
@@ -148,7 +146,7 @@ class Raw:
 
 
 def evaluate(model: NeuronModel, method: str, lay: Layout, theta_fixed: torch.Tensor, free_index: Sequence[int],
-             ptf: ParamTransform, stf: StateTransform, z: torch.Tensor, u: torch.Tensor,
+             ptf: LogLogit, stf: StateTransform, z: torch.Tensor, u: torch.Tensor,
              i_half: torch.Tensor, chunk: int, jacobian: str = "forward") -> Raw:
     """Integrate every segment of every start in ``z`` (n, F), ``u`` (n, M, S) with their Jacobians.
 

@@ -1,9 +1,8 @@
-"""Unconstrained coordinates for the free parameters and the node states.
+"""Unconstrained coordinates for the node states of the multiple-shooting segments.
 
-Parameters: ``z = log θ`` for log-scale parameters (a step is clipped to ``[log lo, log hi]``) and a
-scaled logit ``z = logit((θ − lo)/(hi − lo))`` otherwise, so every estimate stays inside its bounds.
-States: the voltage and any unbounded state as they are; gating variables through a logistic, so they
-stay in (0, 1).
+The voltage and any unbounded state are used as they are; gating variables go through a logistic, so
+they stay in (0, 1). (The free parameters use the core's :class:`neo_pinn.transforms.LogLogit`, formerly
+``ParamTransform`` here.)
 """
 
 from __future__ import annotations
@@ -14,45 +13,20 @@ import numpy as np
 import torch
 
 from neo_pinn.models.base import gate_mask
-from neo_pinn.problem import EstimationProblem
 
-__all__ = ["ParamTransform", "StateTransform", "gate_mask"]
+__all__ = ["StateTransform", "gate_mask"]
 
 
-class ParamTransform:
-    """Map between free-parameter values θ (canonical units) and search coordinates z."""
+def __getattr__(name: str):
+    if name == "ParamTransform":  # deprecated alias: the core's LogLogit has the same formulas
+        import warnings
 
-    def __init__(self, problem: EstimationProblem, dtype: torch.dtype, device: torch.device) -> None:
-        lo = np.array([f.bounds[0] for f in problem.free], dtype=float)
-        hi = np.array([f.bounds[1] for f in problem.free], dtype=float)
-        self.log = torch.tensor([f.log_scale for f in problem.free], device=device)
-        self.lo_np, self.hi_np, self.log_np = lo, hi, np.array([f.log_scale for f in problem.free])
-        kw = dict(dtype=dtype, device=device)
-        self.lo, self.hi = torch.tensor(lo, **kw), torch.tensor(hi, **kw)
-        tiny = torch.finfo(dtype).tiny
-        self.zlo = torch.where(self.log, torch.log(self.lo.clamp_min(tiny)), torch.full_like(self.lo, -np.inf))
-        self.zhi = torch.where(self.log, torch.log(self.hi.clamp_min(tiny)), torch.full_like(self.hi, np.inf))
+        from neo_pinn.transforms import LogLogit
 
-    def to_z(self, theta: np.ndarray) -> np.ndarray:
-        """z of values ``theta`` (..., F)."""
-        theta = np.clip(np.asarray(theta, dtype=float), self.lo_np, self.hi_np)
-        frac = np.clip((theta - self.lo_np) / (self.hi_np - self.lo_np), 1e-6, 1 - 1e-6)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.log_np, np.log(np.maximum(theta, 1e-300)), np.log(frac / (1 - frac)))
-
-    def from_z(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """θ and dθ/dz (both shaped like ``z``)."""
-        ez = torch.exp(torch.where(self.log, z, torch.zeros_like(z)))
-        s = torch.sigmoid(z)
-        width = self.hi - self.lo
-        theta = torch.where(self.log, ez, self.lo + width * s)
-        jac = torch.where(self.log, ez, width * s * (1 - s))
-        return theta, jac
-
-    def clip(self, z: torch.Tensor) -> torch.Tensor:
-        """Project z into the bounds (log-scale parameters; logit ones are bounded by construction)."""
-        z = torch.maximum(torch.minimum(z, self.zhi), self.zlo)
-        return z.clamp(-40.0, 40.0)
+        warnings.warn("neo_pinn_lsq.transforms.ParamTransform is deprecated; use neo_pinn.transforms.LogLogit.",
+                      DeprecationWarning, stacklevel=2)
+        return LogLogit
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class StateTransform:
