@@ -125,9 +125,13 @@ def test_after_fit_hook_sees_every_fit(fresh_plugins):
 @pytest.mark.timeout(300)
 def test_example_plugin_installs_as_a_distribution(tmp_path):
     """pip-install the template into a private folder and find it through its entry point."""
+    import shutil
+
     target = tmp_path / "site"
+    source = tmp_path / "example_plugin"  # a copy: building in place would leave build/ in the repository
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     proc = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "-q",
-                           "--target", str(target), str(EXAMPLE)], capture_output=True, text=True)
+                           "--target", str(target), str(source)], capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.skip(f"pip could not build the example plugin here: {proc.stderr[-300:]}")
     code = ("import neo_pinn; print(neo_pinn.list_models()['passive_membrane'], "
