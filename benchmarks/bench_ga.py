@@ -7,7 +7,7 @@ hypercube over the bounds). The synthetic recordings start from the preset's ini
 problem is given (``initial_state="preset"``). Per case: the median over seeds of each parameter's
 relative error, the success count (every parameter within ``--tol``, 5 %) and the median wall time.
 
-Speed: the same NSGA-II (:func:`neo_pinn_ga.backend.run_nsga2`, same seed, population and number of
+Speed: the same NSGA-II (:func:`neo_pinn_ga.search.run_nsga2`, same seed, population and number of
 generations) scores its population either with the batched simulator (one call per generation) or with
 one ``scipy.integrate.solve_ivp`` (LSODA, rtol 1e-6, atol 1e-8) per individual; both feed the same
 objectives (:meth:`~neo_pinn_ga.evaluate.PopulationEvaluator.objectives_from_voltage`). The scipy loop is
@@ -94,15 +94,16 @@ def scipy_evaluator(evaluator, space):
 
 def speed_row(case: str, args) -> dict:
     """Seconds per evaluation: batched population vs a solve_ivp loop, same NSGA-II, same budget."""
-    from neo_pinn.simulate import resolve_device
-    from neo_pinn_ga.backend import SearchSpace, run_nsga2
+    from neo_pinn.simulation import resolve_device
+    from neo_pinn.transforms import UnitCube
     from neo_pinn_ga.evaluate import PopulationEvaluator
+    from neo_pinn_ga.search import run_nsga2
 
     problem = make_problem(case, 0, args.rate)
     config = get_backend("ga")(pop_size=args.pop).config
     dev = resolve_device(args.device)
     out = {"case": case, "kind": "speed", "pop": args.pop, "generations": args.speed_gens, "device": str(dev)}
-    space = SearchSpace(problem)
+    space = UnitCube(problem)
     F = len(problem.free)
     for name in ("batched", "scipy"):
         ev = PopulationEvaluator(problem, config, dev, torch.float32)
@@ -218,7 +219,7 @@ def main(argv=None) -> int:
                              "values": {k: res[k].value for k in problem.free_names},
                              "std": {k: res[k].std for k in problem.free_names}, "success": ok, "wall_s": wall,
                              "generations": res.metrics["generations"], "evaluations": res.metrics["evaluations"],
-                             "evals_per_s": res.metrics["evals_per_s"], "stopped": res.metrics["stopped"],
+                             "evals_per_s": res.metrics["evals_per_s"], "stopped": res.diagnostics["stopped"],
                              "rmse_mV": res.metrics["rmse_mV"], "device": res.provenance["device"],
                              "screened": res.metrics.get("screened"), "ga_relative_error": ga_rel,
                              "refine_taken": res.metrics.get("refine_taken"),

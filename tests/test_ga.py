@@ -26,6 +26,7 @@ FAST = {"dt": 0.2, "pop_size": 8, "n_gen": 2, "screen": 0}
 class TestGaCompliance(BackendCompliance):
     backend = "ga"
     options = FAST
+    step_options = {"dt": 0.1}     # 5 steps per sample of the kit's 2 kHz recording (FAST's 0.2 ms does not divide it)
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +86,48 @@ def test_registered_through_the_entry_point():
 def test_invalid_options_are_rejected(options, fragment):
     with pytest.raises(ConfigurationError, match=fragment):
         get_backend("ga")(**options)
+
+
+def test_config_is_typed_frozen_and_reads_like_the_old_flat_options():
+    import dataclasses
+
+    from neo_pinn_ga import GAConfig, GeneticAlgorithm
+
+    est = GeneticAlgorithm(pop_size=8, features="spike_count, isi_cv", refine_options={"max_iter": 3})
+    c = est.config
+    assert isinstance(c, GAConfig) and c.search.pop_size == c["pop_size"] == 8
+    assert c["features"] == ("spike_count", "isi_cv")          # a command-line string becomes a list of names
+    assert dict(c["refine_options"]) == {"max_iter": 3} and c["refine"] == "none"
+    assert set(GeneticAlgorithm.default_config) == set(c.to_dict()) and len(c.to_dict()) == 32
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        c.search.pop_size = 16
+    assert c.replace(pop_size=16).search.pop_size == 16 and c.search.pop_size == 8
+
+
+def test_moved_names_still_work_with_a_deprecation_warning():
+    import neo_pinn_ga.backend as backend
+    import neo_pinn_ga.evaluate as evaluate
+    from neo_pinn.simulation import choose_dt
+    from neo_pinn.transforms import UnitCube
+    from neo_pinn_ga.search import run_nsga2
+
+    with pytest.warns(DeprecationWarning, match="UnitCube"):
+        assert backend.SearchSpace is UnitCube
+    with pytest.warns(DeprecationWarning, match="neo_pinn_ga.search"):
+        assert backend.run_nsga2 is run_nsga2
+    with pytest.warns(DeprecationWarning, match="neo_pinn.simulation.choose_dt"):
+        assert evaluate.choose_dt is choose_dt
+
+
+def test_a_search_where_every_simulation_diverged_raises_an_estimation_error(model, truth, monkeypatch):
+    from neo_pinn.errors import EstimationError
+    from neo_pinn_ga.evaluate import DIVERGED, PopulationEvaluator
+
+    monkeypatch.setattr(PopulationEvaluator, "evaluate_population",
+                        lambda self, free: np.full((len(free), len(self.objective_names)), DIVERGED))
+    trace, _ = synthetic_trace(model, preset="snlc", duration=50.0, rate_hz=5000.0, seed=0)
+    with pytest.raises(EstimationError, match="diverged"):
+        get_backend("ga")(dt=0.2, pop_size=4, n_gen=1, screen=0).fit(_problem(model, trace, truth), device="cpu")
 
 
 def test_dt_must_divide_the_sampling_interval(model, truth):
@@ -169,7 +212,9 @@ def test_screen_keeps_the_best_ranked_individuals(model, truth, monkeypatch):
     import torch
 
     import neo_pinn_ga.evaluate as ev
-    from neo_pinn_ga.backend import GeneticAlgorithm, SearchSpace
+    from neo_pinn.transforms import UnitCube
+    from neo_pinn_ga.backend import GeneticAlgorithm
+    from neo_pinn_ga.search import screen_population
 
     trace, _ = synthetic_trace(model, preset="snlc", duration=150.0, rate_hz=5000.0, noise="white:sigma=1mV",
                                seed=3)
@@ -185,10 +230,10 @@ def test_screen_keeps_the_best_ranked_individuals(model, truth, monkeypatch):
         return real(free)
 
     monkeypatch.setattr(evaluator, "evaluate_population", recording)
-    space = SearchSpace(problem)
+    space = UnitCube(problem)
     first = np.random.default_rng(0).random((8, 3))
     first[0] = space.to_x(np.array([truth[k] for k in FREE]))   # row 0 = the initial guess, here the truth
-    chosen = est._screen(evaluator, space, first, 64, np.random.default_rng(1), progress=True)
+    chosen = screen_population(evaluator, space, first, 64, np.random.default_rng(1), progress=True)
     assert calls == [(64, False, None)]                 # one eager, unpadded call for the whole screen
     assert (evaluator.compile, evaluator.batch_size) == ("auto", 8)     # restored for the search
     assert chosen.shape == (8, 3) and np.any(np.all(np.isclose(chosen, first[0]), 1))  # the guess is screened,
@@ -209,7 +254,9 @@ def test_screen_reuses_a_compiled_search_kernel_in_pop_size_chunks(model, truth,
     import torch
 
     import neo_pinn_ga.evaluate as ev
-    from neo_pinn_ga.backend import GeneticAlgorithm, SearchSpace
+    from neo_pinn.transforms import UnitCube
+    from neo_pinn_ga.backend import GeneticAlgorithm
+    from neo_pinn_ga.search import screen_population
 
     trace, _ = synthetic_trace(model, preset="snlc", duration=50.0, rate_hz=5000.0, seed=3)
     problem = _problem(model, trace, truth)
@@ -223,7 +270,7 @@ def test_screen_reuses_a_compiled_search_kernel_in_pop_size_chunks(model, truth,
         return rng.random((len(free), len(evaluator.objective_names)))
 
     monkeypatch.setattr(evaluator, "evaluate_population", fake)
-    chosen = est._screen(evaluator, SearchSpace(problem), rng.random((8, 3)), 64, np.random.default_rng(1))
+    chosen = screen_population(evaluator, UnitCube(problem), rng.random((8, 3)), 64, np.random.default_rng(1))
     assert calls == [(8, True, 8)] * 8          # the search's own compiled batch shape, no second kernel
     assert chosen.shape == (8, 3)
 
@@ -259,6 +306,9 @@ def test_result_carries_front_std_states_history(snlc_fit, model):
     # (one call: 1024 rows × 1250 samples is below SCREEN_CHUNK_VALUES)
     assert res.metrics["screened"] == 1024
     assert res.metrics["simulations"] == n + 2
+    # metrics are single numbers; why the search stopped is a diagnostic
+    assert all(isinstance(v, (bool, int, float)) for v in res.metrics.values()), res.metrics
+    assert res.diagnostics["stopped"] in ("n_gen", "stagnation", "max_evals", "no new individuals")
     feats = h["sweep_features"][0]["features"]
     assert feats["spike_count"]["recorded"] >= 3 and feats["spike_count"]["fitted"] is not None
 
@@ -291,6 +341,30 @@ def test_refine_lsq_keeps_or_improves_the_fit(model, truth):
     assert res.metrics["refine_taken"] and res.values["gCa"] == pytest.approx(ref["lsq"]["gCa"])
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # lsq with 3 iterations need not converge here
+def test_refine_lsq_runs_inside_the_fit_and_fires_after_fit_once(model, truth):
+    import types
+
+    from neo_pinn import plugins
+    from neo_pinn.hookspecs import hookimpl
+
+    seen = []
+
+    def after_fit(problem, result):
+        seen.append(result.backend)
+
+    trace, _ = synthetic_trace(model, preset="snlc", duration=60.0, rate_hz=5000.0, seed=6)
+    problem = _problem(model, trace, truth, init_factor=1.2)
+    plugins.register_plugin(types.SimpleNamespace(neo_pinn_after_fit=hookimpl(after_fit)), name="spy")
+    try:
+        res = get_backend("ga")(dt=0.2, pop_size=4, n_gen=1, screen=0, refine="lsq", refine_starts=1,
+                                refine_options={"dt": 0.2, "max_iter": 3}).fit(problem, seed=0, device="cpu")
+    finally:
+        plugins.reset()
+    assert seen == ["ga"]                       # once, for the ga fit: the nested lsq fit fires nothing
+    assert set(res.history["refine"]["lsq"]) == set(FREE) and len(res.history["refine"]["starts"]) == 1
+
+
 def test_refinement_is_judged_by_a_free_running_simulation(model, truth, monkeypatch):
     from neo_pinn_ga.backend import GeneticAlgorithm
 
@@ -314,7 +388,7 @@ def test_refinement_is_judged_by_a_free_running_simulation(model, truth, monkeyp
 
 
 def test_run_cmaes_finds_a_minimum_and_never_returns_worse_than_its_start():
-    from neo_pinn_ga.backend import run_cmaes
+    from neo_pinn_ga.search import run_cmaes
 
     target = np.array([0.7, 0.3, 0.55])
     calls = []
@@ -436,7 +510,7 @@ def test_recovers_snlc_within_5_percent_on_1s(model, truth):
 
 
 def test_stagnation_waits_while_any_objective_still_improves():
-    from neo_pinn_ga.backend import run_nsga2
+    from neo_pinn_ga.search import run_nsga2
 
     def flat(x):        # nothing can improve: stops after `patience` stale generations
         return np.ones((len(x), 2))

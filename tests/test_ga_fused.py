@@ -1,9 +1,9 @@
 """The GA's ``engine="fused"``: objectives from the fused kernel's online features (neo_pinn_ga.fused_engine).
 
 The oracle is the same evaluator run on the torch reference engine (``kernel_engine="torch"``,
-:func:`neo_pinn.fused.online_features_torch`): same definitions, so the objectives must agree. Without a
-GPU the kernel runs in Triton's CPU interpreter; as in tests/test_fused.py, TRITON_INTERPRET must be set
-before triton is imported, so those checks run once in a subprocess executing this file as a script
+:func:`neo_pinn.simulation.fused.online_features_torch`): same definitions, so the objectives must agree.
+Without a GPU the kernel runs in Triton's CPU interpreter; as in tests/test_fused.py, TRITON_INTERPRET must
+be set before triton is imported, so those checks run once in a subprocess executing this file as a script
 (``python tests/test_ga_fused.py <out.pt>``) and the tests assert on what it saved. Sizes are tiny
 (Morris–Lecar SNLC, 8 individuals, 60 ms at 5 kHz, dt = 0.2 ms) to stay well under a minute.
 """
@@ -105,8 +105,7 @@ def interp(tmp_path_factory):
 def test_voltage_features_equal_the_torch_engine_on_its_own_trace():
     """The recording side runs the torch engine's accumulators: on a simulated trace sampled at every step
     it reproduces online_features_torch (same spikes, times, ISIs, peaks, troughs, baseline)."""
-    from neo_pinn import fused
-    from neo_pinn.simulate import simulate
+    from neo_pinn.simulation import fused, simulate
 
     m = get_model("morris_lecar")
     B, N, dt = 6, 1500, 0.1
@@ -203,7 +202,7 @@ def test_cuda_fused_objectives_match_reference_and_run_a_ga():
     RK4 steps). The compiled kernel (approximate ex2/rcp, FMA) differs from torch's CUDA ops by a few ulp
     per step, which near spiking onset can move a spike: ≥ 99 % of rows agree to 1e-2, and a GA
     generation is one launch."""
-    from neo_pinn.fused import fused_available
+    from neo_pinn.simulation.fused import fused_available
 
     if not fused_available("cuda"):
         pytest.skip("triton is not importable")

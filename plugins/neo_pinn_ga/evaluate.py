@@ -1,67 +1,45 @@
 """Scoring a whole GA population: one batched simulation, batched features, normalised errors.
 
-:class:`PopulationEvaluator` holds everything about the data that does not change during the search —
-the stimulus of every sweep on the integration grid, the recording's (smoothed) voltage and features,
-the feature tolerances σ — and turns a population of free-parameter vectors (B, F) into objectives
-(B, n_objectives) with ONE call of :func:`neo_pinn.simulate.simulate` over all B × Q rows (individual ×
+:class:`PopulationEvaluator` holds what does not change during the search (the stimulus of every sweep on
+the integration grid, the recording's smoothed voltage, features and tolerances) and turns free-parameter
+vectors (B, F) into objectives (B, n_objectives) with ONE simulator call over all B × Q rows (individual ×
 sweep), followed by the features of every row.
 
 Objectives
 ----------
-Each feature f of sweep q gives the BluePyOpt-style error ``|f_model − f_rec| / σ_f`` with
-``σ_f = max(rel_tol · |f_rec|, floor_f)`` (floors in :data:`FEATURE_FLOORS`, in the feature's unit). A
-feature defined in the recording but not in the model (or the reverse; e.g. the cell spikes and the model
-does not) scores ``penalty``; undefined in both scores 0. With ``saturate`` (the default) an error r of a
-feature defined in both is reported as ``penalty · r / (penalty + r)``, which is below ``penalty`` for
-every r and ≈ r within tolerance: a feature that model and recording both define (an ISI, a latency, an
-AP peak of a firing recording, however wrong) always scores better than one only one of them defines,
-so the search is rewarded for getting the firing pattern (firing or not) right first. Measured on a 1 s
-Morris–Lecar homoclinic recording with errors merely clipped at 10 × ``penalty``: gCa at 0.9× the truth
-scored WORSE on the spiking objective (15.1) and on the trace (33) than the silent gCa at 1.05× (14.0 and
-13), so the individuals nearest the narrow firing region were dominated by silent ones. Features are
-grouped (:data:`GROUPS`: spiking rate/timing, AP shape, subthreshold, bursting) and a group's objective
-is the mean of its errors over its
-features and all sweeps; a group whose features are undefined in every sweep of the recording is dropped
-(e.g. bursting for a tonic cell). Three objectives at most for a spiking cell (spiking, shape, trace) keep
-NSGA-II's selection pressure: with more, nearly every individual is non-dominated. With ``objectives="features"`` every feature is its own objective.
+A feature f of sweep q scores ``|f_model − f_rec| / σ_f`` with ``σ_f = max(rel_tol·|f_rec|, floor_f)``
+(:data:`FEATURE_FLOORS`); ``penalty`` when only one of model and recording defines it, 0 when neither
+does. With ``saturate`` an error r of a feature defined on both sides is reported as
+``penalty·r/(penalty + r)``, always below ``penalty``: a model that fires at the wrong rate scores better
+than a silent one, so the search gets the firing pattern right first. A group's objective (:data:`GROUPS`)
+is the mean of its errors over its features and all sweeps; a group undefined in every recorded sweep is
+dropped. Few objectives keep NSGA-II's selection pressure; ``objectives="features"`` gives one per feature.
 
-The trace term (objective ``trace``) is either the voltage RMSE over all sweeps in units of
-``trace_sigma_mv`` (``"rmse"``, the default) or a phase-plane distance (``"phase_plane"``): the L1
-distance (0…2) between the V–dV/dt occupancy densities of model and recording on a 32 × 32 grid spanning
-the recording's range, in units of 0.05, which ignores spike timing. Measured on a 1 s Morris–Lecar SNLC
-recording with 1 mV noise (gK scaled, other parameters true): the RMSE objective is 1.0 at the truth,
-4.5 at ±1 %, 9 at ±2 %, 18–21 at ±5 % and saturates near 33 beyond ±10 % (late spikes out of phase),
-where the feature objectives (spiking 0.15, shape 1.1 at −10 %) carry the search; the phase-plane
-distance stayed at 27.5 ± 0.2 everywhere within ±10 % — the recording's noise in dV/dt dominates its
-density — so the RMSE is the default and the phase plane is for noise-free or heavily filtered data.
-A smoothed RMSE (``trace_smooth_ms``, box filter on both traces) was measured too, on Hodgkin–Huxley
-``tonic`` (200 ms, gL scaled 0.6–1.6×): the raw RMSE already rises monotonically over that whole range
-(1.0 at the truth, 10 at ±5 %, 17–18 at ±10 %, 30–33 at 0.6/1.6×); smoothing by 2/5/10 ms keeps it
-monotone but flattens it (±5 %: 5.8/2.6/1.4), so the default is no smoothing.
-Voltages (model and recording alike) are smoothed with a ``smooth_ms`` box filter before features and
-the phase plane, so 1 mV recording noise neither creates spikes nor biases peaks and troughs.
-
-A simulation that diverges (NaN/inf) scores :data:`DIVERGED` on every objective.
+The trace term is the voltage RMSE over all sweeps in units of ``trace_sigma_mv`` (``"rmse"``, optionally
+after a ``trace_smooth_ms`` box filter), or the L1 distance (0…2, in units of 0.05) between the V–dV/dt
+occupancy densities of model and recording on a 32 × 32 grid (``"phase_plane"``: blind to spike timing,
+but dominated by the noise in dV/dt, so meant for clean or filtered data). Voltages are smoothed with
+``smooth_ms`` before features and the phase plane, so noise neither makes spikes nor biases peaks. A
+diverged simulation scores :data:`DIVERGED` on every objective.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
+from neo_pinn import toolkit
 from neo_pinn.errors import ConfigurationError
-from neo_pinn.models.base import quasi_steady_states
-from neo_pinn.problem import EstimationProblem
-from neo_pinn.simulate import simulate
-
 from neo_pinn.features import FEATURE_NAMES, batch_features
+from neo_pinn.problem import EstimationProblem
+from neo_pinn.toolkit import quasi_steady_states, simulate
 
-__all__ = ["PopulationEvaluator", "GROUPS", "FEATURE_FLOORS", "DIVERGED", "choose_dt",
-           "threshold_features"]
+__all__ = ["PopulationEvaluator", "GROUPS", "FEATURE_FLOORS", "DIVERGED", "threshold_features"]
 
 #: Objective value of an individual whose simulation diverged.
 DIVERGED = 1.0e3
@@ -87,35 +65,20 @@ _PP_UNIT = 0.05
 _LOCAL = ("trough_mv", "time_above_ms", "v_mean_mv")
 
 
-def choose_dt(sample_dt: float, dt: float | None, max_dt: float) -> tuple[float, int]:
-    """Integration step (ms) and steps per sample: the largest step ≤ ``max_dt`` dividing the sampling interval.
-
-    Parameters
-    ----------
-    sample_dt : float
-        Sampling interval in ms.
-    dt : float or None
-        Requested step in ms (must divide ``sample_dt``); None chooses.
-    max_dt : float
-        Largest automatic step in ms.
-    """
-    if dt is None:
-        steps = max(1, math.ceil(sample_dt / max_dt - 1e-9))
-        return sample_dt / steps, steps
-    steps = sample_dt / float(dt)
-    if abs(steps - round(steps)) > 1e-6 * max(1.0, steps) or round(steps) < 1:
-        raise ConfigurationError(f"ga option dt={dt} ms does not divide the sampling interval {sample_dt:.6g} ms; "
-                                 f"choose sampling_interval/k or leave dt=None.")
-    return sample_dt / round(steps), int(round(steps))
+def __getattr__(name: str) -> Any:
+    if name == "choose_dt":  # deprecated alias: the step choice is the core's
+        warnings.warn("neo_pinn_ga.evaluate.choose_dt is deprecated and will be removed; use "
+                      "neo_pinn.simulation.choose_dt instead.", DeprecationWarning, stacklevel=2)
+        return toolkit.choose_dt
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def threshold_features(v: torch.Tensor, dt_ms: float, threshold_mv: float) -> dict[str, torch.Tensor]:
     """Shape features that need no derivative and no local extremum, so noise hardly biases them.
 
-    The eFEL-style ``ap_width_ms`` (from the dV/dt-defined AP begin) and ``ahp_depth_mv`` (first local
-    minimum after the peak) follow every noise wiggle of a recording, while the model's traces are clean:
-    measured on a 1 s Morris–Lecar SNLC recording with 1 mV noise (0.5 ms smoothing), the true parameters
-    scored 14 σ on the width and 46 σ on the AHP depth. These replacements score < 1 σ there.
+    They replace the eFEL-style ``ap_width_ms`` (from the dV/dt-defined AP begin) and ``ahp_depth_mv``
+    (first local minimum after the peak), which follow every noise wiggle of a recording while the model's
+    traces are clean, so even the true parameters score many σ on them.
 
     Parameters
     ----------
@@ -185,9 +148,7 @@ class PopulationEvaluator:
     ----------
     problem : EstimationProblem
     config : mapping
-        The GA configuration (keys ``dt``, ``max_dt``, ``method``, ``smooth_ms``, ``rel_tol``, ``penalty``,
-        ``trace``, ``trace_sigma_mv``, ``objectives``, ``features``, ``initial_state``, ``settle_ms``,
-        ``compile``, ``engine``).
+        The GA options by name (a :class:`~neo_pinn_ga.config.GAConfig` or a flat mapping of its options).
     device : torch.device
     dtype : torch.dtype
         Precision of the population's simulation.
@@ -207,7 +168,7 @@ class PopulationEvaluator:
             if np.ptp(np.diff(tr.t)) > 1e-3 * sample_dt:
                 raise ConfigurationError(f"Sweep {tr.sweep} is not uniformly sampled; resample it first.")
         self.sample_dt = sample_dt
-        self.dt, self.steps_per_sample = choose_dt(sample_dt, config["dt"], config["max_dt"])
+        self.dt, self.steps_per_sample = toolkit.choose_dt(sample_dt, config["dt"], config["max_dt"])
         self.n_max = max(tr.t.size for tr in traces)
         n_steps = (self.n_max - 1) * self.steps_per_sample
         self.n_steps = n_steps
@@ -478,3 +439,43 @@ class PopulationEvaluator:
         obj = torch.stack(cols, 1)
         obj = torch.where(diverged[:, None] | ~torch.isfinite(obj), torch.full_like(obj, DIVERGED), obj)
         return obj.cpu().numpy(), per_sweep
+
+    # ------------------------------------------------------------------ the chosen solution
+    def reconstruct(self, theta_free: np.ndarray) -> tuple[list[np.ndarray], list[dict], np.ndarray]:
+        """One solution re-simulated in float64: its states, per-sweep features and objectives.
+
+        Parameters
+        ----------
+        theta_free : numpy.ndarray
+            Free-parameter values (F,) in canonical units.
+
+        Returns
+        -------
+        states : list of numpy.ndarray
+            Per sweep (T, S) on the sweep's samples (non-finite values set to 0).
+        per_sweep : list of dict
+            Per sweep: ``sweep`` and, per feature, ``recorded``, ``fitted``, ``sigma`` and ``error`` (None
+            where undefined).
+        objectives : numpy.ndarray
+            (n_objectives,).
+        """
+        theta = self.theta(theta_free[None]).to(torch.float64)
+        y = self.simulate_population(theta, states=None, dtype=torch.float64, compile_="auto")[0]  # (Q, T, S)
+        y_np = y.cpu().numpy()
+        traces = self.problem.traces
+        states = [np.nan_to_num(y_np[q, :tr.t.size], nan=0.0, posinf=0.0, neginf=0.0) for q, tr in enumerate(traces)]
+        obj, per = self.objectives_from_voltage(y[None, ..., 0].to(self.dtype))
+        per_sweep = []
+        for q, (sw, d) in enumerate(zip(self.sweeps, per)):
+            per_sweep.append({"sweep": traces[q].sweep,
+                              "features": {k: {"recorded": _finite_or_none(sw.features[k]),
+                                               "fitted": _finite_or_none(d["values"][k][0]),
+                                               "sigma": _finite_or_none(sw.sigma[k]),
+                                               "error": _finite_or_none(d["errors"][k][0])}
+                                           for k in d["values"]}})
+        return states, per_sweep, obj[0]
+
+
+def _finite_or_none(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None

@@ -1,58 +1,20 @@
 """The GA's ``engine="fused"``: a generation scored by ONE fused kernel launch, objectives from online features.
 
 :class:`FusedPopulationEvaluator` replaces the trace-based scoring of
-:class:`~neo_pinn_ga.evaluate.PopulationEvaluator` (simulate every step in torch, store the traces, compute
-features) by :func:`neo_pinn.fused.population_features`: one Triton kernel integrates every individual ×
-sweep with its state in registers and accumulates only the features below, so a generation costs one
-launch instead of a few launches per integration step and no trace is ever written.
+:class:`~neo_pinn_ga.evaluate.PopulationEvaluator` by :func:`neo_pinn.simulation.fused.population_features`:
+one Triton kernel integrates every individual × sweep with its state in registers and accumulates only the
+features of :data:`ONLINE_GROUPS` (spike count, rate, latency, ISI mean and CV; peak, trough and rest
+means) and the squared error against the raw recording, so no trace is ever stored. The recording's
+features come from :func:`neo_pinn.simulation.fused.voltage_features`, the same accumulator code, and the
+error rule, tolerances, grouping and divergence are :mod:`neo_pinn_ga.evaluate`'s.
 
-Objectives (online definitions)
--------------------------------
-The features are those an online kernel can accumulate (:data:`ONLINE_GROUPS`):
-
-- ``spiking``: ``spike_count``, ``mean_rate_hz``, ``first_spike_latency_ms``, ``isi_mean_ms``, ``isi_cv``;
-- ``shape``: ``peak_mean_mv`` (mean over spikes of the maximum V from the crossing to the next spike),
-  ``trough_mean_mv`` (mean minimum between consecutive spikes), ``rest_mv`` (mean V before the stimulus);
-- ``trace``: voltage RMSE over all sweeps at the recording's sample times, in units of ``trace_sigma_mv``
-  (the kernel's squared error against ``v_ref`` = the raw recorded sweep, ``record_every`` = sampling
-  interval / dt).
-
-Every feature of the RECORDING is computed by :func:`neo_pinn.fused.voltage_features`, which runs the torch
-reference engine's own accumulators over the recorded samples: the spike convention (threshold crossing
-with linear interpolation, re-arm below ``spike_rearm``), the window and the ISI/peak/trough rules are the
-same code on both sides. Errors, tolerances, penalties, grouping and divergence follow
-:mod:`neo_pinn_ga.evaluate` exactly — the error rule is its
-:meth:`~neo_pinn_ga.evaluate.PopulationEvaluator.feature_error` itself (``|f_model − f_rec| / σ_f``,
-``σ_f = max(rel_tol·|f_rec|, floor_f)``, ``penalty`` when defined on one side only, ``saturate``), groups
-undefined in every recorded sweep are dropped, :data:`~neo_pinn_ga.evaluate.DIVERGED` marks a non-finite
-run.
-
-Differences from ``engine="torch"`` (whose objectives therefore differ in value, not in kind):
-
-- spike times are threshold crossings (``torch``: AP peaks, eFEL style): latencies differ by the AP rise
-  time, rates and ISI statistics hardly;
-- the shape group holds peak/trough/rest means; ``torch``'s ``time_above_ms``/``v_mean_mv``, the bursting
-  group and the phase-plane trace term need stored traces and are not available (``trace="phase_plane"``
-  raises; ``features`` may only name :data:`ONLINE_FEATURES`);
-- ``rest_mv`` is the mean (not the median) over the samples before the stimulus first departs from its
-  initial value (the earliest such departure among sweeps of equal length, which share a launch); for a
-  current constant over the whole sweep that is the whole sweep (the mean voltage), and with fewer than
-  two such samples (a step at t = 0) it is undefined on both sides and drops out;
-- the model's voltage is not smoothed (a kernel keeps no window of samples; a model trace is noise-free),
-  while the recording is smoothed with ``smooth_ms`` before its features, as in ``torch``, so noise neither
-  adds spikes nor biases peaks; ``trace_smooth_ms`` is ignored (the RMSE is against the raw recording);
-- the kernel sees every integration step, the recording its samples: a peak between two samples counts
-  in the model only (a bias of a fraction of a mV at dt ≪ the sampling interval).
-
-The chosen solution's reported features (backend ``_reconstruct``) come from :meth:`objectives_from_voltage`,
-the same definitions on the float64 trace at the sample times.
-
-Sweeps
-------
-The kernel has one run length, analysis window and baseline per launch, and a stimulus table (one row per
-sweep, ``stim_index`` per row). Sweeps of equal length — an f–I protocol — share one launch: ONE launch per
-generation. Sweeps of different lengths are grouped by length, one launch per group, rather than padded:
-past its end a shorter sweep's held stimulus would keep the model spiking into its window.
+The objectives therefore differ in value (not in kind) from ``engine="torch"``: spikes are threshold
+crossings (not AP peaks); the shape group holds peak/trough/rest means (no ``time_above_ms``,
+``v_mean_mv``, bursting group or phase plane, which need stored traces); ``rest_mv`` is the mean before the
+stimulus first departs from its initial value; the model's voltage is not smoothed and
+``trace_smooth_ms`` is ignored; a peak between two samples counts in the model only. Sweeps of equal
+length share one launch; sweeps of different lengths get one launch per length (padding would keep a
+shorter sweep's held stimulus driving the model).
 """
 
 from __future__ import annotations
@@ -64,14 +26,14 @@ import numpy as np
 import torch
 
 from neo_pinn.errors import ConfigurationError
-from neo_pinn.fused import FusedUnavailableError, fused_available, population_features, voltage_features
 from neo_pinn.problem import EstimationProblem
+from neo_pinn.simulation.fused import FusedUnavailableError, fused_available, population_features, voltage_features
 
 from .evaluate import DIVERGED, PopulationEvaluator
 
 __all__ = ["FusedPopulationEvaluator", "ONLINE_GROUPS", "ONLINE_FEATURES"]
 
-#: Feature groups → online feature names (keys of :func:`neo_pinn.fused.population_features`).
+#: Feature groups → online feature names (keys of :func:`neo_pinn.simulation.fused.population_features`).
 ONLINE_GROUPS: dict[str, tuple[str, ...]] = {
     "spiking": ("spike_count", "mean_rate_hz", "first_spike_latency_ms", "isi_mean_ms", "isi_cv"),
     "shape": ("peak_mean_mv", "trough_mean_mv", "rest_mv"),
@@ -108,7 +70,7 @@ class FusedPopulationEvaluator(PopulationEvaluator):
     dtype : torch.dtype
         Must be float32 (the kernel's precision).
     kernel_engine : {"fused", "torch"}
-        ``"fused"``: the Triton kernel. ``"torch"``: :func:`neo_pinn.fused.online_features_torch`, the
+        ``"fused"``: the Triton kernel. ``"torch"``: :func:`neo_pinn.simulation.fused.online_features_torch`, the
         reference the kernel is tested against (same objectives, any device; slow: it simulates with torch).
 
     Raises

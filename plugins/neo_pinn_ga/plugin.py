@@ -7,6 +7,6 @@ from neo_pinn.hookspecs import hookimpl
 
 @hookimpl
 def neo_pinn_register_backends(registry):
-    from .backend import GeneticAlgorithm
+    from .backend import GeneticAlgorithm  # here, so that importing the plugin does not import the backend
 
-    registry.register("ga", GeneticAlgorithm)
+    registry.register(GeneticAlgorithm)
