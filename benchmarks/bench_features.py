@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Batched electrophysiology features: agreement with eFEL, and throughput.
 
-**Agreement.** :func:`neo_pinn.features.efel_agreement` runs eFEL on the same samples with the same
+**Agreement.** :func:`neo_pinn.testing.efel.efel_agreement` runs eFEL on the same samples with the same
 settings (threshold, window as stim_start/stim_end with strict_stiminterval, derivative threshold
 10 mV/ms over 3 samples, re-arm = threshold since eFEL has no hysteresis) and matches spikes one to
 one. Cases: simulated Morris–Lecar (Hopf, SNLC) and Hodgkin–Huxley traces from
@@ -40,8 +40,9 @@ import numpy as np
 import torch
 
 from neo_pinn.api import get_model, load_recording, simulate
-from neo_pinn.features import FEATURE_NAMES, batch_features, batch_spike_times, efel_agreement
+from neo_pinn.features import FEATURE_NAMES, batch_features, batch_spike_times
 from neo_pinn.reference import reference_solution
+from neo_pinn.testing.efel import efel_agreement
 
 AMPLITUDE_TOL_MV = 1.0
 WIDTH_TOL_MS = 0.1

@@ -2,7 +2,7 @@
 """Throughput of the batched simulator vs a one-model-at-a-time scipy loop.
 
 Morris–Lecar, SNLC preset (I = 60 pA), RK4 at dt = 0.05 ms, B neurons with randomly perturbed
-parameters, integrated by :func:`neo_pinn.simulate.simulate` with ``compile=True`` and only the voltage
+parameters, integrated by :func:`neo_pinn.simulation.simulate` with ``compile=True`` and only the voltage
 recorded every ``--record-every`` steps (memory stays bounded). The compile warm-up (one short run of
 the same shape) is excluded from the timing and reported separately; the throughput is the best of
 ``--repeat`` timed runs, in neuron-steps per second (B × steps / wall seconds).
@@ -21,7 +21,7 @@ Acceptance (issue): on the 2-core CPU, B = 1e4 float32 must reach ≥ 5e7 neuron
 scipy loop; the last lines say whether it does.
 
 Population table (``--tables population``; both tables by default): what a GA generation costs —
-:func:`neo_pinn.fused.population_features`, Morris–Lecar SNLC RK4 at dt = 0.05 ms for ``--pop-steps``
+:func:`neo_pinn.simulation.fused.population_features`, Morris–Lecar SNLC RK4 at dt = 0.05 ms for ``--pop-steps``
 steps (default 20000 = 1 s simulated), two sweep stimuli (60 and 72 pA, alternating over the
 population), spike features over the whole run, a baseline mean over the first 100 steps and the
 squared error against a reference trace every 10 steps — nothing but the per-neuron features kept.
@@ -50,7 +50,7 @@ import torch
 
 from neo_pinn.models import MorrisLecar
 from neo_pinn.reference import reference_solution
-from neo_pinn.simulate import simulate
+from neo_pinn.simulation import simulate
 
 DT = 0.05  # ms
 PRESET = "snlc"
@@ -129,14 +129,15 @@ def _shorten(kw: dict, n: int) -> dict:
 def bench_population(model, engine: str, device: str, B: int, steps: int, repeat: int, rng,
                      block_size: int | None = None) -> dict:
     """Neuron-steps/s of population_features (warm-up excluded, CUDA synchronised, best of repeat)."""
-    from neo_pinn.fused import _auto_segment_steps, population_features
+    from neo_pinn.simulation.fused import population_features
+    from neo_pinn.simulation.fused.torch_engine import auto_segment_steps
 
     torch._dynamo.reset()
     theta, kw = _population_inputs(model, B, steps, device, rng)
     opts = {"block_size": block_size} if engine == "fused" else {}
     if engine == "torch":
         # warm up on exactly one segment of the timed run's length: torch.compile sees its shapes
-        n_warm = min(steps, _auto_segment_steps(steps, B, model.n_states))
+        n_warm = min(steps, auto_segment_steps(steps, B, model.n_states))
         opts = {"segment_steps": n_warm}
     else:
         n_warm = 8  # the kernel takes n_steps at run time: any length compiles it
@@ -157,7 +158,7 @@ def bench_population(model, engine: str, device: str, B: int, steps: int, repeat
 
 def population_table(model, args, rng) -> int:
     """The population table; returns 1 when a measured fused B = 1e6 rate misses the target."""
-    from neo_pinn.fused import fused_available
+    from neo_pinn.simulation.fused import fused_available
 
     cuda = torch.cuda.is_available() and args.device in ("cuda", "all")
     print(f"# population features: Morris–Lecar {PRESET!r}, RK4, dt = {DT} ms, float32, stimuli "

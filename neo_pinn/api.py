@@ -8,7 +8,7 @@ import numpy as np
 
 from .errors import ConfigurationError
 from .models.base import NeuronModel
-from .noise import NoiseModel, parse_noise
+from .noise import NoiseModel, assumed_noise, parse_noise
 from .plugins import get_state, stimulus_finder
 from .problem import EstimationProblem
 from .result import EstimationResult
@@ -200,7 +200,7 @@ def estimate(
         rec = data if callable(getattr(data, "traces", None)) else load_recording(data, stimulus=stimulus)
         traces = rec.traces(sweeps=sweeps, window=window)
         window = None
-    nm = parse_noise(noise) if isinstance(noise, str) else noise
+    nm = assumed_noise(noise)
     problem = EstimationProblem.build(m, traces, free, preset=preset, values=values, init=init, bounds=bounds,
                                       noise=nm, window=window, truth=truth)
     return est.fit(problem, seed=seed, device=device, dtype=torch.float64 if dtype is None else dtype,

@@ -17,7 +17,7 @@ from scipy.signal import lfilter
 from .errors import ConfigurationError
 from .units import parse_quantity
 
-__all__ = ["NoiseModel", "WhiteNoise", "AR1Noise", "parse_noise", "ar1_negloglik", "fit_ar1"]
+__all__ = ["NoiseModel", "WhiteNoise", "AR1Noise", "parse_noise", "assumed_noise", "ar1_negloglik", "fit_ar1"]
 
 
 @dataclass(frozen=True)
@@ -93,9 +93,6 @@ class AR1Noise(NoiseModel):
 def parse_noise(spec: str | None, unit_kind: str = "voltage") -> NoiseModel | None:
     """Parse ``"white:sigma=1mV"`` or ``"ar1:sigma=0.5mV,rho=0.8"`` (``"none"`` → None).
 
-    A bare kind, ``"white"`` or ``"ar1"``, names the model a fit should estimate, with starting values
-    sigma = 1 (mV) and rho = 0.5.
-
     Parameters
     ----------
     spec : str or None
@@ -109,11 +106,6 @@ def parse_noise(spec: str | None, unit_kind: str = "voltage") -> NoiseModel | No
     """
     if spec is None or str(spec).strip().lower() in ("", "none", "0"):
         return None
-    kind_only = str(spec).strip().lower()
-    if kind_only == "white":
-        return WhiteNoise(1.0)
-    if kind_only == "ar1":
-        return AR1Noise(1.0, 0.5)
     m = re.match(r"^\s*(white|ar1)\s*:(.*)$", str(spec), re.IGNORECASE)
     if not m:
         raise ConfigurationError(f"Cannot read noise {spec!r}; write 'white:sigma=1mV' or 'ar1:sigma=1mV,rho=0.8'.")
@@ -136,6 +128,22 @@ def parse_noise(spec: str | None, unit_kind: str = "voltage") -> NoiseModel | No
     if fields:
         raise ConfigurationError(f"AR(1) noise takes sigma and rho; got also {', '.join(fields)}.")
     return AR1Noise(sigma, rho)
+
+
+def assumed_noise(spec: "NoiseModel | str | None") -> NoiseModel | None:
+    """The noise model a fit assumes: a model, a full spec, or a bare kind to estimate.
+
+    ``"white"`` and ``"ar1"`` name the kind only (the fit estimates sigma, and rho); the values are
+    starting points (sigma 1 mV, rho 0.5). Anything else is read by :func:`parse_noise`.
+    """
+    if spec is None or isinstance(spec, NoiseModel):
+        return spec
+    kind = str(spec).strip().lower()
+    if kind == "white":
+        return WhiteNoise(1.0)
+    if kind == "ar1":
+        return AR1Noise(1.0, 0.5)
+    return parse_noise(spec)
 
 
 def fit_ar1(residual: np.ndarray) -> AR1Noise:

@@ -1,7 +1,7 @@
 """Batched electrophysiology features (neo_pinn.features): equal to the per-row numpy helpers, equal to
 eFEL spike by spike on simulated traces and on the shared real recordings, and robust to bad input.
 
-eFEL is run through :func:`neo_pinn.features.efel_agreement`, which gives it the same samples and
+eFEL is run through :func:`neo_pinn.testing.efel.efel_agreement`, which gives it the same samples and
 settings (its docstring says how and why). The agreement bars are the issue's: spike counts identical,
 AP amplitude within 1 mV, half width within 0.1 ms, ISI within 0.1 ms, per spike / per ISI.
 """
@@ -32,10 +32,10 @@ from neo_pinn.features import (
     batch_spike_features,
     batch_spike_times,
     burst_statistics,
-    efel_agreement,
     spike_times,
 )
 from neo_pinn.reference import reference_solution
+from neo_pinn.testing.efel import efel_agreement
 
 AMPLITUDE_TOL_MV = 1.0
 WIDTH_TOL_MS = 0.1
@@ -474,7 +474,7 @@ def test_cuda_matches_cpu(morris_lecar, bursters):
 
 def test_segment_reduction_in_chunks():
     """The flat segment reduction behind peaks and troughs gives the first extremum whatever its chunking."""
-    from neo_pinn.features import _segment_first_arg
+    from neo_pinn.features.flat_ops import segment_first_arg
 
     g = torch.Generator().manual_seed(0)
     xf = torch.randint(0, 5, (1000,), generator=g).double()  # many ties
@@ -483,4 +483,22 @@ def test_segment_reduction_in_chunks():
     for largest, pick in ((False, torch.argmin), (True, torch.argmax)):
         expected = torch.tensor([a + int(pick(xf[a:b])) for a, b in zip(lo.tolist(), hi.tolist())])
         for chunk in (1, 7, 1 << 23):
-            assert torch.equal(_segment_first_arg(xf, lo, hi, largest=largest, chunk=chunk), expected)
+            assert torch.equal(segment_first_arg(xf, lo, hi, largest=largest, chunk=chunk), expected)
+
+
+def test_features_import_neither_efel_nor_the_testing_helpers_and_keep_a_deprecated_efel_alias():
+    """efel_agreement moved to neo_pinn.testing.efel; the old name still works, with a DeprecationWarning."""
+    import subprocess
+    import sys
+
+    code = ("import sys, neo_pinn.features; "
+            "print(sorted(m for m in sys.modules if m == 'efel' or m.startswith(('efel.', 'neo_pinn.testing'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    import neo_pinn.features as features
+
+    with pytest.warns(DeprecationWarning, match="neo_pinn.testing.efel"):
+        alias = features.efel_agreement
+    assert alias is efel_agreement
+    with pytest.raises(AttributeError):
+        features.no_such_feature  # noqa: B018

@@ -1,4 +1,4 @@
-"""Tests of neo_pinn.fused: kernel generation from the model equations, the torch reference engine, and
+"""Tests of neo_pinn.simulation.fused: kernel generation from the model equations, the torch reference engine, and
 the generated Triton kernel against that reference.
 
 Without a GPU the kernel runs in Triton's CPU interpreter. TRITON_INTERPRET must be set before triton
@@ -62,7 +62,7 @@ def _ml_scenario(B: int, n_steps: int, dt: float = 0.05, seed: int = 0, device: 
 
 def _worker(out_path: str) -> None:
     """Run in a subprocess with TRITON_INTERPRET=1: the generated kernels on CPU tensors vs references."""
-    from neo_pinn import fused
+    from neo_pinn.simulation import fused
     from neo_pinn.models import ButeraPBC, FitzHughNagumo, HodgkinHuxley, MorrisLecar, MorrisLecarBurster
 
     res: dict = {"probe": {}, "timing": {}}
@@ -126,7 +126,8 @@ def _model(name):
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_generated_source_comes_from_the_traced_equations(name):
     """Every derivative statement is a traced graph node; no model symbol appears in the code."""
-    from neo_pinn import fused
+    from neo_pinn.simulation import fused
+    from neo_pinn.simulation.fused.codegen import INPUT_NAME
 
     m = _model(name)
     tr = fused.trace_derivatives(m)
@@ -147,13 +148,13 @@ def test_generated_source_comes_from_the_traced_equations(name):
         nm = mm.group(1)
         return {"i_ext": "i0", "t": "t"}.get(nm) or (f"y{nm[1:]}" if nm.startswith("s") else f"ka_{nm}")
 
-    assert stages["ka"] == [fused._INPUT_NAME.sub(as_ka, ln) for ln in tr.lines]
+    assert stages["ka"] == [INPUT_NAME.sub(as_ka, ln) for ln in tr.lines]
     assert f"from {type(m).__module__}.{type(m).__name__}.derivatives" in src
 
 
 def test_source_follows_the_model_equations():
     """Changing a model's derivatives changes the kernel (nothing is hand-written per model)."""
-    from neo_pinn import fused
+    from neo_pinn.simulation import fused
     from neo_pinn.models import MorrisLecar
 
     class Leakier(MorrisLecar):
@@ -171,7 +172,7 @@ def test_source_follows_the_model_equations():
 
 def test_helpers_and_hoisting():
     """expm1/where/abs/lt (HH) are expanded; divisions by parameters become hoisted reciprocals."""
-    from neo_pinn import fused
+    from neo_pinn.simulation import fused
     from neo_pinn.models import HodgkinHuxley, MorrisLecar
 
     hh = fused.trace_derivatives(HodgkinHuxley())
@@ -183,7 +184,7 @@ def test_helpers_and_hoisting():
 
 
 def test_unsupported_op_raises_typed_error():
-    from neo_pinn import fused
+    from neo_pinn.simulation import fused
     from neo_pinn.errors import ConfigurationError, NeoPinnError
     from neo_pinn.models import MorrisLecar
 
@@ -220,7 +221,7 @@ def test_kernel_compiles_for_sm90(name, tmp_path, monkeypatch):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from neo_pinn import fused
+    from neo_pinn.simulation import fused
 
     monkeypatch.setenv("NEO_PINN_CACHE_DIR", str(tmp_path))
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton"))
@@ -255,14 +256,14 @@ def test_kernel_compiles_for_sm90(name, tmp_path, monkeypatch):
 def test_reference_matches_features_spike_times():
     """The torch engine's accumulators equal features.spike_times and direct reductions of the traces,
     whatever the segmentation (segments of 64 and 997 steps and a single one)."""
-    from neo_pinn import fused
+    from neo_pinn.simulation import fused
     from neo_pinn.features import spike_times
-    from neo_pinn.simulate import simulate
+    from neo_pinn.simulation import simulate
 
     m, th, kw = _ml_scenario(12, 1200)
     res = [fused.online_features_torch(m, th, segment_steps=s, compile=False, **kw) for s in (64, 997, None)]
     for r in res[1:]:
-        for k in fused.FEATURE_NAMES:
+        for k in fused.ONLINE_FEATURE_NAMES:
             torch.testing.assert_close(r[k], res[0][k], equal_nan=True, rtol=1e-12, atol=1e-9, msg=k)
     r = res[0]
     stim = kw["stim_index"].numpy()
@@ -311,15 +312,15 @@ def test_reference_matches_features_spike_times():
 def test_accumulator_matches_spike_times_on_random_traces():
     """Noisy random walks exercise re-arming (repeated crossings without a re-arm, windows opening
     above threshold) far more than simulated spikes do; any segmentation gives spike_times' answer."""
-    from neo_pinn import fused
     from neo_pinn.features import spike_times
+    from neo_pinn.simulation.fused.accumulator import SpikeAccumulator
 
     rng = np.random.default_rng(1)
     B, T, dt, thr, rearm = 60, 500, 0.1, 0.0, -8.0
     v = np.cumsum(rng.normal(0, 4, (B, T)), 1) + rng.uniform(-30, 10, (B, 1))
     v[:5, 0] = 5.0
     for seglen in (T, 7, 1):
-        acc = fused._SpikeAccumulator(B, thr, rearm, "cpu")
+        acc = SpikeAccumulator(B, thr, rearm, "cpu")
         vt = torch.tensor(v)
         acc.start(vt[:, 0])
         g = 0
@@ -338,16 +339,16 @@ def test_accumulator_matches_spike_times_on_random_traces():
 
 
 def test_dispatch_and_input_errors(monkeypatch):
-    from neo_pinn import fused
+    from neo_pinn.simulation import fused
     from neo_pinn.errors import ConfigurationError
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     m, th, kw = _ml_scenario(4, 200)
     auto = fused.population_features(m, th, **kw)  # CPU tensors → the torch engine
     ref = fused.population_features(m, th, engine="torch", **kw)
-    for k in fused.FEATURE_NAMES:
+    for k in fused.ONLINE_FEATURE_NAMES:
         torch.testing.assert_close(auto[k], ref[k], equal_nan=True)
-    assert set(auto) == set(fused.FEATURE_NAMES)
+    assert set(auto) == set(fused.ONLINE_FEATURE_NAMES)
     assert auto["spike_count"].dtype == torch.float64 and auto["v_count"].dtype == torch.int64
     with pytest.raises(fused.FusedUnavailableError):  # no triton, or triton without CUDA
         fused.population_features(m, th, engine="fused", **kw)
@@ -366,19 +367,45 @@ def test_dispatch_and_input_errors(monkeypatch):
     for over in bad:
         with pytest.raises(ConfigurationError):
             fused.population_features(m, th, **{**kw, **over})
+    with pytest.raises(ConfigurationError, match="get_model"):  # the simulator takes the model itself
+        fused.population_features("morris_lecar", th, **kw)
     with pytest.raises(fused.FusedUnavailableError):
         fused.online_features_fused(m, th, dtype=torch.float64, device="cpu", **kw)
 
 
 def test_float64_reference_close_to_float32():
     """The reference runs float64 too (CPU fallback for precise work); counts agree with float32."""
-    from neo_pinn import fused
+    from neo_pinn.simulation import fused
 
     m, th, kw = _ml_scenario(6, 600)
     a = fused.online_features_torch(m, th, compile=False, **kw)
     b = fused.online_features_torch(m, th, dtype=torch.float64, compile=False, **kw)
     assert torch.equal(a["spike_count"], b["spike_count"])
     torch.testing.assert_close(a["first_spike_ms"], b["first_spike_ms"], equal_nan=True, atol=1e-3, rtol=0)
+
+
+def test_old_module_path_is_a_deprecated_alias():
+    """neo_pinn.fused still works (FEATURE_NAMES, engines taking a registered model name), with a warning."""
+    code = ("import warnings, torch\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    import neo_pinn.fused as old\n"
+            "import neo_pinn.simulation.fused as new\n"
+            "from neo_pinn.api import get_model\n"
+            "assert any('neo_pinn.simulation.fused' in str(x.message) for x in w), [str(x.message) for x in w]\n"
+            "assert old.FEATURE_NAMES == new.ONLINE_FEATURE_NAMES\n"
+            "wrapped = {'online_features_fused', 'online_features_torch', 'population_features'}\n"
+            "assert all(getattr(old, n) is getattr(new, n) for n in set(new.__all__) - wrapped)\n"
+            "m = get_model('morris_lecar')\n"
+            "kw = dict(i_table=torch.full((41,), 60.0), dt=0.05, n_steps=40, compile=False)\n"
+            "a = old.online_features_torch('morris_lecar', m.theta(), **kw)\n"
+            "b = new.online_features_torch(m, m.theta(), **kw)\n"
+            "assert all(torch.equal(a[k].nan_to_num(), b[k].nan_to_num()) for k in new.ONLINE_FEATURE_NAMES)\n"
+            "print('ok')\n")
+    path = [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=os.pathsep.join(path)))
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
 
 
 # ============================================================================ interpreter results
@@ -438,7 +465,7 @@ def test_cuda_kernel_matches_reference():
     """B = 4096 on the GPU. Approximate ex2/rcp and FMA contraction make the kernel differ from torch's
     CUDA ops by a few ulp per step; neurons near spiking onset amplify that, so a handful may differ —
     at most 0.1 % of counts, and spike times agree to 1e-3 ms for 99.9 % of the neurons."""
-    from neo_pinn import fused
+    from neo_pinn.simulation import fused
 
     m, th, kw = _ml_scenario(4096, 5000, device="cuda")
     a = fused.online_features_fused(m, th, **kw)
@@ -457,7 +484,7 @@ def test_cuda_kernel_matches_reference():
 @needs_triton
 def test_cuda_throughput_smoke():
     """A smoke check only (≥ 5e9 neuron-steps/s at B = 131072); the benchmark reports the real number."""
-    from neo_pinn import fused
+    from neo_pinn.simulation import fused
 
     m, th, kw = _ml_scenario(1 << 17, 2000, device="cuda")
     fused.online_features_fused(m, th, **{**kw, "n_steps": 8, "i_table": kw["i_table"][:, :9], "v_ref": None,

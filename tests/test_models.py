@@ -28,9 +28,9 @@ import torch
 from neo_pinn.errors import ConfigurationError, UnknownNameError
 from neo_pinn.features import burst_statistics, spike_times
 from neo_pinn.models import ButeraPBC, FitzHughNagumo, HodgkinHuxley, MorrisLecar, MorrisLecarBurster
-from neo_pinn.noise import AR1Noise, WhiteNoise, ar1_negloglik, fit_ar1, parse_noise
+from neo_pinn.noise import AR1Noise, WhiteNoise, ar1_negloglik, assumed_noise, fit_ar1, parse_noise
 from neo_pinn.reference import reference_solution
-from neo_pinn.simulate import simulate
+from neo_pinn.simulation import simulate
 
 #: Steps unrolled per compiled chunk in the regime runs: short chunks compile in a few seconds.
 CHUNK = 2
@@ -589,6 +589,9 @@ def test_parse_noise_round_trip():
                 "ar1:sigma=1mV,tau=3", "white:sigma"):
         with pytest.raises(ConfigurationError):
             parse_noise(bad)
+    # a fit may name only the kind of noise it estimates (starting values sigma 1 mV, rho 0.5)
+    assert assumed_noise("white") == WhiteNoise(1.0) and assumed_noise("ar1") == AR1Noise(1.0, 0.5)
+    assert assumed_noise("ar1:sigma=2mV,rho=0.3") == AR1Noise(2.0, 0.3) and assumed_noise(None) is None
     with pytest.raises(ConfigurationError):
         WhiteNoise(-1.0)
     with pytest.raises(ConfigurationError):

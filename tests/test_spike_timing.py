@@ -23,7 +23,7 @@ from scipy.optimize import brentq
 from neo_pinn.features import spike_times
 from neo_pinn.models import HodgkinHuxley, MorrisLecar
 from neo_pinn.reference import reference_solution
-from neo_pinn.simulate import simulate
+from neo_pinn.simulation import simulate
 
 DT = 0.01  # ms
 DURATION = 1000.0  # ms
