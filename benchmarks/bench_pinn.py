@@ -42,7 +42,8 @@ from neo_pinn.cli import main as cli_main
 from neo_pinn.estimator import FitContext
 from neo_pinn.io import load_recording
 from neo_pinn.problem import EstimationProblem
-from neo_pinn.simulate import resolve_device
+from neo_pinn.residuals import rms
+from neo_pinn.simulation import resolve_device
 from neo_pinn_pinn import ABLATIONS, PINN
 from neo_pinn_pinn.backend import relative_l2
 from neo_pinn_pinn.training import train_members
@@ -316,7 +317,7 @@ def real_recording(out: Path, options: dict, args, device, dtype) -> None:
         print(f"\n(real recording skipped: {REAL_FILE} not found beside the checkout)")
         return
     from neo_pinn.io.attach import attach
-    from neo_pinn.io.neo_files import write_block
+    from neo_pinn.io.neo_writers import write_block
     from neo_pinn.report import write_report
 
     rec = load_recording(path)
@@ -330,7 +331,7 @@ def real_recording(out: Path, options: dict, args, device, dtype) -> None:
     res = PINN(**(options | {"n_members": args.members})).fit(problem, seed=args.seed, device=device, dtype=dtype)
     wall = time.perf_counter() - t0
     v_fit = res.fits[0].states[:, 0]
-    rmse = float(np.sqrt(np.mean((v_fit - tr.v) ** 2)))
+    rmse = rms(v_fit - tr.v)
     # the network's voltage follows the data by construction; what the fitted model itself does is the
     # forward simulation from the reconstructed initial state under the recorded stimulus
     from neo_pinn.features import spike_count
@@ -340,7 +341,7 @@ def real_recording(out: Path, options: dict, args, device, dtype) -> None:
     _, y_sim = simulate(model, theta, duration=dt * (tr.t.size - 1), dt=dt, i_ext=tr.i_ext,
                         y0=res.fits[0].states[0], device="cpu").numpy()
     v_sim = y_sim[0, :, 0]
-    rmse_sim = float(np.sqrt(np.mean((v_sim - tr.v) ** 2)))
+    rmse_sim = rms(v_sim - tr.v)
     spikes = (spike_count(tr.v, tr.t), spike_count(v_sim, tr.t), spike_count(v_fit, tr.t))
     attach(res, rec.block)
     write_block(rec.block, out / "real_fit.nwb", overwrite=True)

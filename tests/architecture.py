@@ -36,6 +36,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 #: deprecated aliases of moved modules: they may import anything, nothing may import them
 ALIASES: tuple[str, ...] = ("neo_pinn.simulate", "neo_pinn.fused", "neo_pinn.models._math", "neo_pinn.io.files",
+                            "neo_pinn_pinn.prepare",
                             "neo_pinn.io.adapters", "neo_pinn.io.stimulus", "neo_pinn.io.stimulus_hooks",
                             "neo_pinn.io.neo_files", "neo_pinn.io.nwb")
 #: (importer, imported) pairs left out of the graph: lazy imports inside a module ``__getattr__`` that serve a

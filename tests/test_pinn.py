@@ -9,22 +9,17 @@ import numpy as np
 import pytest
 import torch
 from neo_pinn_pinn import ABLATIONS, PINN
+from neo_pinn_pinn.driven import driven_hidden_states
+from neo_pinn_pinn.layout import flatten_traces, make_segments
 from neo_pinn_pinn.network import EnsembleNet
-from neo_pinn_pinn.prepare import (
-    dominant_frequencies,
-    driven_hidden_states,
-    driven_voltage_misfit,
-    flatten_traces,
-    linear_parameters,
-    make_segments,
-    sampling_weights,
-    screen_parameters,
-    slow_states,
-)
+from neo_pinn_pinn.rhythm import dominant_frequencies
+from neo_pinn_pinn.screen import driven_voltage_misfit, linear_parameters, screen_parameters
+from neo_pinn_pinn.slow_analysis import slow_states
+from neo_pinn_pinn.spike_weights import sampling_weights
 from neo_pinn_pinn.training import train_members
 
 from neo_pinn.api import get_backend, get_model, synthetic_trace
-from neo_pinn.errors import ConfigurationError
+from neo_pinn.errors import ConfigurationError, EstimationError
 from neo_pinn.estimator import FitContext
 from neo_pinn.models.base import gate_mask
 from neo_pinn.problem import EstimationProblem
@@ -65,6 +60,54 @@ def test_registered_and_options_checked():
                               "adaptive_loss_balancing", "separate_optimizers", "parameter_screen"}
     for switch in ABLATIONS.values():
         PINN(**switch)  # every ablation is a valid configuration
+
+
+def test_options_are_typed_grouped_and_frozen():
+    """Every option keeps its flat name and default, lives in a named group, is documented, is checked
+    when the backend is made, and a configuration is never changed."""
+    import dataclasses
+
+    from neo_pinn_pinn.config import PINNConfig
+
+    cfg = PINN(width=32, rwf=False).config
+    assert isinstance(cfg, PINNConfig)
+    assert cfg.network.width == cfg["width"] == 32 and cfg.network.rwf is False
+    assert PINN.default_config["n_members"] == cfg.ensemble.n_members == 6
+    assert len(PINN.default_config) == 63 and set(PINN.default_config) == set(PINNConfig.option_docs())
+    assert all(PINNConfig.option_docs().values())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.network.width = 8
+    assert cfg.replace(width=16).network.width == 16 and cfg.network.width == 32
+    with pytest.raises(ConfigurationError, match="residual_form.*'strong', 'weak', 'both'"):
+        PINN(residual_form="pointwise")
+    with pytest.raises(ConfigurationError, match="random_starts"):
+        PINN(random_starts=True)  # not rewritten to "bounds" any more (the CLI passes "bounds" itself)
+
+
+def test_importing_the_plugin_package_stays_light():
+    """``import neo_pinn_pinn`` and its plugin module load neither the backend nor the training."""
+    import subprocess
+    import sys
+
+    code = "import sys, neo_pinn_pinn.plugin; print(sorted(m for m in sys.modules if m.startswith('neo_pinn_pinn')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['neo_pinn_pinn', 'neo_pinn_pinn.plugin']"
+
+
+@pytest.mark.parametrize("model,preset", [("morris_lecar", "snlc"), ("morris_lecar_burster", "bursting_fast"),
+                                          ("butera_pbc", "bursting_fast")])
+def test_hidden_states_start_at_rest(model, preset):
+    """The driven hidden states start where their own equations are at rest with V clamped (the core's
+    quasi-steady-state solver), for every member's parameters."""
+    from neo_pinn_pinn.driven import quasi_steady_hidden
+
+    m = get_model(model)
+    theta = np.stack([m.theta(preset=preset), 1.5 * m.theta(preset=preset)])
+    for v0 in (-60.0, -20.0):
+        x = quasi_steady_hidden(m, theta, v0, 0.0, gate_mask(m))
+        assert x.shape == (2, m.n_states - 1)
+        f = m.rhs(0.0, np.concatenate([np.full((2, 1), v0), x], 1), theta, 0.0)[:, 1:]
+        np.testing.assert_allclose(f, 0.0, atol=1e-12)
 
 
 @pytest.mark.parametrize("rwf", [True, False])
@@ -196,8 +239,38 @@ def test_small_cpu_fit_recovers_two_conductances():
     assert set(res.history) >= {"loss_data", "loss_physics", "params"}
     assert res.noise["sigma"] == pytest.approx(1.0, rel=0.3)
     # the fitted model itself, simulated from the reconstructed start, spikes like the recording
-    assert res.metrics["forward_rmse_mV"][0] < 10.0
-    assert res.metrics["forward_spikes"][0][0] == res.metrics["forward_spikes"][0][1] >= 2
+    assert res.diagnostics["forward_rmse_mV"][0] < 10.0
+    assert res.diagnostics["forward_spikes"][0][0] == res.diagnostics["forward_spikes"][0][1] >= 2
+
+
+def test_result_holds_numbers_in_metrics_and_draws_in_samples():
+    """Metrics are single numbers, samples the members' parameter draws; per-member losses, acceptance,
+    starts, the screen and the per-sweep forward check are diagnostics."""
+    m, tr, _ = _trace(t0=500.0, t1=560.0, rate=5000.0)
+    prob = EstimationProblem.build(m, [tr], ["gCa", "gK"], preset="snlc", init={"gCa": 3.0, "gK": 9.0})
+    res = PINN(**(FAST | {"screen_candidates": 8, "screen_rounds": 1})).fit(prob, seed=0, device="cpu")
+    assert all(isinstance(v, (bool, int, float)) for v in res.metrics.values())
+    assert set(res.samples) == {"gCa", "gK"} and all(len(v) == 2 for v in res.samples.values())
+    d = res.diagnostics
+    assert len(d["loss"]) == len(d["accepted"]) == 2 and sum(d["accepted"]) == res.metrics["n_accepted"]
+    for p in ("gCa", "gK"):
+        assert len(d[f"init_{p}"]) == len(d[f"screened_{p}"]) == 2
+    assert len(d["screen_misfit"]) == 2 and len(d["trainable_frequencies_hz"]) == 2
+    assert len(d["forward_rmse_mV"]) == len(d["forward_spikes"]) == 1
+    assert res.metrics["forward_rmse_max_mV"] == max(d["forward_rmse_mV"])
+    assert res.metrics["forward_spikes_match"] == (d["forward_spikes"][0][0] == d["forward_spikes"][0][1])
+
+
+def test_a_diverging_training_raises_estimation_error(monkeypatch):
+    """A loss that becomes non-finite is a failed estimation, not a configuration error."""
+    from neo_pinn_pinn.objective import EnsembleObjective
+
+    m, tr, _ = _trace(t0=500.0, t1=560.0, rate=5000.0)
+    prob = EstimationProblem.build(m, [tr], ["gCa"], preset="snlc", init={"gCa": 3.0})
+    monkeypatch.setattr(EnsembleObjective, "physics_term",
+                        lambda self, u, du, idx, z: torch.full((self.E, self.S), math.nan, **self.kw))
+    with pytest.raises(EstimationError, match="non-finite"):
+        PINN(**(FAST | {"screen_candidates": 0})).fit(prob, seed=0, device="cpu")
 
 
 def test_forward_check_tells_a_wrong_model_from_the_right_one():
@@ -249,7 +322,7 @@ def test_cli_fit_with_every_output(tmp_path, capsys):
 
     from neo_pinn.cli import main
     from neo_pinn.io.attach import read_attached
-    from neo_pinn.io.neo_files import read_block
+    from neo_pinn.io.neo_files_reader import read_block
 
     sample = Path(__file__).resolve().parents[1] / "sample_data" / "ml_snlc.nwb"
     js, html, nwb = tmp_path / "r.json", tmp_path / "r.html", tmp_path / "fitted.nwb"
@@ -293,7 +366,7 @@ def test_forced_slow_state_uses_the_integral_residual():
     opts = FAST | {"screen_candidates": 0}
     pointwise = PINN(**opts).fit(prob, seed=0, device="cpu")
     integral = PINN(**(opts | {"slow_states": ["n"]})).fit(prob, seed=0, device="cpu")
-    assert pointwise.metrics["slow_states"] == [] and integral.metrics["slow_states"] == ["n"]
+    assert pointwise.diagnostics["slow_states"] == [] and integral.diagnostics["slow_states"] == ["n"]
     assert pointwise.metrics["periodic_pairs"] == 0 and integral.metrics["periodic_pairs"] > 0
     aperiodic = PINN(**(opts | {"slow_states": ["n"], "periodic_slow_states": False})).fit(prob, seed=0, device="cpu")
     assert aperiodic.metrics["periodic_pairs"] == 0
@@ -318,7 +391,7 @@ def test_spinup_finds_the_periodic_start_of_a_slow_state():
     """Ca of the ML burster (τ = 1/ε = 200 ms) driven by a periodic burst pattern: over a window of 2.3
     periods, starting Ca at the fixed point of one period's map reproduces the periodic solution (reached
     after 10 periods of spin-up) within 1 % of its range; starting from rest does not."""
-    from neo_pinn_pinn.prepare import repeat_lag
+    from neo_pinn_pinn.rhythm import repeat_lag
 
     b = get_model("morris_lecar_burster")
     theta = b.theta(preset="bursting_fast")[None]
@@ -341,7 +414,8 @@ def test_spinup_finds_the_periodic_start_of_a_slow_state():
 def test_slow_parameters_and_long_intervals():
     """In the ML burster, gCa (Ca influx) and epsilon (Ca's rate) act on the slow Ca, gK and gKCa do not;
     with such parameters the misfit adds intervals up to an eighth of the burst period."""
-    from neo_pinn_pinn.prepare import acting_on_slow_states, misfit_intervals
+    from neo_pinn_pinn.screen import misfit_intervals
+    from neo_pinn_pinn.slow_analysis import acting_on_slow_states
 
     b = get_model("morris_lecar_burster")
     free = ["gCa", "gK", "gKCa", "epsilon"]
@@ -369,7 +443,7 @@ def test_a_slow_gates_conductance_is_found_as_a_rescaling():
     """Butera's gNaP multiplies the slow NaP inactivation h: raising gNaP is, for the V and n equations,
     exactly raising h — so it is held after the screen. gK and gL are not; nor is any ML-burster parameter
     (gKCa acts through Ca/(Ca + K), not in proportion to Ca); without a slow state nothing is found."""
-    from neo_pinn_pinn.prepare import scaling_slow_states
+    from neo_pinn_pinn.slow_analysis import scaling_slow_states
 
     bu = get_model("butera_pbc")
     free = ["gNaP", "gK", "gL"]
@@ -394,13 +468,13 @@ def test_parameters_of_slow_states_are_held_after_the_screen():
     prob = EstimationProblem.build(m, [tr], ["gCa", "phi"], preset="snlc", init={"gCa": 3.0, "phi": 0.05})
     opts = FAST | {"screen_candidates": 8, "screen_rounds": 1, "slow_states": ["n"]}
     held = PINN(**opts).fit(prob, seed=0, device="cpu")
-    assert held.metrics["held_parameters"] == ["phi"]
-    assert len(held.metrics["screen_intervals_ms"]) == 3
-    screened = np.exp(np.median(np.log(held.samples["screened_phi"])))
+    assert held.diagnostics["held_parameters"] == ["phi"]
+    assert len(held.diagnostics["screen_intervals_ms"]) == 3
+    screened = np.exp(np.median(np.log(held.diagnostics["screened_phi"])))
     assert held["phi"].value == pytest.approx(screened, rel=1e-5)
     assert np.ptp(held.history["params"]["gCa"][3:]) > 0  # the other parameter trains
     free = PINN(**(opts | {"hold_slow_parameters": False})).fit(prob, seed=0, device="cpu")
-    assert free.metrics["held_parameters"] == []
+    assert free.diagnostics["held_parameters"] == []
     assert free["phi"].value != pytest.approx(screened, rel=1e-5)
 
 
@@ -408,7 +482,7 @@ def test_sampling_weights_put_the_points_on_the_spikes():
     """On a noisy burst pattern whose spikes fill 6 % of the samples, the fast-voltage weights put
     most of their mass on the spikes and their repolarisation; noise alone gets none, and a flat sweep
     stays uniform."""
-    from neo_pinn_pinn.prepare import Flat
+    from neo_pinn_pinn.layout import Flat
 
     t = np.arange(0.0, 800.0, 0.1)
     v_clean = _burst_voltage(t)
@@ -429,7 +503,8 @@ def test_sampling_weights_put_the_points_on_the_spikes():
 def test_fast_share_tells_brief_spikes_from_broad_ones():
     """"auto" spike sampling switches on below 3 %: the brief spikes of sparse bursts (4 per second) fill
     under 3 % of the samples, Morris–Lecar's broad SNLC spikes more."""
-    from neo_pinn_pinn.prepare import Flat, fast_share
+    from neo_pinn_pinn.layout import Flat
+    from neo_pinn_pinn.spike_weights import fast_share
 
     t = np.arange(0.0, 2000.0, 0.1)
     v = _burst_voltage(t, period_ms=1000.0) + np.random.default_rng(0).normal(0.0, 0.6, t.size)
@@ -444,7 +519,7 @@ def test_fast_share_tells_brief_spikes_from_broad_ones():
 def test_periodic_pairs_are_one_period_apart_in_their_segments():
     """On a 200 ms burst pattern, pairs of times lie whole periods apart (to the lag search's grid), inside
     the segments named for them; a sweep that does not repeat gives none."""
-    from neo_pinn_pinn.prepare import periodic_pairs
+    from neo_pinn_pinn.rhythm import periodic_pairs
 
     b = get_model("morris_lecar_burster")
     t = np.arange(0.0, 600.0, 0.1)

@@ -7,6 +7,7 @@ from neo_pinn.hookspecs import hookimpl
 
 @hookimpl
 def neo_pinn_register_backends(registry):
+    """Register :class:`~neo_pinn_pinn.backend.PINN` (imported here, so loading the plugin stays light)."""
     from .backend import PINN
 
-    registry.register("pinn", PINN)
+    registry.register(PINN)
