@@ -75,6 +75,8 @@ def test_problem_rejects_inconsistencies():
 
 
 class _Constant(Estimator):
+    """A backend of the first plugin contract (a ``default_config`` dict, ``build_result``): still works."""
+
     name = "constant"
     default_config = {"value": 1.0}
 
@@ -89,8 +91,9 @@ def test_estimator_template_validates_seeds_and_records_provenance():
     prob = EstimationProblem.build(m, _trace(), ["gCa"], truth={"gCa": 4.0})
     with pytest.raises(ConfigurationError, match="valid: value"):
         _Constant(nonsense=3)
-    r1 = _Constant(value=3.0).fit(prob, seed=5, device="cpu")
-    r2 = _Constant(value=3.0).fit(prob, seed=5, device="cpu")
+    with pytest.warns(DeprecationWarning, match="build_result is deprecated"):
+        r1 = _Constant(value=3.0).fit(prob, seed=5, device="cpu")
+        r2 = _Constant(value=3.0).fit(prob, seed=5, device="cpu")
     assert r1.metrics["rng_draw"] == r2.metrics["rng_draw"]  # seeded
     assert r1["gCa"].value == 3.0 and r1["gCa"].relative_error == pytest.approx(0.25)
     assert r1.provenance["seed"] == 5 and r1.provenance["device"] == "cpu"

@@ -7,7 +7,7 @@ import pytest
 import quantities as pq
 
 import neo_pinn
-from neo_pinn import EstimationProblem, build_result
+from neo_pinn import EstimationProblem, EstimationResult
 from neo_pinn.features import spike_times
 from neo_pinn.io.convert import trace_to_signals
 
@@ -26,7 +26,7 @@ def test_attached_reconstruction_feeds_elephant():
     block = neo.Block()
     block.segments.append(seg)
     problem = EstimationProblem.build(m, tr, ["gCa"])
-    result = build_result(problem, "manual", {"gCa": 4.0}, [states])
+    result = EstimationResult.from_fit(problem, "manual", {"gCa": 4.0}, [states])
     neo_pinn.attach(result, block)
     recon = [s for s in seg.analogsignals if s.annotations.get("neo_pinn_role") == "reconstruction"]
     assert len(recon) == 1
