@@ -125,3 +125,20 @@ def test_option_values_may_be_json_with_commas():
                    "trace": "rmse", "starts": [1, 2]}
     with pytest.raises(ConfigurationError, match="name=value"):
         _options(["pop_size=32,10"])
+
+
+def test_cli_fit_and_estimate_are_one_pipeline(ml_file, tmp_path, capsys):
+    """`neo-pinn fit` runs neo_pinn.estimate: same defaults (the model's default_free without --free), same result."""
+    import neo_pinn
+
+    out = tmp_path / "fit.json"
+    rc, _, err = run(capsys, "fit", str(ml_file), "--model", "morris_lecar", "--preset", "snlc", "--backend", "lsq",
+                     "--window", "20:140", "--noise", "ar1", "--option", "n_starts=1", "--option", "max_iter=3",
+                     "--json", str(out))
+    assert rc == 0 and "default set" in err
+    cli = neo_pinn.EstimationResult.from_json(out)
+    api = neo_pinn.estimate(ml_file, "morris_lecar", "lsq", preset="snlc", window=(20, 140), noise="ar1",
+                            backend_options={"n_starts": 1, "max_iter": 3})
+    model = neo_pinn.get_model("morris_lecar")
+    assert {k for k, p in api.parameters.items() if p.free} == set(model.default_free)
+    assert cli.values == api.values and set(api.noise) == {"sigma", "rho"}
