@@ -90,13 +90,15 @@ def either(*checks: Check) -> Check:
     return Check(lambda x: any(c(x) for c in checks), "; or ".join(c.want for c in checks))
 
 
-def option(default: Any, check: Check | None = None, doc: str = "") -> Any:
-    """A configuration field: its default, its :class:`Check` and one line of documentation.
+def option(default: Any, check: Check | None = None, doc: str = "", convert: Callable[[Any], Any] | None = None) -> Any:
+    """A configuration field: its default, its :class:`Check`, one line of documentation and, optionally, how a
+    value given by name is converted at the door (e.g. the command line's ``"a,b"`` into a tuple).
 
     Lists given as defaults are stored as tuples and dicts are copied per instance, so no two
-    configurations share a mutable default.
+    configurations share a mutable default. ``convert`` runs in :meth:`OptionGroup.from_options`, before the
+    configuration is made; the configuration itself is never changed.
     """
-    meta = {"check": check, "doc": doc}
+    meta = {"check": check, "doc": doc, "convert": convert}
     if isinstance(default, list):
         default = tuple(default)
     if isinstance(default, (dict, set)):
@@ -241,6 +243,9 @@ class OptionGroup:
                 kwargs[f.name] = group_cls.from_options(sub)
             elif f.name in given:
                 value = given[f.name]
+                convert = f.metadata.get("convert")
+                if convert is not None:
+                    value = convert(value)
                 kwargs[f.name] = tuple(value) if isinstance(value, list) else value
         return cls(**kwargs)
 

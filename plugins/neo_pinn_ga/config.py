@@ -31,7 +31,8 @@ DTYPES = ("float32", "float64", "context")
 
 AT_LEAST_4 = Check(lambda x: is_integer(x) and x >= 4, "give at least 4 individuals (an integer)")
 TRUE_OR_FALSE = Check(lambda x: isinstance(x, (bool, np.bool_)), "give true or false")
-FEATURE_LIST = Check(lambda x: x is None or (len(x) > 0 and all(isinstance(s, str) for s in x)),
+FEATURE_LIST = Check(lambda x: x is None or (isinstance(x, tuple) and len(x) > 0
+                                              and all(isinstance(s, str) for s in x)),
                      "give a list of feature names or None")
 
 
@@ -67,7 +68,8 @@ class ScoringOptions(OptionGroup):
 
     objectives: str = option("grouped", one_of(*OBJECTIVES),
                              "'grouped': one objective per feature group; 'features': one per feature")
-    features: tuple[str, ...] | None = option(None, FEATURE_LIST, "feature names to use (None: all of the groups')")
+    features: tuple[str, ...] | None = option(None, FEATURE_LIST, "feature names to use (None: all of the groups')",
+                                              convert=_feature_tuple)
     trace: str = option("rmse", one_of(*TRACES), "trace objective: voltage RMSE, phase-plane distance or none")
     trace_sigma_mv: float = option(1.0, POSITIVE, "scale of the RMSE objective, mV")
     trace_smooth_ms: float = option(0.0, NON_NEGATIVE, "box filter on both traces before the RMSE, ms (0: raw)")
@@ -75,10 +77,6 @@ class ScoringOptions(OptionGroup):
     penalty: float = option(10.0, POSITIVE, "error (σ units) of a feature defined in only one of model and recording")
     saturate: bool = option(True, TRUE_OR_FALSE, "report an error r defined on both sides as penalty·r/(penalty + r)")
     smooth_ms: float = option(0.5, NON_NEGATIVE, "box filter on recorded and simulated voltage before features, ms")
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "features", _feature_tuple(self.features))
-        super().__post_init__()
 
     def _check(self) -> None:
         if self.features is None:
