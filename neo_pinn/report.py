@@ -443,7 +443,7 @@ def _kv_table(d: Mapping[str, Any], header=("name", "value")) -> str:
     rows = []
     for k, v in d.items():
         if isinstance(v, (Mapping, list, tuple)):
-            cell = f"<code>{_e(json.dumps(v, default=str))}</code>"
+            cell = f"<code>{_e(json.dumps(v, default=str, ensure_ascii=False))}</code>"
             rows.append(f"<tr><td>{_e(k)}</td><td>{cell}</td></tr>")
         else:
             cls = ' class="num"' if isinstance(v, (int, float, np.number)) and not isinstance(v, bool) else ""
@@ -572,6 +572,11 @@ def write_report(result: EstimationResult, path: str | os.PathLike, *, title: st
     if result.samples:
         counts = {k: len(v) for k, v in result.samples.items() if hasattr(v, "__len__")}
         parts += ["<h2>Samples</h2>", _kv_table(counts, ("parameter", "number of samples"))]
+    if result.diagnostics:
+        # what a backend reports beyond single numbers (per sweep, per member, why it stopped); long lists are cut
+        shown = {k: (v[:20] + ["…"] if isinstance(v, list) and len(v) > 20 else v)
+                 for k, v in result.diagnostics.items()}
+        parts += ["<h2>Diagnostics</h2>", _kv_table(shown, ("item", "value"))]
     parts += ["<h2>Features per sweep</h2>", _feature_table(result, max(1, int(max_sweeps))),
               _backend_feature_errors(result, max(1, int(max_sweeps)))]
     fi = figure_fi(result)

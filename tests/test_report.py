@@ -143,3 +143,11 @@ def test_protocol_steps_take_the_epoch_that_varies_across_sweeps():
     assert f["step_pA"] == 20.0 and f["rate_hz"] == pytest.approx(2 / 200 * 1000.0)
     assert protocol_steps(stim[:1]) is None and protocol_steps([stim[0], stim[0]]) is None
     assert protocol_steps([stim[0], stim[1][:500]]) is None
+
+
+def test_report_shows_the_backends_diagnostics(tmp_path):
+    res = dataclasses.replace(make_result(history={}), diagnostics={"stopped": "stagnation",
+                                                                    "forward_rmse_mV": list(range(30))})
+    text = write_report(res, tmp_path / "r.html").read_text()
+    assert "<h2>Diagnostics</h2>" in text and "stagnation" in text
+    assert "19, &quot;…&quot;" in text and "29" not in text.split("<h2>Diagnostics</h2>")[1].split("</table>")[0]
