@@ -6,7 +6,6 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import ConfigurationError
 from .models.base import NeuronModel
 from .noise import NoiseModel, assumed_noise, parse_noise
 from .plugins import get_state, stimulus_finder

@@ -13,6 +13,7 @@ results store and what plugins of the first contract (``self.config["key"]``) ex
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 from collections.abc import Mapping
@@ -111,12 +112,24 @@ def group(group_cls: type) -> Any:
     return dataclasses.field(default_factory=group_cls)
 
 
-def _is_group(f: dataclasses.Field) -> bool:
-    t = f.type if isinstance(f.type, type) else None
-    if t is not None and issubclass(t, OptionGroup):
-        return True
-    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    return isinstance(default, OptionGroup)
+def _group_class(f: dataclasses.Field) -> type | None:
+    """The :class:`OptionGroup` subclass a field holds (made with :func:`group`), or None for a plain option."""
+    factory = f.default_factory
+    if isinstance(factory, type) and issubclass(factory, OptionGroup):
+        return factory
+    return type(f.default) if isinstance(f.default, OptionGroup) else None
+
+
+@functools.lru_cache(maxsize=None)
+def _leaf_paths(cls: type) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for f in dataclasses.fields(cls):
+        group_cls = _group_class(f)
+        if group_cls is not None:
+            out.update({leaf: (f.name,) + path for leaf, path in _leaf_paths(group_cls).items()})
+        else:
+            out[f.name] = (f.name,)
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,18 +157,10 @@ class OptionGroup:
     @classmethod
     def leaf_paths(cls) -> dict[str, tuple[str, ...]]:
         """Flat option name → attribute path (group, ..., name)."""
-        out: dict[str, tuple[str, ...]] = {}
-        for f in dataclasses.fields(cls):
-            if _is_group(f):
-                group_cls = type(f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
-                for leaf, path in group_cls.leaf_paths().items():
-                    out[leaf] = (f.name,) + path
-            else:
-                out[f.name] = (f.name,)
-        return out
+        return dict(_leaf_paths(cls))
 
     def __getitem__(self, name: str) -> Any:
-        path = type(self).leaf_paths().get(name)
+        path = _leaf_paths(type(self)).get(name)
         if path is None:
             raise KeyError(name)
         value: Any = self
@@ -164,13 +169,13 @@ class OptionGroup:
         return value
 
     def __iter__(self) -> Iterator[str]:
-        return iter(type(self).leaf_paths())
+        return iter(_leaf_paths(type(self)))
 
     def __len__(self) -> int:
-        return len(type(self).leaf_paths())
+        return len(_leaf_paths(type(self)))
 
     def keys(self):
-        return type(self).leaf_paths().keys()
+        return _leaf_paths(type(self)).keys()
 
     def items(self):
         return [(k, self[k]) for k in self.keys()]
@@ -185,12 +190,12 @@ class OptionGroup:
             return default
 
     def __contains__(self, name: object) -> bool:
-        return name in type(self).leaf_paths()
+        return name in _leaf_paths(type(self))
 
     def to_dict(self, nested: bool = False) -> dict[str, Any]:
         """The options as a dict: flat (option name → value) or nested by group."""
         if nested:
-            return {f.name: (getattr(self, f.name).to_dict(nested=True) if _is_group(f) else getattr(self, f.name))
+            return {f.name: (getattr(self, f.name).to_dict(nested=True) if _group_class(f) else getattr(self, f.name))
                     for f in dataclasses.fields(self)}
         return {k: self[k] for k in self.keys()}
 
@@ -200,8 +205,8 @@ class OptionGroup:
         """Flat option name → its one-line documentation."""
         out = {}
         for f in dataclasses.fields(cls):
-            if _is_group(f):
-                group_cls = type(f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+            group_cls = _group_class(f)
+            if group_cls is not None:
                 out.update(group_cls.option_docs())
             else:
                 out[f.name] = f.metadata.get("doc", "")
@@ -218,7 +223,7 @@ class OptionGroup:
         """
         given = dict(options or {}) | more
         paths = cls.leaf_paths()
-        groups = {f.name: f for f in dataclasses.fields(cls) if _is_group(f)}
+        groups = {f.name: f for f in dataclasses.fields(cls) if _group_class(f)}
         unknown = [k for k in given if k not in paths and k not in groups]
         if unknown:
             raise ConfigurationError(f"Unknown option(s) {', '.join(sorted(map(str, unknown)))} for {cls.owner!r}; "
@@ -229,8 +234,8 @@ class OptionGroup:
     def _build(cls, given: Mapping[str, Any]):
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
-            if _is_group(f):
-                group_cls = type(f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+            group_cls = _group_class(f)
+            if group_cls is not None:
                 sub = {k: v for k, v in given.items() if k in group_cls.leaf_paths()}
                 whole = given.get(f.name)
                 if whole is not None:
@@ -266,9 +271,9 @@ class BackendConfig(OptionGroup):
             klass = todo.pop()
             klass.owner = owner
             for f in dataclasses.fields(klass):
-                if _is_group(f):
-                    todo.append(type(f.default_factory() if f.default_factory is not dataclasses.MISSING
-                                      else f.default))
+                group_cls = _group_class(f)
+                if group_cls is not None:
+                    todo.append(group_cls)
 
 
 def config_from_defaults(owner: str, defaults: Mapping[str, Any]) -> type[BackendConfig]:
