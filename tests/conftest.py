@@ -22,6 +22,23 @@ def recordings_dir() -> Path:
     return RECORDINGS_DIR
 
 
+#: the separately installable third-party template, loaded from its folder without installing it
+EXAMPLE_PLUGIN_DIR = Path(__file__).resolve().parents[1] / "plugins" / "example_plugin"
+
+
+@pytest.fixture(scope="session")
+def example_module():
+    """The example plugin's ``neo_pinn_example.plugin`` module (its models and backend, not yet registered)."""
+    import importlib
+    import sys
+
+    sys.path.insert(0, str(EXAMPLE_PLUGIN_DIR))
+    try:
+        return importlib.import_module("neo_pinn_example.plugin")
+    finally:
+        sys.path.remove(str(EXAMPLE_PLUGIN_DIR))
+
+
 def pytest_collection_modifyitems(config, items):
     """Skip tests marked ``gpu`` where CUDA is absent (CI never has a GPU)."""
     import torch

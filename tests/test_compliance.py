@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import pytest
 
 from neo_pinn import plugins
 from neo_pinn.testing import BackendCompliance
-
-EXAMPLE = Path(__file__).resolve().parents[1] / "plugins" / "example_plugin"
 
 
 class TestLsqCompliance(BackendCompliance):
@@ -38,13 +32,8 @@ class TestExampleCompliance(BackendCompliance):
     step_options = {"dt": 0.125}
 
     @pytest.fixture(autouse=True)
-    def _example_plugin(self):
-        sys.path.insert(0, str(EXAMPLE))
-        try:
-            module = importlib.import_module("neo_pinn_example.plugin")
-        finally:
-            sys.path.remove(str(EXAMPLE))
+    def _example_plugin(self, example_module):
         plugins.reset()
-        plugins.register_plugin(module, name="example")
+        plugins.register_plugin(example_module, name="example")
         yield
         plugins.reset()

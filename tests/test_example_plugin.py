@@ -3,10 +3,6 @@ interval, and its initial states."""
 
 from __future__ import annotations
 
-import importlib
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -15,23 +11,11 @@ from neo_pinn import plugins
 from neo_pinn.errors import ConfigurationError
 from neo_pinn.problem import EstimationProblem
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "plugins" / "example_plugin"
-
-
-def _example_module():
-    sys.path.insert(0, str(EXAMPLE))
-    try:
-        return importlib.import_module("neo_pinn_example.plugin")
-    finally:
-        sys.path.remove(str(EXAMPLE))
-
-
 @pytest.fixture()
-def example():
+def example(example_module):
     plugins.reset()
-    mod = _example_module()
-    plugins.register_plugin(mod, name="example")
-    yield mod
+    plugins.register_plugin(example_module, name="example")
+    yield example_module
     plugins.reset()
 
 

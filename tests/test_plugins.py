@@ -49,16 +49,8 @@ def test_unknown_names_list_what_exists(fresh_plugins):
         neo_pinn.get_backend("nope")
 
 
-def _example_module():
-    sys.path.insert(0, str(EXAMPLE))
-    try:
-        return importlib.import_module("neo_pinn_example.plugin")
-    finally:
-        sys.path.remove(str(EXAMPLE))
-
-
-def test_example_plugin_registers_and_fits(fresh_plugins):
-    mod = _example_module()
+def test_example_plugin_registers_and_fits(fresh_plugins, example_module):
+    mod = example_module
     plugins.register_plugin(mod, name="example")
     assert neo_pinn.list_models()["passive_membrane"] == "example"
     assert neo_pinn.list_backends()["random_search"] == "example"
@@ -71,8 +63,8 @@ def test_example_plugin_registers_and_fits(fresh_plugins):
     assert res.backend == "random_search" and res.provenance["seed"] == 3
 
 
-def test_duplicate_name_names_both_plugins(fresh_plugins):
-    mod = _example_module()
+def test_duplicate_name_names_both_plugins(fresh_plugins, example_module):
+    mod = example_module
     plugins.register_plugin(mod, name="example")
     clash = types.SimpleNamespace(neo_pinn_register_backends=hookimpl(
         lambda registry: registry.register("random_search", mod.RandomSearch)))
@@ -110,11 +102,11 @@ def test_broken_entry_point_is_isolated(fresh_plugins, monkeypatch):
     assert "lsq" in state.backends
 
 
-def test_after_fit_hook_sees_every_fit(fresh_plugins):
+def test_after_fit_hook_sees_every_fit(fresh_plugins, example_module):
     seen = []
     spy = types.SimpleNamespace(neo_pinn_after_fit=hookimpl(lambda problem, result: seen.append(result.backend)))
     plugins.register_plugin(spy, name="spy")
-    mod = _example_module()
+    mod = example_module
     plugins.register_plugin(mod, name="example")
     tr, _ = neo_pinn.synthetic_trace("passive_membrane", stimulus=50.0, duration=20.0, rate_hz=5000)
     neo_pinn.estimate(tr, "passive_membrane", backend="random_search", free=["gL"],
@@ -180,8 +172,8 @@ def _fake_entry_point(monkeypatch, name: str, module):
     monkeypatch.setattr(importlib.metadata, "entry_points", fake)
 
 
-def test_autoload_of_third_party_plugins_can_be_switched_off(fresh_plugins, monkeypatch):
-    mod = _example_module()
+def test_autoload_of_third_party_plugins_can_be_switched_off(fresh_plugins, monkeypatch, example_module):
+    mod = example_module
     _fake_entry_point(monkeypatch, "example", mod)
     assert "random_search" in neo_pinn.list_backends()
     plugins.reset()
@@ -192,8 +184,8 @@ def test_autoload_of_third_party_plugins_can_be_switched_off(fresh_plugins, monk
     assert neo_pinn.list_backends()["random_search"] == "example"
 
 
-def test_named_plugins_can_be_blocked(fresh_plugins, monkeypatch):
-    mod = _example_module()
+def test_named_plugins_can_be_blocked(fresh_plugins, monkeypatch, example_module):
+    mod = example_module
     _fake_entry_point(monkeypatch, "example", mod)
     monkeypatch.setenv(plugins.BLOCK_ENV, "example, ga")
     backends = neo_pinn.list_backends()
@@ -201,8 +193,8 @@ def test_named_plugins_can_be_blocked(fresh_plugins, monkeypatch):
     assert "example" not in plugins.get_state().plugin_names()
 
 
-def test_a_backend_is_keyed_by_its_class_name(fresh_plugins):
-    mod = _example_module()
+def test_a_backend_is_keyed_by_its_class_name(fresh_plugins, example_module):
+    mod = example_module
     from neo_pinn.errors import ConfigurationError
     from neo_pinn.registry import BackendRegistry
 
