@@ -23,7 +23,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("numerics", ("neo_pinn.simulation", "neo_pinn.simulation.*", "neo_pinn.reference", "neo_pinn.features",
                   "neo_pinn.features.*")),
     ("io read", ("neo_pinn.io", "neo_pinn.io.convert", "neo_pinn.io.reading", "neo_pinn.io.channels",
-                 "neo_pinn.io.recording", "neo_pinn.io.stimulus_*", "neo_pinn.io.neo_files_read*")),
+                 "neo_pinn.io.recording", "neo_pinn.io.stimulus_*", "neo_pinn.io.neo_files_reader")),
     ("plugins", ("neo_pinn.registry", "neo_pinn.plugins")),
     ("problem", ("neo_pinn.problem",)),
     ("result", ("neo_pinn.result",)),
