@@ -1,5 +1,8 @@
 """Spike-by-spike comparison of the batched features with eFEL: a test oracle (needs ``efel``).
 
+:func:`efel_cell_properties` gives eFEL's own subthreshold features of step sweeps (rest, input
+resistance, τ, sag, spike counts) to hold :func:`neo_pinn.cell.measure_cell` to.
+
 :func:`efel_agreement` runs eFEL (Blue Brain Project) on the same samples with the same definitions
 switched on and reports, per row, the differences of peak times, ISIs, AP amplitudes, half widths and
 AHP troughs, or why values are not compared one to one. The tests and ``benchmarks/bench_features.py``
@@ -18,7 +21,7 @@ from ..features import inputs
 from ..features.catalogue import SPIKE_FEATURE_NAMES
 from ..features.per_spike import spike_table
 
-__all__ = ["efel_agreement"]
+__all__ = ["efel_agreement", "efel_cell_properties"]
 
 
 #: How far (mV) efel_agreement raises samples that sit exactly at the threshold before eFEL sees them.
@@ -270,3 +273,97 @@ def _same_half_crossings(v: np.ndarray, rise: np.ndarray, fall: np.ndarray, rise
             reasons[k] = (f"eFEL's {side} sample {t0 + theirs_at * dt:.2f} ms is not next to the half-level "
                           f"crossing at {t0 + ours_at * dt:.2f} ms")
     return same, reasons
+
+
+#: eFEL features read by :func:`efel_cell_properties`.
+_EFEL_CELL_FEATURES = ("voltage_base", "steady_state_voltage_stimend", "ohmic_input_resistance_vb_ssse",
+                       "time_constant", "sag_ratio1", "spike_count")
+
+
+def efel_cell_properties(traces, steps, threshold: float = 0.0, *, passive=None) -> dict:
+    """eFEL's per-sweep subthreshold features of step sweeps, and aggregates taken as ``measure_cell`` takes them.
+
+    Each sweep is given to eFEL with its own time axis from 0 (``T`` = t − t[0], ms, so that eFEL's
+    ``voltage_base`` window, 0.9–1.0 × stim_start, is the last 10 % of the pre-step baseline), ``V`` (mV),
+    ``stim_start``/``stim_end`` = its step (ms) and ``stimulus_current`` = its amplitude in nA (so
+    ``ohmic_input_resistance_vb_ssse`` is in MΩ). Settings: ``Threshold`` = ``threshold``,
+    ``strict_stiminterval`` on (``Spikecount`` counts spikes during the step only); everything else is
+    eFEL's default (e.g. ``interp_step`` 0.1 ms, ``voltage_base_mode`` mean).
+
+    Parameters
+    ----------
+    traces : sequence of Trace
+        The sweeps to run eFEL on (e.g. the kept ones).
+    steps : sequence of StepEpoch or None
+        Their steps, one per trace (:func:`neo_pinn.cell.protocol_steps`); sweeps without one are skipped.
+    threshold : float
+        eFEL's spike ``Threshold``, mV.
+    passive : sequence of int, optional
+        Sweeps that the input resistance, τ and sag aggregates come from (as
+        :attr:`neo_pinn.cell.CellProperties.passive_sweeps`); default: the sweeps with a hyperpolarising step
+        and no spike.
+
+    Returns
+    -------
+    dict
+        ``per_sweep``: sweep → {feature: float or None} for ``voltage_base``, ``steady_state_voltage_stimend``
+        (mV), ``ohmic_input_resistance_vb_ssse`` (MΩ), ``time_constant`` (ms), ``sag_ratio1``, ``Spikecount``,
+        plus ``amplitude_pA`` and ``duration_ms``; aggregates ``rest_mV`` (median voltage_base over all
+        sweeps), ``input_resistance_MOhm``, ``tau_ms``, ``sag_ratio`` (medians over the passive sweeps; None
+        when eFEL gives none), ``capacitance_pF`` (τ/R_in), ``rheobase_pA`` (smallest amplitude with
+        Spikecount ≥ 1), ``fi`` ((amplitude pA, rate Hz, count) by amplitude) and ``passive_sweeps``.
+
+    Raises
+    ------
+    ConfigurationError
+        efel is not installed, or ``steps`` does not match ``traces``.
+    """
+    try:
+        import efel
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ConfigurationError('efel_cell_properties needs eFEL: pip install "neo-pinn[test]" '
+                                 '(or pip install efel).') from None
+    traces, steps = list(traces), list(steps)
+    if len(traces) != len(steps):
+        raise ConfigurationError(f"efel_cell_properties needs one step per trace ({len(traces)} traces, "
+                                 f"{len(steps)} steps).")
+    pairs = [(tr, st) for tr, st in zip(traces, steps) if st is not None]
+    given = [{"T": tr.t - tr.t[0], "V": np.asarray(tr.v, dtype=float), "stim_start": [st.onset_ms - tr.t[0]],
+              "stim_end": [st.offset_ms - tr.t[0]], "stimulus_current": [st.amplitude_pA / 1000.0]}
+             for tr, st in pairs]
+    efel.reset()
+    try:
+        efel.set_setting("Threshold", float(threshold))
+        efel.set_setting("strict_stiminterval", True)
+        values = efel.get_feature_values(given, list(_EFEL_CELL_FEATURES), raise_warnings=False) if given else []
+    finally:
+        efel.reset()
+    per_sweep = {}
+    for (tr, st), fe in zip(pairs, values):
+        row = {name: (None if fe.get(name) is None or np.size(fe[name]) == 0 else float(np.ravel(fe[name])[0]))
+               for name in _EFEL_CELL_FEATURES}
+        row["Spikecount"] = int(row.pop("spike_count") or 0)  # eFEL 5 renamed Spikecount to spike_count
+        row["amplitude_pA"], row["duration_ms"] = st.amplitude_pA, st.duration_ms
+        per_sweep[tr.sweep] = row
+    return _efel_aggregates(per_sweep, passive)
+
+
+def _efel_aggregates(per_sweep: dict, passive) -> dict:
+    """Aggregates of :func:`efel_cell_properties` from its per-sweep rows."""
+    if passive is None:
+        passive = [k for k, r in per_sweep.items() if r["amplitude_pA"] < 0 and r["Spikecount"] == 0]
+    passive = [k for k in passive if k in per_sweep]
+
+    def med(values):
+        values = [x for x in values if x is not None and np.isfinite(x)]
+        return float(np.median(values)) if values else None
+    base = med(r["voltage_base"] for r in per_sweep.values())
+    rin = med(per_sweep[k]["ohmic_input_resistance_vb_ssse"] for k in passive)
+    tau = med(per_sweep[k]["time_constant"] for k in passive)
+    sag = med(per_sweep[k]["sag_ratio1"] for k in passive if per_sweep[k]["amplitude_pA"] < 0)
+    fi = sorted((r["amplitude_pA"], 1000.0 * r["Spikecount"] / r["duration_ms"], r["Spikecount"])
+                for r in per_sweep.values())
+    firing = [a for a, _, n in fi if n >= 1]
+    return {"per_sweep": per_sweep, "rest_mV": base, "input_resistance_MOhm": rin, "tau_ms": tau, "sag_ratio": sag,
+            "capacitance_pF": (1000.0 * tau / rin if tau is not None and rin else None),
+            "rheobase_pA": min(firing) if firing else None, "fi": tuple(fi), "passive_sweeps": tuple(passive)}
