@@ -12,6 +12,9 @@ parameter coordinates              :class:`UnitCube`, :class:`LogLogit`, :class:
 hidden states at rest              :func:`quasi_steady_states`, :func:`gate_mask` — :mod:`neo_pinn.models.base`
 residuals and noise                :func:`voltage_residuals`, :func:`voltage_rmse`, :func:`rms`,
                                    :func:`noise_from_residuals` — :mod:`neo_pinn.residuals`
+recorded spikes                    :func:`box_smooth` (the box filter), :func:`spike_preserving_width`
+                                   (the widest one that keeps every recorded spike, a
+                                   :class:`SmoothingCheck`) — :mod:`neo_pinn.features.recorded`
 configuration                      :class:`BackendConfig`, :class:`OptionGroup`, :func:`option`,
                                    :func:`group` and the checks — :mod:`neo_pinn.config`
 the fit                            :class:`Estimator`, :class:`FitContext`, :func:`refine` (continue with
@@ -23,6 +26,7 @@ from .config import (BOOL, FINITE, MAPPING, NON_NEGATIVE, NON_NEGATIVE_INT, POSI
                      BackendConfig, Check, OptionGroup, between, either, group, is_integer, is_number, one_of,
                      option, optional)
 from .estimator import Estimator, FitContext, refine
+from .features.recorded import SmoothingCheck, box_smooth, spike_preserving_width
 from .models.base import gate_mask, quasi_steady_states
 from .residuals import noise_from_residuals, rms, voltage_residuals, voltage_rmse
 from .result import EstimationResult
@@ -38,4 +42,5 @@ __all__ = [
     "POSITIVE_INT", "NON_NEGATIVE_INT", "POSITIVE", "NON_NEGATIVE", "FINITE", "BOOL", "STRINGS", "MAPPING",
     "is_integer", "is_number",
     "Estimator", "FitContext", "refine", "EstimationResult",
+    "box_smooth", "spike_preserving_width", "SmoothingCheck",
 ]

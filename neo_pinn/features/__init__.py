@@ -11,6 +11,10 @@ Two layers:
   per-spike lists (:mod:`~neo_pinn.features.flat_ops`). Spike-train features use the AP peak times, as
   eFEL does; :func:`batch_spike_times` gives the interpolated threshold crossings.
 
+Before features are taken from a smoothed recording, :func:`spike_preserving_width`
+(:mod:`~neo_pinn.features.recorded`) says how wide a :func:`box_smooth` filter may be without losing,
+adding or moving a recorded spike.
+
 Spike detection follows the convention of ``shared/reference/models.md``: a spike is an upward
 crossing of a threshold, and a new crossing only counts after the voltage has fallen below a re-arm
 level, which keeps noise from being counted twice.
@@ -28,6 +32,7 @@ import warnings
 from .batched import batch_features
 from .catalogue import FEATURE_NAMES, FEATURES, SPIKE_FEATURE_NAMES, FeatureSpec
 from .per_spike import batch_spike_features, batch_spike_times
+from .recorded import SmoothingCheck, box_smooth, spike_preserving_width
 from .single_trace import burst_statistics, firing_rate, spike_count, spike_times
 
 __all__ = [
@@ -42,6 +47,9 @@ __all__ = [
     "batch_spike_times",
     "batch_spike_features",
     "batch_features",
+    "box_smooth",
+    "SmoothingCheck",
+    "spike_preserving_width",
 ]
 
 def __getattr__(name: str):

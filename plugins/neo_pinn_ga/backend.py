@@ -53,7 +53,10 @@ class GeneticAlgorithm(Estimator):
     docstring), ``samples`` = the parameters of the final front (best first), ``history`` = per-generation
     best objectives, best compromise score and parameters, throughput, the front's objectives, the
     per-sweep features of the estimate and, with refinement, ``history["refine"]`` (the GA's own estimate
-    under ``"ga"`` and each stage's); ``diagnostics`` = why the search (and CMA-ES) stopped.
+    under ``"ga"`` and each stage's); ``diagnostics`` = why the search (and CMA-ES) stopped and, under
+    ``"smoothing"``, the ``smooth_ms`` asked for and used and the spikes per sweep of the raw recording and
+    of what the search saw (``smooth_ms`` shrinks, with a warning, until the box filter keeps every
+    recorded spike: :meth:`~neo_pinn_ga.evaluate.PopulationEvaluator.check_smoothing`).
 
     Raises
     ------
@@ -76,7 +79,7 @@ class GeneticAlgorithm(Estimator):
         cmaes_taken = polish is not None and refinement.cmaes_improves(polish, front.score)
         chosen = refinement.Solution.simulate(evaluator, space.to_theta(polish["x"]) if cmaes_taken else front.theta)
         metrics, history = self._search_record(problem, evaluator, space, out, front, chosen, screened, screen_s)
-        diagnostics: dict[str, Any] = {"stopped": out["stopped"]}
+        diagnostics: dict[str, Any] = {"stopped": out["stopped"], "smoothing": evaluator.smoothing_diagnostics()}
         if refine != "none":
             rmse_ga = chosen.rmse if not cmaes_taken else voltage_rmse(problem.traces,
                                                                       evaluator.reconstruct(front.theta)[0])

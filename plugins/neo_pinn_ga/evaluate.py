@@ -19,8 +19,10 @@ The trace term is the voltage RMSE over all sweeps in units of ``trace_sigma_mv`
 after a ``trace_smooth_ms`` box filter), or the L1 distance (0…2, in units of 0.05) between the V–dV/dt
 occupancy densities of model and recording on a 32 × 32 grid (``"phase_plane"``: blind to spike timing,
 but dominated by the noise in dV/dt, so meant for clean or filtered data). Voltages are smoothed with
-``smooth_ms`` before features and the phase plane, so noise neither makes spikes nor biases peaks. A
-diverged simulation scores :data:`DIVERGED` on every objective.
+``smooth_ms`` before features and the phase plane, so noise neither makes spikes nor biases peaks; where
+that filter would flatten, add or move a recorded spike (narrow, low spikes), a narrower one is used for
+recording and model alike, with a warning (:meth:`PopulationEvaluator.check_smoothing`). A diverged
+simulation scores :data:`DIVERGED` on every objective.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from neo_pinn import toolkit
 from neo_pinn.errors import ConfigurationError
 from neo_pinn.features import FEATURE_NAMES, batch_features
 from neo_pinn.problem import EstimationProblem
-from neo_pinn.toolkit import quasi_steady_states, simulate
+from neo_pinn.toolkit import SmoothingCheck, box_smooth, quasi_steady_states, simulate, spike_preserving_width
 
 __all__ = ["PopulationEvaluator", "GROUPS", "FEATURE_FLOORS", "DIVERGED", "threshold_features"]
 
@@ -114,18 +116,6 @@ def threshold_features(v: torch.Tensor, dt_ms: float, threshold_mv: float) -> di
     return {"trough_mv": trough, "time_above_ms": width, "v_mean_mv": v.mean(1)}
 
 
-def _smooth(v: torch.Tensor, width: int) -> torch.Tensor:
-    """Centred moving average over ``width`` samples of (B, T) (edges use the available samples)."""
-    if width <= 1:
-        return v
-    pad = width // 2
-    c = torch.nn.functional.pad(v.cumsum(1), (1, 0))
-    T = v.shape[1]
-    lo = (torch.arange(T, device=v.device) - pad).clamp(0, T)
-    hi = (torch.arange(T, device=v.device) - pad + width).clamp(0, T)
-    return (c[:, hi] - c[:, lo]) / (hi - lo).to(v.dtype)
-
-
 @dataclass
 class SweepData:
     """One sweep as the evaluator sees it (arrays on the search device)."""
@@ -181,9 +171,14 @@ class PopulationEvaluator:
         kw = dict(dtype=dtype, device=device)
         self.free_index = [model.param_index(n) for n in problem.free_names]
         self.theta_fixed = torch.as_tensor(problem.theta_full({f.name: f.bounds[0] for f in problem.free}), **kw)
-        self.smooth_width = max(1, int(round(float(config["smooth_ms"]) / sample_dt)))
         self.trace_width = max(1, int(round(float(config["trace_smooth_ms"]) / sample_dt)))
         self.threshold, self.rearm = float(model.spike_threshold), float(model.spike_rearm)
+        #: the recorded spikes before and after the ``smooth_ms`` box filter (:meth:`check_smoothing`)
+        self.smoothing: SmoothingCheck = spike_preserving_width(
+            [tr.v for tr in traces], [tr.t for tr in traces],
+            max(1, int(round(float(config["smooth_ms"]) / sample_dt))), self.threshold, self.rearm, dtype=dtype)
+        #: box-filter length (samples) applied to recorded and simulated voltages before features
+        self.smooth_width = self.smoothing.width
         wanted = tuple(config["features"]) if config["features"] else tuple(n for g in GROUPS.values() for n in g)
         unknown = [n for n in wanted if n not in FEATURE_NAMES and n not in _LOCAL]
         if unknown:
@@ -192,19 +187,8 @@ class PopulationEvaluator:
         self.feature_names = wanted
         # initial-state rule
         self.x0_mode = self._x0_mode()
-        self.sweeps: list[SweepData] = []
-        for q, tr in enumerate(traces):
-            v = torch.as_tensor(tr.v, **kw)
-            vs = _smooth(v[None], self.smooth_width)[0]
-            feats = {k: float(x[0]) for k, x in self._features(vs[None]).items()}
-            sigma = {k: max(float(config["rel_tol"]) * abs(x), FEATURE_FLOORS.get(k, 1.0)) if math.isfinite(x) else
-                     FEATURE_FLOORS.get(k, 1.0) for k, x in feats.items()}
-            pp, rng_ = (None, None)
-            if config["trace"] == "phase_plane":
-                rng_ = self._pp_range(vs)
-                pp = self._pp_density(vs[None], rng_)[0]
-            vt = _smooth(v[None], self.trace_width)[0]
-            self.sweeps.append(SweepData(q, tr.t.size, vs, v, vt, feats, sigma, pp, rng_))
+        self.sweeps: list[SweepData] = self._recorded_sweeps()
+        self.check_smoothing()
         # objectives: groups with at least one feature defined in some sweep of the recording
         defined = {k for sw in self.sweeps for k, x in sw.features.items() if math.isfinite(x)}
         if config["objectives"] == "features":
@@ -231,6 +215,74 @@ class PopulationEvaluator:
         self.batch_size: int | None = None
         #: ``compile`` passed to the simulator for population calls
         self.compile: bool | str = config["compile"]
+
+    # ------------------------------------------------------------------ the recording
+    def _recorded_sweeps(self) -> list[SweepData]:
+        """The recorded sweeps smoothed with :attr:`smooth_width`, their features and tolerances."""
+        config, kw = self.config, dict(dtype=self.dtype, device=self.device)
+        sweeps = []
+        for q, tr in enumerate(self.problem.traces):
+            v = torch.as_tensor(tr.v, **kw)
+            vs = box_smooth(v[None], self.smooth_width)[0]
+            feats = {k: float(x[0]) for k, x in self._features(vs[None]).items()}
+            sigma = {k: max(float(config["rel_tol"]) * abs(x), FEATURE_FLOORS.get(k, 1.0)) if math.isfinite(x) else
+                     FEATURE_FLOORS.get(k, 1.0) for k, x in feats.items()}
+            pp, rng_ = (None, None)
+            if config["trace"] == "phase_plane":
+                rng_ = self._pp_range(vs)
+                pp = self._pp_density(vs[None], rng_)[0]
+            vt = box_smooth(v[None], self.trace_width)[0]
+            sweeps.append(SweepData(q, tr.t.size, vs, v, vt, feats, sigma, pp, rng_))
+        return sweeps
+
+    def spike_counts(self, v: torch.Tensor) -> torch.Tensor:
+        """Spikes (B,) of voltages (B, T) at the sampling interval, counted as the spiking features count them."""
+        return batch_features(v, self.sample_dt, threshold_mv=self.threshold, rearm_mv=self.rearm,
+                              names=["spike_count"])["spike_count"]
+
+    def check_smoothing(self) -> None:
+        """Make sure the search sees every recorded spike, and say so when ``smooth_ms`` had to shrink.
+
+        :attr:`smoothing` (:func:`~neo_pinn.toolkit.spike_preserving_width`, on the raw sweeps with the
+        model's spike threshold and re-arm level) gave the widest box filter up to ``smooth_ms`` that keeps
+        every recorded spike (count and time; only spikes the raw trace re-armed for within its noise may
+        merge). Here the smoothed recording's spikes are counted as the search counts them
+        (:meth:`spike_counts`, in the search's precision and on its device); should that differ from the
+        check's count, the recording is used unsmoothed. Sets :attr:`search_spike_counts` and
+        :attr:`merged_spikes`; warns when the width was reduced, or when the search's count of a raw sweep
+        differs from :func:`~neo_pinn.features.spike_times`'.
+        """
+        check = self.smoothing
+        raw = tuple(int(self.spike_counts(sw.v_raw[None])[0]) for sw in self.sweeps)
+        counts = tuple(int(self.spike_counts(sw.v_smooth[None])[0]) for sw in self.sweeps)
+        #: raw spikes per sweep merged by the box filter because the raw trace re-armed only within noise
+        self.merged_spikes = check.merged
+        if counts != check.counts and self.smooth_width > 1:
+            self.smooth_width = 1
+            self.sweeps = self._recorded_sweeps()
+            counts, self.merged_spikes = raw, (0,) * len(raw)
+        #: spikes per recorded sweep as the search sees them (after the box filter of :attr:`smooth_width`)
+        self.search_spike_counts = counts
+        if raw != check.raw_counts:
+            warnings.warn(f"ga: the search counts {list(raw)} spikes per raw recorded sweep where spike_times "
+                          f"counts {list(check.raw_counts)} (threshold {self.threshold:g} mV, re-arm "
+                          f"{self.rearm:g} mV).", RuntimeWarning, stacklevel=3)
+        if self.smooth_width < check.requested_width:
+            warnings.warn(f"ga: smooth_ms={float(self.config['smooth_ms']):g} ms reduced to "
+                          f"{self.smooth_width * self.sample_dt:.3g} ms ({self.smooth_width} samples) for the "
+                          f"recorded and simulated voltage: {check.describe()}. Raw spikes per sweep "
+                          f"{list(check.raw_counts)}, seen by the search {list(counts)}.", RuntimeWarning, stacklevel=3)
+
+    def smoothing_diagnostics(self) -> dict[str, Any]:
+        """What the ``smooth_ms`` check found and did (JSON-ready), for the result's ``diagnostics``."""
+        check = self.smoothing
+        return {"requested_ms": float(self.config["smooth_ms"]), "used_ms": self.smooth_width * self.sample_dt,
+                "requested_samples": check.requested_width, "used_samples": self.smooth_width,
+                "adjusted": self.smooth_width < check.requested_width, "threshold_mv": self.threshold,
+                "rearm_mv": self.rearm, "raw_spike_counts": list(check.raw_counts),
+                "requested_spike_counts": list(check.requested_counts),
+                "search_spike_counts": list(self.search_spike_counts),
+                "merged_spikes": list(self.merged_spikes), "noise_mv": list(check.noise_mv)}
 
     # ------------------------------------------------------------------ building blocks
     def _x0_mode(self) -> str:
@@ -411,7 +463,7 @@ class PopulationEvaluator:
         pp_sum = torch.zeros(B, dtype=torch.float64, device=v.device)
         for sw in self.sweeps:
             vq = v[:, sw.index, :sw.n_samples]
-            vs = _smooth(vq, self.smooth_width)
+            vs = box_smooth(vq, self.smooth_width)
             feats = self._features(vs)
             errs = {}
             for name, val in feats.items():
@@ -422,7 +474,7 @@ class PopulationEvaluator:
                     group_n[g] += 1
             if self.config["trace"] == "rmse":
                 if self.trace_width > 1:
-                    diff = _smooth(vq, self.trace_width) - sw.v_trace[None]
+                    diff = box_smooth(vq, self.trace_width) - sw.v_trace[None]
                 else:
                     diff = vq - sw.v_raw[None]
                 sq_sum += (diff**2).double().sum(1)

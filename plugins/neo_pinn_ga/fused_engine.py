@@ -151,6 +151,10 @@ class FusedPopulationEvaluator(PopulationEvaluator):
                                rearm_mv=self.rearm)
         return {k: out[k] for k in ONLINE_FEATURES}
 
+    def spike_counts(self, v: torch.Tensor) -> torch.Tensor:
+        """Spikes (B,) of voltages (B, T) as the online features count them (threshold crossings)."""
+        return self._features(v)["spike_count"]
+
     def _score(self, feats: list[dict[str, torch.Tensor]], sq_sum: torch.Tensor, n_points: int,
                diverged: torch.Tensor) -> tuple[np.ndarray, list[dict[str, np.ndarray]]]:
         """Objectives from per-sweep model features (each name → (B,)) and the summed squared error (mV²)."""
