@@ -151,8 +151,19 @@ def estimate(
     dtype: Any = None,
     progress: bool = False,
     backend_options: Mapping[str, Any] | None = None,
+    qc: bool = True,
+    keep_sweeps: Sequence[int] = (),
+    exclude_sweeps: Sequence[int] = (),
+    scale_to_cell: bool = True,
+    staged: bool | str = "auto",
+    validate_on: Any = None,
 ) -> EstimationResult:
     """Fit a model to a recording in one call (what ``neo-pinn fit`` runs).
+
+    Before the backend runs, the sweeps are checked (quality control), the cell's passive and active
+    properties are measured, and — for a step protocol — the search is scaled to the cell and staged
+    (passive parameters first); afterwards the fitted model is simulated on every sweep and judged
+    (``result.status``). See :mod:`neo_pinn.cellfit`.
 
     Parameters
     ----------
@@ -164,11 +175,12 @@ def estimate(
     free : iterable of str, optional
         Parameters to estimate; None: the model's ``default_free`` set (an error for a model without one).
     preset, values, init, bounds
-        See :meth:`EstimationProblem.build`.
+        See :meth:`EstimationProblem.build`; given values win over the cell-scaled ones.
     sweeps : "all", int or list of int
         Sweeps of a recording to fit jointly.
     window : (float, float), optional
-        Time window in ms, measured from each sweep's start for recordings.
+        Time window in ms, measured from each sweep's start for recordings (absolute for traces); None: the
+        step of a step protocol with 100 ms either side, else everything.
     stimulus : "auto", spec string, array or None
         Injected-current source for recordings.
     noise : NoiseModel or str, optional
@@ -180,27 +192,50 @@ def estimate(
         See :meth:`Estimator.fit` (dtype default float64).
     backend_options : mapping, optional
         Backend configuration.
+    qc : bool
+        Leave out the sweeps that sweep quality control rejects (see :func:`neo_pinn.cell.check_sweeps`).
+    keep_sweeps, exclude_sweeps : sequence of int
+        Sweeps forced in or out whatever quality control says.
+    scale_to_cell : bool
+        Starting values and bounds from the measured cell (False: the model's textbook ranges).
+    staged : bool or "auto"
+        Passive parameters first, on the subthreshold sweeps ("auto": for multi-sweep step protocols).
+    validate_on : sequence of int, float or "alternate", optional
+        Sweeps held out of the fit, on which the verdict reports the model's errors.
 
     Returns
     -------
     EstimationResult
+        With ``status`` (``"failed"`` when the fitted model does not behave like the cell), ``verdict``
+        and ``cell``.
     """
     import torch
 
+    from .cellfit import CellFitOptions, fit_cell, plan_cell_fit
+
     m = get_model(model)
-    # the backend's options are checked before any file is read: a typo fails at once
+    # the backend's and the preparation's options are checked before any file is read: a typo fails at once
     est = get_backend(backend)(**dict(backend_options or {}))
+    options = CellFitOptions(qc=qc, keep_sweeps=tuple(keep_sweeps), exclude_sweeps=tuple(exclude_sweeps),
+                             scale_to_cell=scale_to_cell, staged=staged, validate_on=validate_on)
     if isinstance(data, Trace):
         traces: Sequence[Trace] = [data]
     elif isinstance(data, (list, tuple)) and data and all(isinstance(x, Trace) for x in data):
         traces = list(data)
     else:
-        # A recording's window is measured from each sweep's start, so it is applied while converting.
         rec = data if callable(getattr(data, "traces", None)) else load_recording(data, stimulus=stimulus)
-        traces = rec.traces(sweeps=sweeps, window=window)
-        window = None
-    nm = assumed_noise(noise)
-    problem = EstimationProblem.build(m, traces, free, preset=preset, values=values, init=init, bounds=bounds,
-                                      noise=nm, window=window, truth=truth)
-    return est.fit(problem, seed=seed, device=device, dtype=torch.float64 if dtype is None else dtype,
-                   progress=progress)
+        traces = rec.traces(sweeps=sweeps)
+    if window is not None and isinstance(data, (Trace, list, tuple)):
+        # traces given directly: the window is in their own (absolute) time
+        traces = [tr.window(*window) for tr in traces]
+        window = (0.0, float("inf"))
+    if free is None:
+        if not m.default_free:
+            EstimationProblem.build(m, traces, None)  # raises, naming the model's parameters
+        free = m.default_free
+    free = list(free)
+    plan = plan_cell_fit(m, traces, free, options=options, window=window, preset=preset, values=values)
+    return fit_cell(est, m, plan, free, preset=preset, values=values, init=init, bounds=bounds,
+                    noise=assumed_noise(noise), truth=truth,
+                    fit_kwargs={"seed": seed, "device": device,
+                                "dtype": torch.float64 if dtype is None else dtype, "progress": progress})

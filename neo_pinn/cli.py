@@ -1,7 +1,9 @@
 """The ``neo-pinn`` command line: info, simulate, fit, plugins, report, bench, demo.
 
 The flags are a stable contract (scripts and benchmarks call them). Every error a user can cause ends
-with a one-line ``error: ...`` message saying what to do, and exit status 2.
+with a one-line ``error: ...`` message saying what to do, and exit status 2. ``fit`` exits with status 3
+(:data:`EXIT_FIT_FAILED`) when the fit ran but failed its verdict (the fitted model does not behave like the
+cell, or an estimate sits on a bound); its outputs (JSON, report, NWB) are still written and say so.
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from typing import Any, Sequence
 
 from .errors import ConfigurationError, NeoPinnError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "EXIT_FIT_FAILED"]
+
+#: exit status of ``neo-pinn fit`` when the fit ran but its verdict says it failed
+EXIT_FIT_FAILED = 3
 
 
 # ---------------------------------------------------------------------- small parsers
@@ -80,6 +85,30 @@ def _sweeps(text: str | None):
     return vals[0] if len(vals) == 1 else vals
 
 
+def _sweep_list(text: str | None, flag: str) -> tuple[int, ...]:
+    """``"3,5"`` → (3, 5)."""
+    if not text:
+        return ()
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise ConfigurationError(f"{flag} takes sweep numbers separated by commas, e.g. 3,5; got {text!r}.") from exc
+
+
+def _validate_on(text: str | None):
+    """``--validate-on``: sweep numbers, a fraction (0.5) or ``alternate``."""
+    if not text:
+        return None
+    if text == "alternate":
+        return text
+    if "," not in text and "." in text:
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    return _sweep_list(text, "--validate-on")
+
+
 def _options(items: Sequence[str] | None) -> dict[str, Any]:
     """Backend options from ``--option K=V`` items; V is JSON where it parses, else a string.
 
@@ -140,6 +169,9 @@ def cmd_info(args) -> int:
                              stimulus=args.stimulus or "auto")
     d = rec.describe()
     d["load_warnings"] = sorted({str(w.message) for w in caught if "neo_pinn" in (w.filename or "") or True})[:20]
+    qc, props = _cell_summary(rec) if d["recording_mode"] == "current_clamp" else (None, None)
+    d["qc"] = None if qc is None else qc.to_dict()
+    d["cell"] = None if props is None else props.to_dict()
     if args.json:
         print(json.dumps(d, indent=1, default=str))
         return 0
@@ -161,7 +193,31 @@ def cmd_info(args) -> int:
         print(f"  {s['sweep']:>5} {s['sampling_rate_hz']:>9.1f} {s['duration_ms']:>9.1f} {spikes!s:>6}  {src}: {text}")
     for w in d.get("warnings", []):
         print(f"  warning: {w}")
+    if qc is not None:
+        print("sweep quality control:")
+        print(_indent(qc.table()))
+    if props is not None:
+        print("cell (from the kept sweeps):")
+        print(_indent(props.table()))
     return 0
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def _cell_summary(rec):
+    """Sweep quality control and the cell's properties of a current-clamp recording (None where not measurable)."""
+    from .cell import check_sweeps, measure_cell, protocol_steps
+
+    try:
+        traces = rec.traces(sweeps="all")
+    except NeoPinnError:
+        return None, None
+    qc = check_sweeps(traces)
+    kept = [tr for tr in traces if tr.sweep in set(qc.kept)]
+    props = measure_cell(kept, qc) if kept and protocol_steps(traces) else None
+    return qc, props
 
 
 def cmd_simulate(args) -> int:
@@ -280,7 +336,11 @@ def cmd_fit(args) -> int:
                       bounds=_bounds(args.bounds), sweeps=_sweeps(args.sweep), window=_window(args.window),
                       noise=args.noise, truth=_truth_for(Path(args.file), model.name), seed=args.seed,
                       device=args.device, dtype=torch.float32 if args.float32 else torch.float64,
-                      progress=not args.quiet, backend_options=options)
+                      progress=not args.quiet, backend_options=options, qc=not args.no_qc,
+                      keep_sweeps=_sweep_list(args.keep_sweeps, "--keep-sweeps"),
+                      exclude_sweeps=_sweep_list(args.exclude_sweeps, "--exclude-sweeps"),
+                      scale_to_cell=not args.textbook_ranges, staged="auto" if args.staged else False,
+                      validate_on=_validate_on(args.validate_on))
     print(result.summary())
     if args.json:
         result.to_json(args.json)
@@ -297,6 +357,10 @@ def cmd_fit(args) -> int:
         attach(result, rec.block)  # rec.block is neo_pinn's annotated copy, never the user's objects
         write_block(rec.block, args.out, overwrite=args.overwrite)
         print(f"wrote {args.out}")
+    if result.failed:
+        print(f"error: the fit failed its verdict (exit status {EXIT_FIT_FAILED}); see the checks above.",
+              file=sys.stderr)
+        return EXIT_FIT_FAILED
     return 0
 
 
@@ -394,7 +458,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true")
     s.set_defaults(func=cmd_simulate)
 
-    s = sub.add_parser("fit", help="estimate parameters and hidden states of a recording")
+    s = sub.add_parser("fit", help="estimate parameters and hidden states of a recording",
+                       epilog="exit status: 0 fit passed its verdict (or with warnings), 2 error, "
+                              f"{EXIT_FIT_FAILED} the fit ran but failed its verdict")
     s.add_argument("file")
     s.add_argument("--model", required=True)
     s.add_argument("--preset", default=None, help="preset for the fixed parameters")
@@ -421,6 +487,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, metavar="OUT.nwb|OUT.nix", help="the recording with the fit attached")
     s.add_argument("--overwrite", action="store_true")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument("--validate-on", default=None, metavar="SWEEPS",
+                   help="hold these sweeps out of the fit and report the model's errors on them: N,M,..., a "
+                        "fraction (0.5) or 'alternate' (every other kept sweep)")
+    s.add_argument("--no-qc", action="store_true", help="fit every requested sweep, even those quality control rejects")
+    s.add_argument("--keep-sweeps", default=None, metavar="N,M", help="keep these sweeps whatever quality control says")
+    s.add_argument("--exclude-sweeps", default=None, metavar="N,M", help="leave these sweeps out")
+    s.add_argument("--textbook-ranges", action="store_true",
+                   help="search the model's textbook ranges instead of ranges scaled to the measured cell")
+    s.add_argument("--no-stages", dest="staged", action="store_false",
+                   help="fit passive and active parameters together (default: passive first on step protocols)")
     s.set_defaults(func=cmd_fit)
 
     s = sub.add_parser("plugins", help="list registered models and backends and their plugins")

@@ -29,6 +29,7 @@ from .plugins import fire_after_fit, get_state
 from .problem import EstimationProblem
 from .result import EstimationResult, build_result
 from .simulation import resolve_device
+from .verdict import assess
 
 __all__ = ["Estimator", "FitContext", "refine", "build_result", "is_integer_option", "is_number_option"]
 
@@ -123,8 +124,9 @@ class Estimator:
         device: str | torch.device = "auto",
         dtype: torch.dtype = torch.float64,
         progress: bool = False,
+        check: bool = True,
     ) -> EstimationResult:
-        """Estimate the free parameters (and hidden states) of ``problem``.
+        """Estimate the free parameters (and hidden states) of ``problem``, then judge the fit.
 
         Parameters
         ----------
@@ -137,11 +139,15 @@ class Estimator:
             Floating-point precision of the backend's tensors.
         progress : bool
             Show a progress bar.
+        check : bool
+            Simulate the fitted model on every sweep (fitted and ``problem.holdout``) and compare it with
+            the recording (:func:`neo_pinn.verdict.assess`): the result's ``status`` and ``verdict``.
 
         Returns
         -------
         EstimationResult
-            With provenance (versions, seed, device, wall time, input hashes, run id) filled in.
+            With provenance (versions, seed, device, wall time, input hashes, run id) and, with ``check``,
+            the verdict filled in.
 
         Raises
         ------
@@ -178,6 +184,9 @@ class Estimator:
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         result = replace(result, provenance=provenance, config=self.config.to_dict() | dict(result.config))
+        if check:
+            verdict = assess(problem, result, holdout=problem.holdout)
+            result = replace(result, status=verdict.status, verdict=verdict.to_dict() | {"lines": verdict.lines()})
         fire_after_fit(problem, result)
         return result
 

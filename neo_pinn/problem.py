@@ -80,6 +80,13 @@ class EstimationProblem:
         Preset the fixed values came from (provenance).
     truth : dict
         Ground-truth parameter values when known (synthetic data), for reporting errors.
+    holdout : tuple of Trace
+        Sweeps held out of the fit (backends never see them): the fitted model is simulated on them
+        afterwards, and its errors there are the generalisation table of the verdict.
+    spike_rearm : float or None
+        Re-arm level (mV) of spike detection on this recording and on the model fitted to it (see
+        :attr:`spike_levels`); None: the model's own. A real cell firing from a depolarised trough needs a
+        level nearer the threshold than a model's textbook one (:func:`neo_pinn.cell.recording_rearm`).
     """
 
     model: NeuronModel
@@ -91,11 +98,18 @@ class EstimationProblem:
     initial_state: Any = "fit"
     preset: str | None = None
     truth: Mapping[str, float] = field(default_factory=dict)
+    holdout: tuple[Trace, ...] = ()
+    spike_rearm: float | None = None
 
     def __post_init__(self) -> None:
         if not self.traces:
             raise ConfigurationError("An estimation problem needs at least one trace (sweep).")
         object.__setattr__(self, "traces", tuple(self.traces))
+        object.__setattr__(self, "holdout", tuple(self.holdout))
+        fitted = {tr.sweep for tr in self.traces}
+        both = sorted(fitted & {tr.sweep for tr in self.holdout})
+        if both:
+            raise ConfigurationError(f"Sweep(s) {both} are both fitted and held out; validate on other sweeps.")
         object.__setattr__(self, "free", tuple(self.free))
         names = [f.name for f in self.free]
         if len(set(names)) != len(names):
@@ -124,6 +138,8 @@ class EstimationProblem:
         window: tuple[float, float] | None = None,
         initial_state: Any = "fit",
         truth: Mapping[str, float] | None = None,
+        holdout: Sequence[Trace] = (),
+        spike_rearm: float | None = None,
     ) -> "EstimationProblem":
         """Convenience constructor from names.
 
@@ -147,6 +163,10 @@ class EstimationProblem:
         window : (t0, t1), optional
         initial_state : "fit", "preset" or vector
         truth : mapping, optional
+        holdout : sequence of Trace
+            Sweeps to validate on, not to fit (the window applies to them too).
+        spike_rearm : float, optional
+            Re-arm level of spike detection, mV (None: the model's).
         """
         traces = (traces,) if isinstance(traces, Trace) else tuple(traces)
         preset_name = preset or model.default_preset or None
@@ -169,12 +189,21 @@ class EstimationProblem:
             log_scale = spec.log_scale and b[0] > 0
             fps.append(FreeParameter(n, init.get(n), b, log_scale))
         fixed = {k: v for k, v in allv.items() if k not in free}
+        holdout = tuple(holdout)
         if window is not None:
             traces = tuple(t.window(*window) for t in traces)
+            holdout = tuple(t.window(*window) for t in holdout)
         return cls(model=model, traces=traces, free=tuple(fps), fixed=fixed, noise=noise, window=window,
-                   initial_state=initial_state, preset=preset_name, truth=dict(truth or {}))
+                   initial_state=initial_state, preset=preset_name, truth=dict(truth or {}), holdout=holdout,
+                   spike_rearm=spike_rearm)
 
     # ------------------------------------------------------------------ helpers for backends
+    @property
+    def spike_levels(self) -> tuple[float, float]:
+        """(threshold, re-arm level) of spike detection in mV, for the recording and the model alike."""
+        rearm = self.model.spike_rearm if self.spike_rearm is None else self.spike_rearm
+        return float(self.model.spike_threshold), float(rearm)
+
     @property
     def free_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.free)
@@ -251,13 +280,16 @@ class EstimationProblem:
             "window": None if self.window is None else list(self.window),
             "initial_state": self.initial_state if isinstance(self.initial_state, str) else list(map(float, self.initial_state)),
             "truth": dict(self.truth),
+            "spike_rearm": self.spike_rearm,
             "traces": [],
+            "holdout": [],
         }
-        for tr in self.traces:
-            item: dict[str, Any] = {"sweep": tr.sweep, "stimulus_source": tr.stimulus_source, "source": tr.source}
-            if include_data:
-                item.update(t=tr.t.tolist(), v=tr.v.tolist(), i_ext=tr.i_ext.tolist())
-            d["traces"].append(item)
+        for key, group in (("traces", self.traces), ("holdout", self.holdout)):
+            for tr in group:
+                item: dict[str, Any] = {"sweep": tr.sweep, "stimulus_source": tr.stimulus_source, "source": tr.source}
+                if include_data:
+                    item.update(t=tr.t.tolist(), v=tr.v.tolist(), i_ext=tr.i_ext.tolist())
+                d[key].append(item)
         return d
 
     def to_json(self, path: str | Path | None = None, include_data: bool = True) -> str:
@@ -273,9 +305,11 @@ class EstimationProblem:
         if model is None:
             model = get_state().models.get(d["model"])
         try:
-            traces = tuple(Trace(t=np.asarray(x["t"]), v=np.asarray(x["v"]), i_ext=np.asarray(x["i_ext"]),
-                                 stimulus_source=x.get("stimulus_source", "none"), sweep=int(x.get("sweep", 0)),
-                                 source=dict(x.get("source", {}))) for x in d["traces"])
+            traces, holdout = (
+                tuple(Trace(t=np.asarray(x["t"]), v=np.asarray(x["v"]), i_ext=np.asarray(x["i_ext"]),
+                            stimulus_source=x.get("stimulus_source", "none"), sweep=int(x.get("sweep", 0)),
+                            source=dict(x.get("source", {}))) for x in d.get(key, ()))
+                for key in ("traces", "holdout"))
         except KeyError as exc:
             raise ConfigurationError("This problem JSON has no inlined trace data (written with include_data=False).") from exc
         noise = None
@@ -288,7 +322,8 @@ class EstimationProblem:
                               for f in d["free"]),
                    fixed=dict(d["fixed"]), noise=noise, window=tuple(d["window"]) if d.get("window") else None,
                    initial_state=init_state if isinstance(init_state, str) else tuple(init_state),
-                   preset=d.get("preset"), truth=dict(d.get("truth", {})))
+                   preset=d.get("preset"), truth=dict(d.get("truth", {})), holdout=holdout,
+                   spike_rearm=d.get("spike_rearm"))
 
     @classmethod
     def from_json(cls, text_or_path: str | Path, model: NeuronModel | None = None) -> "EstimationProblem":

@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import ConfigurationError, UnknownNameError
 from .plugins import get_state
+from .report_cell import BANNER_CSS, cell_section, verdict_banner, verdict_section
 from .result import EstimationResult, SweepFit
 from .storage import atomic_write_text, dumps
 
@@ -560,14 +561,15 @@ def write_report(result: EstimationResult, path: str | os.PathLike, *, title: st
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{_e(title)}</h1>",
+        f"<title>{_e(title)}</title><style>{_CSS}{BANNER_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>", verdict_banner(result),
         f"<p>Model <b>{_e(result.model)}</b>, backend <b>{_e(result.backend)}</b>, run <code>{_e(result.run_id)}</code>, "
         f"{len(result.fits)} sweep(s). Report written {_e(_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))}.</p>",
         "<h2>Parameters</h2>", _param_table(result),
         "<h2>Noise</h2>", _kv_table(result.noise, ("estimate", "value")),
         "<h2>Metrics</h2>", _kv_table(result.metrics, ("metric", "value")),
         "<h2>Sweeps</h2>", _sweep_table(result),
+        verdict_section(result), cell_section(result),
     ]
     if result.samples:
         counts = {k: len(v) for k, v in result.samples.items() if hasattr(v, "__len__")}

@@ -23,7 +23,10 @@ from .storage import atomic_write_text, dumps, read_text_or_file
 if TYPE_CHECKING:  # pragma: no cover - for annotations only
     from .problem import EstimationProblem
 
-__all__ = ["ParameterEstimate", "SweepFit", "EstimationResult", "build_result", "is_metric_value", "split_outputs"]
+__all__ = ["STATUSES", "ParameterEstimate", "SweepFit", "EstimationResult", "build_result", "is_metric_value", "split_outputs"]
+
+#: values of :attr:`EstimationResult.status`
+STATUSES = ("passed", "warning", "failed", "unchecked")
 
 #: 2: ``metrics`` holds numbers only and ``samples`` parameter draws only; everything else is in ``diagnostics``
 SCHEMA_VERSION = 2
@@ -149,6 +152,16 @@ class EstimationResult:
     diagnostics : dict
         Anything else a backend reports (JSON-ready): per-member losses and flags, per-sweep figures, the
         reason a search stopped, loss curves of sub-stages ...
+    status : str
+        The verdict on the fit: ``"passed"``, ``"warning"``, ``"failed"`` (the fitted model does not behave
+        like the cell, or an estimate sits on a bound), or ``"unchecked"`` (no verdict was made).
+    verdict : dict
+        The checks behind ``status`` (see :class:`neo_pinn.verdict.Verdict`): each check's outcome and
+        message, and per sweep (fitted and held out) the spike counts, rates and RMSE of model and cell.
+    cell : dict
+        What was measured on the recording before the fit: sweep quality control (``qc``), passive and
+        active properties (``properties``), the cell-scaled search ranges (``scaling``) and the result of
+        each stage of a staged fit (``stages``).
     """
 
     model: str
@@ -164,8 +177,13 @@ class EstimationResult:
     provenance: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    status: str = "unchecked"
+    verdict: dict[str, Any] = field(default_factory=dict)
+    cell: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ConfigurationError(f"status must be one of {', '.join(STATUSES)}; got {self.status!r}.")
         for key, value in self.metrics.items():
             if not is_metric_value(value):
                 raise ConfigurationError(
@@ -280,9 +298,16 @@ class EstimationResult:
         except KeyError as exc:
             raise UnknownNameError(f"No parameter {name!r}; this result has {', '.join(self.parameters)}.") from exc
 
+    @property
+    def failed(self) -> bool:
+        """Whether the verdict says the fit failed (the model does not behave like the cell)."""
+        return self.status == "failed"
+
     def summary(self) -> str:
-        """A human-readable table of the free parameters and the main metrics."""
+        """A human-readable table of the free parameters, the main metrics and the verdict."""
         lines = [f"{self.model} fitted with {self.backend} (run {self.run_id})"]
+        if self.status == "failed":
+            lines.append("FIT FAILED — the fitted model does not explain this cell; see the verdict below.")
         lines.append(f"{'parameter':>12} {'value':>12} {'± std':>10} {'unit':>6} {'truth':>10} {'rel.err':>8}")
         for p in self.parameters.values():
             if not p.free:
@@ -293,6 +318,14 @@ class EstimationResult:
             lines.append(f"{p.name:>12} {p.value:>12.5g} {std:>10} {p.unit:>6} {tru:>10} {rel:>8}")
         for k, v in self.metrics.items():
             lines.append(f"  {k}: {v:.5g}" if isinstance(v, float) else f"  {k}: {v}")
+        qc = self.cell.get("qc") or {}
+        excluded = [s for s in qc.get("sweeps", []) if not s.get("kept", True)]
+        if excluded:
+            lines.append("sweeps excluded by quality control:")
+            lines.extend(f"  sweep {s['sweep']}: {'; '.join(s.get('details') or s.get('reasons') or [])}"
+                         for s in excluded)
+        lines.append(f"verdict: {self.status}")
+        lines.extend(f"  {line}" for line in self.verdict.get("lines", []))
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ JSON
@@ -317,6 +350,9 @@ class EstimationResult:
             "provenance": self.provenance,
             "config": self.config,
             "diagnostics": self.diagnostics,
+            "status": self.status,
+            "verdict": self.verdict,
+            "cell": self.cell,
         }
         if include_arrays:
             out["fits"] = [
@@ -369,7 +405,8 @@ class EstimationResult:
                    noise=dict(d.get("noise", {})), metrics=metrics,
                    history=dict(d.get("history", {})), samples=samples,
                    provenance=dict(d.get("provenance", {})), config=dict(d.get("config", {})),
-                   diagnostics=diagnostics)
+                   diagnostics=diagnostics, status=str(d.get("status", "unchecked")),
+                   verdict=dict(d.get("verdict", {})), cell=dict(d.get("cell", {})))
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "EstimationResult":

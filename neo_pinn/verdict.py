@@ -9,7 +9,7 @@ is silent where the cell fires or the reverse), ``rheobase``, ``firing_rate``, `
 sweeps against the noise), ``bounds`` (an estimate on a bound) and the warning ``constrained`` (a std as
 large as the value or the search range); :class:`VerdictConfig` holds their thresholds.
 Every check appears in every verdict; one that cannot apply (no spikes, no step protocol) passes and says why.
-Spikes are upward crossings of the model's ``spike_threshold`` (re-armed below ``spike_rearm``), counted in
+Spikes are upward crossings of the model's ``spike_threshold`` (re-armed below ``problem.spike_levels``), counted in
 the step window of a step protocol (:func:`neo_pinn.cell.protocol_steps`) and over the whole sweep otherwise.
 """
 
@@ -80,6 +80,7 @@ class VerdictConfig:
     unconstrained_span: float = 0.5
     rmse_noise_factor: float = 3.0
     rmse_floor_mV: float = 2.0
+    rmse_response_fraction: float = 0.1
     max_dt_ms: float = 0.05
     method: str = "rk4"
     device: str = "cpu"
@@ -93,6 +94,7 @@ class VerdictConfig:
                  ("unconstrained_span", 0 < self.unconstrained_span <= 1, "in (0, 1]"),
                  ("rmse_noise_factor", self.rmse_noise_factor > 0, "> 0"),
                  ("rmse_floor_mV", self.rmse_floor_mV >= 0, ">= 0"),
+                 ("rmse_response_fraction", 0 <= self.rmse_response_fraction < 1, "in [0, 1)"),
                  ("max_dt_ms", self.max_dt_ms > 0, "> 0"),
                  ("method", self.method in METHODS, f"one of {', '.join(METHODS)}"))
         for name, ok, rule in rules:
@@ -350,29 +352,32 @@ class _Sweep:
     whole_cell: int       # spikes over the whole sweep
     whole_model: int
     noise_mV: float
+    response_mV: float = 0.0  # the recorded voltage's excursion over the sweep (1st to 99th percentile)
 
 
-def _count(v: np.ndarray, tr: Trace, step: StepEpoch | None, model: NeuronModel) -> tuple[int, float, int]:
+def _count(v: np.ndarray, tr: Trace, step: StepEpoch | None, levels: tuple[float, float]) -> tuple[int, float, int]:
     """Spikes in the counting window, their rate (Hz) and spikes over the whole sweep."""
-    st = spike_times(v, tr.t, float(model.spike_threshold), float(model.spike_rearm))
+    st = spike_times(v, tr.t, *levels)
     if step is None:
         return st.size, st.size / (tr.duration / 1000.0), st.size
     n = int(np.count_nonzero((st >= step.onset_ms) & (st < step.offset_ms)))
     return n, n / (step.duration_ms / 1000.0), st.size
 
 
-def _compare(tr: Trace, role: str, states: np.ndarray, step: StepEpoch | None, model: NeuronModel,
+def _compare(tr: Trace, role: str, states: np.ndarray, step: StepEpoch | None, levels: tuple[float, float],
              sigma: float | None) -> _Sweep:
     v = states[:, 0]
     diverged = not bool(np.all(np.isfinite(states)))
-    n_c, r_c, w_c = _count(tr.v, tr, step, model)
-    n_m, r_m, w_m = (0, 0.0, 0) if diverged else _count(v, tr, step, model)
+    n_c, r_c, w_c = _count(tr.v, tr, step, levels)
+    n_m, r_m, w_m = (0, 0.0, 0) if diverged else _count(v, tr, step, levels)
     err = None if n_c == 0 or diverged else abs(r_m - r_c) / r_c
     check = SweepCheck(sweep=tr.sweep, role=role, amplitude_pA=None if step is None else float(step.amplitude_pA),
                        n_spikes_cell=int(n_c), n_spikes_model=int(n_m), rate_cell_hz=float(r_c),
                        rate_model_hz=float(r_m), rate_error=err,
                        rmse_mV=math.nan if diverged else rms(tr.v - v), diverged=diverged)
-    return _Sweep(check, int(w_c), int(w_m), float(sigma) if sigma is not None else noise_level_mV(tr))
+    lo, hi = np.percentile(tr.v, [1.0, 99.0])
+    return _Sweep(check, int(w_c), int(w_m), float(sigma) if sigma is not None else noise_level_mV(tr),
+                  float(hi - lo))
 
 
 @dataclass(frozen=True)
@@ -501,10 +506,12 @@ def _check_trace_rmse(sweeps: Sequence[_Sweep], cfg: VerdictConfig) -> Check:
     sub = [s for s in sweeps if not s.check.diverged and s.whole_cell == 0 and s.whole_model == 0]
     if not sub:
         return Check(name, sev, True, "did not apply: no sweep is subthreshold for both the cell and the model.")
-    limits = [max(cfg.rmse_noise_factor * s.noise_mV, cfg.rmse_floor_mV) for s in sub]
+    limits = [max(cfg.rmse_noise_factor * s.noise_mV, cfg.rmse_floor_mV, cfg.rmse_response_fraction * s.response_mV)
+              for s in sub]
     bad = [f"{s.check.label}: {s.check.rmse_mV:.3g} mV > {lim:.3g} mV" for s, lim in zip(sub, limits)
            if s.check.rmse_mV > lim]
-    rule = f"max({cfg.rmse_noise_factor:g} × noise, {cfg.rmse_floor_mV:g} mV)"
+    rule = (f"max({cfg.rmse_noise_factor:g} × noise, {cfg.rmse_floor_mV:g} mV, "
+            f"{100 * cfg.rmse_response_fraction:g} % of the sweep's voltage excursion)")
     if bad:
         return Check(name, sev, False,
                      f"the free simulation misses the subthreshold response on {len(bad)} of {len(sub)} sweeps "
@@ -608,7 +615,7 @@ def assess(problem: EstimationProblem, result: EstimationResult, *, holdout: Seq
     steps = protocol_steps(traces) or [None] * len(traces)
     # the recording's own noise, not the fit's residual: a bad fit must not raise its own limit
     sigma = None
-    sweeps = [_compare(tr, role, st, step, model, sigma) for tr, role, st, step in zip(traces, roles, states, steps)]
+    sweeps = [_compare(tr, role, st, step, problem.spike_levels, sigma) for tr, role, st, step in zip(traces, roles, states, steps)]
     rb = _rheobases(sweeps)
     checks = (_check_simulation(sweeps), _check_spiking(sweeps, rb, config.rheobase_steps),
               _check_rheobase(rb, config.rheobase_steps), _check_firing_rate(sweeps, rb, config),

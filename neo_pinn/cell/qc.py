@@ -28,7 +28,7 @@ and excludes, with a reason code and a sentence with the numbers, the sweeps tha
     removed one at a time, worst residual from the Theil–Sen line of ΔV on ΔI first, until the rest is
     monotonic, so well-behaved neighbours stay.
 
-Sweeps without a step (no step protocol) are checked for clipping and baseline only. A sweep counts as
+Sweeps without a step (no step protocol) are checked for clipping only (their whole sweep is response). A sweep counts as
 spiking — and is then left out of the subthreshold rules (its "steady state" is not steady) — when it has a
 spike during its step or a spike-shaped excursion there (:attr:`QCConfig.spike_excursion_mV` above the 5 ms
 running median), which catches spikes that never cross the chosen threshold. Spikes are counted on the
@@ -475,6 +475,8 @@ def check_sweeps(traces: Sequence[Trace], *, config: QCConfig | None = None, kee
     active = n > 0 and sum(m["base_spikes"] > 0 for m in meas) >= _spontaneous_count(cfg, n)
     ref = [k for k in range(n) if k not in user_out and not reasons[k]]
     for k in range(n):
+        if steps[k] is None:
+            continue  # without a step the whole sweep is the response: no baseline to judge
         why = _baseline_rule(k, meas, active, cfg, ref)
         if why:
             reasons[k]["unstable_baseline"] = "; ".join(why)

@@ -16,7 +16,10 @@ import torch
 
 from ..errors import ConfigurationError, UnknownNameError
 
-__all__ = ["StateSpec", "ParameterSpec", "Preset", "NeuronModel", "gate_mask", "quasi_steady_states"]
+__all__ = ["StateSpec", "ParameterSpec", "Preset", "NeuronModel", "gate_mask", "quasi_steady_states", "PASSIVE"]
+
+#: the usual names of the passive membrane parameters, by role (see ``NeuronModel.passive_parameters``)
+PASSIVE: Mapping[str, str] = {"capacitance": "C", "leak_conductance": "gL", "leak_reversal": "EL"}
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,11 @@ class NeuronModel:
         real cell's behaviour and differ from cell to cell — capacitance (membrane area is unknown),
         maximal conductances, the leak reversal and gating rates — not reversal potentials or kinetics
         shared across cells of a type.
+    passive_parameters : dict
+        Which parameters are the passive membrane, by role: ``"capacitance"`` (pF), ``"leak_conductance"``
+        (nS) and ``"leak_reversal"`` (mV). Fits of real cells measure these from the recording first and
+        scale the search of every other conductance to the cell's size; a model without them (empty) is
+        fitted on the textbook ranges.
     """
 
     name: str = ""
@@ -144,6 +152,7 @@ class NeuronModel:
     spike_threshold: float = 0.0
     spike_rearm: float = -10.0
     default_free: tuple[str, ...] = ()
+    passive_parameters: Mapping[str, str] = {}
 
     # ----------------------------------------------------------------- equations
     def derivatives(self, t, state: Sequence, p: Mapping[str, Any], i_ext):

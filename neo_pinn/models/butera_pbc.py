@@ -6,7 +6,7 @@ Equations and values: ``shared/reference/models.md`` §4 (whole-cell units pF, n
 from __future__ import annotations
 
 from . import elementwise as m
-from .base import NeuronModel, ParameterSpec, Preset, StateSpec
+from .base import PASSIVE, NeuronModel, ParameterSpec, Preset, StateSpec
 
 __all__ = ["ButeraPBC"]
 
@@ -71,6 +71,7 @@ class ButeraPBC(NeuronModel):
     spike_threshold = -20.0
     spike_rearm = -30.0
     default_free = ("C", "gNaP", "gNa", "gK", "gL", "EL")
+    passive_parameters = PASSIVE
 
     def derivatives(self, t, state, p, i_ext):
         V, n, h = state

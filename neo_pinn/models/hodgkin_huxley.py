@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from . import elementwise as m
-from .base import NeuronModel, ParameterSpec, Preset, StateSpec
+from .base import PASSIVE, NeuronModel, ParameterSpec, Preset, StateSpec
 
 __all__ = ["HodgkinHuxley"]
 
@@ -45,6 +45,7 @@ class HodgkinHuxley(NeuronModel):
     spike_threshold = 0.0
     spike_rearm = -10.0
     default_free = ("C", "gNa", "gK", "gL", "EL")
+    passive_parameters = PASSIVE
 
     def derivatives(self, t, state, p, i_ext):
         V, mg, h, n = state

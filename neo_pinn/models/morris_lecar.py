@@ -7,7 +7,7 @@ and §6.2). Per-area units carry over number for number: µF/cm² → pF, mS/cm�
 from __future__ import annotations
 
 from . import elementwise as m
-from .base import NeuronModel, ParameterSpec, Preset, StateSpec
+from .base import PASSIVE, NeuronModel, ParameterSpec, Preset, StateSpec
 
 __all__ = ["MorrisLecar", "MorrisLecarBurster"]
 
@@ -75,6 +75,7 @@ class MorrisLecar(NeuronModel):
     spike_threshold = 0.0
     spike_rearm = -10.0
     default_free = ("C", "gL", "gCa", "gK", "phi", "EL")
+    passive_parameters = PASSIVE
 
     def derivatives(self, t, state, p, i_ext):
         V, n = state[0], state[1]
@@ -120,6 +121,7 @@ class MorrisLecarBurster(NeuronModel):
     spike_threshold = 0.0
     spike_rearm = -10.0
     default_free = ("C", "gL", "gCa", "gK", "phi", "EL", "gKCa", "epsilon")
+    passive_parameters = PASSIVE
 
     def derivatives(self, t, state, p, i_ext):
         V, n, ca = state[0], state[1], state[2]

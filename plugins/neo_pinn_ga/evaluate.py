@@ -172,7 +172,7 @@ class PopulationEvaluator:
         self.free_index = [model.param_index(n) for n in problem.free_names]
         self.theta_fixed = torch.as_tensor(problem.theta_full({f.name: f.bounds[0] for f in problem.free}), **kw)
         self.trace_width = max(1, int(round(float(config["trace_smooth_ms"]) / sample_dt)))
-        self.threshold, self.rearm = float(model.spike_threshold), float(model.spike_rearm)
+        self.threshold, self.rearm = problem.spike_levels
         #: the recorded spikes before and after the ``smooth_ms`` box filter (:meth:`check_smoothing`)
         self.smoothing: SmoothingCheck = spike_preserving_width(
             [tr.v for tr in traces], [tr.t for tr in traces],

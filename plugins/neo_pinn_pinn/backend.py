@@ -176,17 +176,17 @@ class PINN(Estimator):
         """
         model = problem.model
         theta = problem.theta_full(estimate)
+        threshold, rearm = problem.spike_levels
         rmse, spikes = [], []
         for tr, st in zip(problem.traces, states):
             dt = float(np.median(np.diff(tr.t)))
-            n_rec = int(spike_count(tr.v, tr.t, threshold=model.spike_threshold, rearm=model.spike_rearm))
+            n_rec = int(spike_count(tr.v, tr.t, threshold=threshold, rearm=rearm))
             try:
                 _, y = simulate(model, theta, duration=dt * (tr.t.size - 1), dt=dt, i_ext=tr.i_ext, y0=st[0],
                                 device="cpu", compile=False).numpy()
                 v = y[0, :, 0]
                 rmse.append(rms(v - tr.v))
-                spikes.append([n_rec, int(spike_count(v, tr.t, threshold=model.spike_threshold,
-                                                      rearm=model.spike_rearm))])
+                spikes.append([n_rec, int(spike_count(v, tr.t, threshold=threshold, rearm=rearm))])
             except Exception:  # a diverging simulation is a finding about the estimate, not a failed fit
                 rmse.append(math.nan)
                 spikes.append([n_rec, -1])

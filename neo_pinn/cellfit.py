@@ -1,0 +1,332 @@
+"""Fitting a real cell: sweep quality control, passive properties first, a search scaled to the cell, held-out
+sweeps — what :func:`neo_pinn.api.estimate` runs around a backend.
+
+1. **Quality control** (:func:`neo_pinn.cell.check_sweeps`): unusable sweeps are left out, with reasons.
+2. **The cell** (:func:`neo_pinn.cell.measure_cell`): rest, input resistance, time constant, capacitance, sag,
+   rheobase and f–I, from the kept sweeps of a step protocol.
+3. **A cell-scaled search** (:func:`neo_pinn.cell.scaling.cell_scaled_ranges`): starting values and bounds of
+   every backend from the measured cell instead of the textbook set; the fit window is the step (with
+   100 ms either side) unless the user gives one.
+4. **Stages** (multi-sweep step protocols): the passive parameters are fitted by ``lsq`` on the subthreshold
+   sweeps, then the active ones by the chosen backend with the passive ones held; each stage is kept.
+5. **Held-out sweeps** are not fitted; the verdict (:mod:`neo_pinn.verdict`) reports the model's errors on them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .cell import check_sweeps, measure_cell, protocol_steps, recording_rearm
+from .cell.scaling import cell_scaled_ranges
+from .errors import ConfigurationError, EmptySignalError
+from .estimator import Estimator
+from .models.base import NeuronModel
+from .noise import NoiseModel
+from .plugins import get_state
+from .problem import EstimationProblem
+from .result import EstimationResult
+from .trace import Trace
+from .verdict import assess
+
+__all__ = ["CellFitOptions", "CellPlan", "plan_cell_fit", "fit_cell", "held_out_sweeps", "STEP_MARGIN_MS"]
+
+#: the automatic fit window runs from this long before the step to this long after it, ms
+STEP_MARGIN_MS = 100.0
+#: the passive stage runs at this sampling interval or coarser, ms (passive responses are slow)
+PASSIVE_STAGE_DT_MS = 0.1
+
+
+@dataclass(frozen=True)
+class CellFitOptions:
+    """How a recording is prepared before the backend runs.
+
+    Parameters
+    ----------
+    qc : bool
+        Run sweep quality control and leave out the sweeps it rejects.
+    keep_sweeps, exclude_sweeps : tuple of int
+        Sweeps forced in or out whatever quality control says.
+    scale_to_cell : bool
+        Derive starting values and bounds from the measured cell when it is measurable and the model's
+        capacitance is free (a fixed capacitance states the cell's size); False: the model's textbook ranges.
+    staged : bool or "auto"
+        Fit the passive parameters first on subthreshold sweeps; "auto": for step protocols of two or more
+        sweeps with a subthreshold one.
+    validate_on : tuple of int, float, str or None
+        Sweeps held out of the fit: sweep numbers, a fraction of the kept sweeps (spread evenly), or
+        ``"alternate"`` (every other kept sweep).
+    auto_window : bool
+        Without a user window, fit the step of a multi-sweep step protocol and 100 ms either side of it.
+    """
+
+    qc: bool = True
+    keep_sweeps: tuple[int, ...] = ()
+    exclude_sweeps: tuple[int, ...] = ()
+    scale_to_cell: bool = True
+    staged: bool | str = "auto"
+    validate_on: Any = None
+    auto_window: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep_sweeps", tuple(int(s) for s in self.keep_sweeps))
+        object.__setattr__(self, "exclude_sweeps", tuple(int(s) for s in self.exclude_sweeps))
+        both = sorted(set(self.keep_sweeps) & set(self.exclude_sweeps))
+        if both:
+            raise ConfigurationError(f"Sweep(s) {both} are both kept and excluded; choose one.")
+        if self.staged not in (True, False, "auto"):
+            raise ConfigurationError(f"staged must be true, false or 'auto'; got {self.staged!r}.")
+        v = self.validate_on
+        if isinstance(v, float) and not 0.0 < v < 1.0:
+            raise ConfigurationError(f"validate_on as a fraction must lie between 0 and 1; got {v}.")
+        if isinstance(v, str) and v != "alternate":
+            raise ConfigurationError(f"validate_on must be sweep numbers, a fraction or 'alternate'; got {v!r}.")
+        if isinstance(v, (list, tuple)):
+            object.__setattr__(self, "validate_on", tuple(int(s) for s in v))
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    """What was measured on a recording and how the fit will run."""
+
+    fit_traces: tuple[Trace, ...]
+    holdout: tuple[Trace, ...]
+    window: tuple[float, float] | None
+    qc: Any = None
+    properties: Any = None
+    steps: tuple = ()
+    ranges: Any = None
+    staged: bool = False
+    notes: tuple[str, ...] = ()
+    spike_rearm: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """What goes into :attr:`EstimationResult.cell`."""
+        return {"qc": None if self.qc is None else self.qc.to_dict(),
+                "properties": None if self.properties is None else self.properties.to_dict(),
+                "steps": [s.to_dict() for s in self.steps],
+                "scaling": None if self.ranges is None else self.ranges.to_dict(),
+                "window_ms": None if self.window is None else list(self.window),
+                "fitted_sweeps": [tr.sweep for tr in self.fit_traces],
+                "holdout_sweeps": [tr.sweep for tr in self.holdout],
+                "staged": self.staged, "spike_rearm_mV": self.spike_rearm, "notes": list(self.notes), "stages": []}
+
+
+def held_out_sweeps(kept: Sequence[int], validate_on: Any) -> list[int]:
+    """The sweeps to hold out of ``kept`` for ``validate_on`` (see :class:`CellFitOptions`)."""
+    kept = list(kept)
+    if validate_on is None:
+        return []
+    if validate_on == "alternate":
+        out = kept[1::2]
+    elif isinstance(validate_on, float):
+        n = max(1, int(round(validate_on * len(kept))))
+        out = [kept[int(k)] for k in np.unique(np.linspace(1, len(kept) - 1, n).round().astype(int))] \
+            if len(kept) > 1 else []
+    else:
+        missing = sorted(set(validate_on) - set(kept))
+        if missing:
+            raise ConfigurationError(f"Sweep(s) {missing} cannot be held out: they are not among the fitted "
+                                     f"sweeps {kept}.")
+        out = [s for s in kept if s in validate_on]
+    if len(out) >= len(kept):
+        raise ConfigurationError("Every sweep would be held out; keep at least one to fit.")
+    return out
+
+
+def _windowed(traces: Sequence[Trace], window: tuple[float, float] | None) -> tuple[Trace, ...]:
+    """Each trace cut to ``window`` measured from its own start (ms); sweeps of one sampling rate keep one length
+    (rounding of the window's edges must not make a sweep one sample shorter, which would split the batch)."""
+    if window is None:
+        return tuple(traces)
+    cut = [tr.window(tr.t[0] + window[0], tr.t[0] + window[1]) for tr in traces]
+    for dt in {round(tr.dt, 9) for tr in cut}:
+        same = [k for k, tr in enumerate(cut) if round(tr.dt, 9) == dt]
+        n = min(cut[k].t.size for k in same)
+        for k in same:
+            tr = cut[k]
+            cut[k] = dataclasses.replace(tr, t=tr.t[:n], v=tr.v[:n], i_ext=tr.i_ext[:n])
+    return tuple(cut)
+
+
+def _step_window(traces: Sequence[Trace], steps) -> tuple[float, float]:
+    """The step of the protocol with :data:`STEP_MARGIN_MS` either side, from each sweep's start (ms)."""
+    tr, st = traces[0], steps[0]
+    onset, offset = st.onset_ms - tr.t[0], st.offset_ms - tr.t[0]
+    return max(0.0, onset - STEP_MARGIN_MS), min(tr.duration, offset + STEP_MARGIN_MS)
+
+
+def plan_cell_fit(model: NeuronModel, traces: Sequence[Trace], free: Sequence[str], *,
+                  options: CellFitOptions = CellFitOptions(), window: tuple[float, float] | None = None,
+                  preset: str | None = None, values: Mapping[str, float] | None = None) -> CellPlan:
+    """Check the sweeps, measure the cell and decide windows, ranges and stages (see the module docstring).
+
+    Parameters
+    ----------
+    model : NeuronModel
+    traces : sequence of Trace
+        Whole sweeps (not yet windowed).
+    free : sequence of str
+        Parameters to estimate.
+    options : CellFitOptions
+    window : (float, float), optional
+        User window, ms from each sweep's start (disables the automatic one).
+    preset, values
+        Reference preset and user-set values (for the scaling).
+
+    Returns
+    -------
+    CellPlan
+    """
+    traces = tuple(traces)
+    notes: list[str] = []
+    steps = protocol_steps(traces) if len(traces) else None
+    # a recorded cell's spikes are detected as near the threshold as its noise allows (step protocols:
+    # real cells); synthetic single-regime traces keep the model's own levels
+    rearm = recording_rearm(traces, model.spike_threshold, model.spike_rearm) if steps else None
+    levels = (model.spike_threshold, model.spike_rearm if rearm is None else rearm)
+    qc = None
+    kept = list(traces)
+    if options.qc or options.keep_sweeps or options.exclude_sweeps:
+        qc = check_sweeps(traces, keep=options.keep_sweeps, exclude=options.exclude_sweeps,
+                          threshold=levels[0], rearm=levels[1])
+        if not options.qc:  # only the user's choices
+            kept = [tr for tr in traces if tr.sweep not in options.exclude_sweeps]
+        else:
+            kept = [tr for tr in traces if tr.sweep in set(qc.kept)]
+        if not kept:
+            raise EmptySignalError("Quality control left no sweep to fit: "
+                                   + "; ".join(f"sweep {s}: {', '.join(r)}" for s, r in qc.excluded.items())
+                                   + ". Keep sweeps by hand (--keep-sweeps) or switch quality control off (--no-qc).")
+    props = measure_cell(kept, qc, threshold=levels[0], rearm=levels[1]) if steps else None
+    held = set(held_out_sweeps([tr.sweep for tr in kept], options.validate_on))
+    fit_traces = tuple(tr for tr in kept if tr.sweep not in held)
+    holdout = tuple(tr for tr in kept if tr.sweep in held)
+    if window is None and steps and options.auto_window and len(traces) >= 2:
+        window = _step_window(traces, steps)
+        notes.append(f"fit window {window[0]:.1f}–{window[1]:.1f} ms: the step and {STEP_MARGIN_MS:.0f} ms "
+                     "either side (give --window to choose another)")
+    ranges = None
+    roles = dict(model.passive_parameters)
+    usable = props is not None and props.capacitance_pF is not None and props.input_resistance_MOhm is not None
+    # a fixed capacitance is the user's statement of the cell's size: only a free one is scaled to the cell
+    scalable = bool(roles.get("capacitance")) and roles["capacitance"] in free
+    if options.scale_to_cell and usable and scalable:
+        ranges = cell_scaled_ranges(model, free, capacitance_pF=props.capacitance_pF,
+                                    input_resistance_MOhm=props.input_resistance_MOhm, rest_mV=props.rest_mV,
+                                    preset=preset, values=values)
+    elif options.scale_to_cell and steps and scalable:
+        notes.append("the cell's passive properties could not be measured: textbook search ranges")
+    passive_free = [p for p in roles.values() if p in free]
+    active_free = [p for p in free if p not in passive_free]
+    sub = _passive_sweeps(fit_traces, props, steps)
+    staged = bool(options.staged) and ranges is not None and bool(passive_free) and bool(active_free) \
+        and bool(sub) and (options.staged is True or len(fit_traces) >= 2)
+    if rearm is not None and rearm != model.spike_rearm:
+        notes.append(f"spikes re-arm below {rearm:.1f} mV (the model's {model.spike_rearm:g} mV would merge spikes "
+                     "of a cell firing from depolarised troughs)")
+    return CellPlan(fit_traces=fit_traces, holdout=holdout, window=window, qc=qc, properties=props,
+                    steps=tuple(steps or ()), ranges=ranges, staged=staged, notes=tuple(notes), spike_rearm=rearm)
+
+
+def _passive_sweeps(traces: Sequence[Trace], props, steps) -> list[Trace]:
+    """Subthreshold sweeps with a step, for the passive stage: the hyperpolarising ones when there are any."""
+    if props is None or not steps:
+        return []
+    sub = set(props.subthreshold_sweeps)
+    amp = {s.sweep: s.amplitude_pA for s in steps}
+    chosen = [tr for tr in traces if tr.sweep in sub and amp.get(tr.sweep, 0.0) != 0.0]
+    hyper = [tr for tr in chosen if amp[tr.sweep] < 0]
+    return hyper or chosen
+
+
+def _merged(ranges, init, bounds, values, free):
+    """User init/bounds/values over the cell-scaled ones; bounds widened to hold a user's initial guess."""
+    init = dict(init or {})
+    bounds = dict(bounds or {})
+    values = dict(values or {})
+    if ranges is None:
+        return init, bounds, values
+    b = {k: v for k, v in ranges.bounds.items() if k in free} | bounds
+    i = {k: v for k, v in ranges.init.items() if k in free} | init
+    for k, x in init.items():
+        if k in b and k not in bounds and not b[k][0] <= x <= b[k][1]:
+            b[k] = (min(b[k][0], x), max(b[k][1], x))
+    v = {k: x for k, x in ranges.fixed.items() if k not in free} | values
+    return i, b, v
+
+
+def fit_cell(estimator: Estimator, model: NeuronModel, plan: CellPlan, free: Sequence[str], *,
+             preset: str | None = None, values: Mapping[str, float] | None = None,
+             init: Mapping[str, float] | None = None, bounds: Mapping[str, tuple[float, float]] | None = None,
+             noise: NoiseModel | None = None, truth: Mapping[str, float] | None = None,
+             fit_kwargs: Mapping[str, Any] | None = None) -> EstimationResult:
+    """Run the plan: one fit, or the passive stage then the active one; the result carries ``cell``.
+
+    Parameters
+    ----------
+    estimator : Estimator
+        The chosen backend, configured.
+    model : NeuronModel
+    plan : CellPlan
+        From :func:`plan_cell_fit`.
+    free : sequence of str
+    preset, values, init, bounds, noise, truth
+        As for :meth:`EstimationProblem.build` (the user's; they win over the cell-scaled ones).
+    fit_kwargs : mapping
+        ``seed``, ``device``, ``dtype``, ``progress`` of :meth:`Estimator.fit`.
+
+    Returns
+    -------
+    EstimationResult
+        With ``status``/``verdict`` over every free parameter and sweep, and ``cell`` (QC, properties,
+        scaling, stages).
+    """
+    kw = dict(fit_kwargs or {})
+    free = list(free)
+    init_m, bounds_m, values_m = _merged(plan.ranges, init, bounds, values, free)
+    fit_tr, hold_tr = _windowed(plan.fit_traces, plan.window), _windowed(plan.holdout, plan.window)
+    cell = plan.to_dict()
+
+    def build(traces, names, vals, holdout=()):
+        return EstimationProblem.build(model, traces, names, preset=preset, values=vals,
+                                       init={k: v for k, v in init_m.items() if k in names},
+                                       bounds={k: v for k, v in bounds_m.items() if k in names},
+                                       noise=noise, truth=truth, holdout=holdout, spike_rearm=plan.spike_rearm)
+
+    if not plan.staged:
+        result = estimator.fit(build(fit_tr, free, values_m, hold_tr), **kw)
+        return replace(result, cell=cell)
+    roles = dict(model.passive_parameters)
+    passive = [p for p in free if p in roles.values()]
+    active = [p for p in free if p not in passive]
+    sub = _windowed(_passive_sweeps(plan.fit_traces, plan.properties, plan.steps), plan.window)
+    factor = max(1, int(round(PASSIVE_STAGE_DT_MS / sub[0].dt)))
+    sub = tuple(tr.decimate(factor) for tr in sub)
+    fixed_active = {k: v for k, v in init_m.items() if k in active} | values_m
+    lsq = get_state().backends.get("lsq")()
+    first = lsq.fit(build(sub, passive, fixed_active), **kw)
+    held = {k: first.parameters[k].value for k in passive}
+    second_problem = build(fit_tr, active, values_m | held, hold_tr)
+    second = estimator.fit(second_problem, **(kw | {"check": False}))
+    cell["stages"] = [_stage_record("passive", first, sub), _stage_record("active", second, fit_tr)]
+    params = dict(second.parameters)
+    for k in passive:
+        params[k] = dataclasses.replace(params[k], free=True, std=first.parameters[k].std,
+                                        init=first.parameters[k].init)
+    combined = replace(second, parameters=params, cell=cell)
+    # the verdict judges the whole model: every free parameter (passive ones at their stage's bounds)
+    whole = build(fit_tr, free, values_m, hold_tr)
+    verdict = assess(whole, combined, holdout=whole.holdout)
+    return replace(combined, status=verdict.status, verdict=verdict.to_dict() | {"lines": verdict.lines()})
+
+
+def _stage_record(name: str, result: EstimationResult, traces: Sequence[Trace]) -> dict[str, Any]:
+    """One stage of a staged fit, for :attr:`EstimationResult.cell`."""
+    return {"stage": name, "backend": result.backend, "sweeps": [tr.sweep for tr in traces],
+            "free": {k: {"value": p.value, "std": p.std, "unit": p.unit} for k, p in result.free_parameters.items()},
+            "rmse_mV": float(result.metrics.get("rmse_mV", float("nan"))), "status": result.status,
+            "wall_time_s": float(result.provenance.get("wall_time_s", float("nan")))}
