@@ -201,7 +201,9 @@ def plan_cell_fit(model: NeuronModel, traces: Sequence[Trace], free: Sequence[st
             raise EmptySignalError("Quality control left no sweep to fit: "
                                    + "; ".join(f"sweep {s}: {', '.join(r)}" for s, r in qc.excluded.items())
                                    + ". Keep sweeps by hand (--keep-sweeps) or switch quality control off (--no-qc).")
-    props = measure_cell(kept, qc, threshold=levels[0], rearm=levels[1]) if steps else None
+    # measured on the sweeps quality control kept (it reads them from the report), or on all without one
+    props = measure_cell(traces if qc is not None and options.qc else kept, qc if options.qc else None,
+                         threshold=levels[0], rearm=levels[1]) if steps else None
     held = set(held_out_sweeps([tr.sweep for tr in kept], options.validate_on))
     fit_traces = tuple(tr for tr in kept if tr.sweep not in held)
     holdout = tuple(tr for tr in kept if tr.sweep in held)

@@ -215,8 +215,7 @@ def _cell_summary(rec):
     except NeoPinnError:
         return None, None
     qc = check_sweeps(traces)
-    kept = [tr for tr in traces if tr.sweep in set(qc.kept)]
-    props = measure_cell(kept, qc) if kept and protocol_steps(traces) else None
+    props = measure_cell(traces, qc) if qc.kept and protocol_steps(traces) else None
     return qc, props
 
 

@@ -22,11 +22,13 @@ import numpy as np
 
 from .errors import ConfigurationError, UnknownNameError
 from .plugins import get_state
+from .cell import protocol_steps
 from .report_cell import BANNER_CSS, cell_section, verdict_banner, verdict_section
 from .result import EstimationResult, SweepFit
 from .storage import atomic_write_text, dumps
+from .trace import Trace
 
-__all__ = ["figure_fit", "figure_history", "figure_fi", "fi_points", "sweep_features", "write_report",
+__all__ = ["figure_fit", "figure_history", "figure_fi", "fi_points", "fit_steps", "sweep_features", "write_report",
            "MAX_SWEEP_FIGURES"]
 
 #: Sweeps drawn in a report by default; beyond it the report says how many were left out.
@@ -190,64 +192,15 @@ def _spike_levels(model: str) -> tuple[float, float]:
         return 0.0, -10.0
 
 
-def step_level(i_ext: np.ndarray) -> tuple[float, float, np.ndarray]:
-    """Holding current, step amplitude and the samples at that amplitude of one sweep's stimulus.
-
-    The holding current is the first sample's; the step amplitude is the non-holding level held longest
-    (levels rounded to 0.1 pA). A constant stimulus is its own step (all samples).
-
-    Parameters
-    ----------
-    i_ext : numpy.ndarray
-        Injected current in pA, shape (T,).
-
-    Returns
-    -------
-    holding_pA : float
-    amplitude_pA : float
-    mask : numpy.ndarray of bool
-        Samples at the step amplitude.
-    """
-    i = np.round(np.asarray(i_ext, dtype=float), 1)
-    hold = float(i[0])
-    other = i[i != hold]
-    if other.size == 0:
-        return hold, hold, np.ones(i.size, dtype=bool)
-    levels, counts = np.unique(other, return_counts=True)
-    amp = float(levels[np.argmax(counts)])
-    return hold, amp, i == amp
-
-
-def protocol_steps(stimuli: Sequence[np.ndarray]) -> list[tuple[float, np.ndarray]] | None:
-    """Each sweep's test-step amplitude and samples, from the epochs that vary across a protocol's sweeps.
-
-    An f–I protocol often adds fixed epochs to the stepped one (17o05028_ic_steps.abf: a −50 pA step in
-    the middle of every sweep). :func:`step_level` alone then takes the fixed epoch for the step of the
-    sweep whose test step equals the holding current (0 pA there). Here the test epoch is where the
-    sweeps' currents differ (by more than 0.1 pA), and a sweep's amplitude is its most common level there.
-
-    Parameters
-    ----------
-    stimuli : sequence of numpy.ndarray
-        Injected current of every sweep in pA, shape (T,) each.
-
-    Returns
-    -------
-    list of (float, numpy.ndarray) or None
-        Per sweep the amplitude in pA and the boolean mask of the test epoch; None when there are fewer
-        than two sweeps, their lengths differ, or their stimuli are identical.
-    """
-    if len(stimuli) < 2 or len({len(i) for i in stimuli}) != 1:
-        return None
-    i = np.round(np.stack([np.asarray(x, dtype=float) for x in stimuli]), 1)
-    varying = np.ptp(i, axis=0) > 0.1
-    if not varying.any():
-        return None
-    out = []
-    for row in i:
-        levels, counts = np.unique(row[varying], return_counts=True)
-        out.append((float(levels[np.argmax(counts)]), varying.copy()))
-    return out
+def fit_steps(result: EstimationResult) -> list[tuple[float, np.ndarray] | None]:
+    """Each fitted sweep's step amplitude (pA) and the samples of its step (mask), from the protocol's shared step
+    window (:func:`neo_pinn.cell.protocol_steps`); None per sweep when the sweeps hold no step."""
+    traces = [Trace(t=f.t, v=f.v_observed, i_ext=f.i_ext, sweep=f.sweep) for f in result.fits]
+    steps = protocol_steps(traces) if traces else None
+    if steps is None:
+        return [None] * len(result.fits)
+    return [(s.amplitude_pA + s.holding_pA, (f.t >= s.onset_ms) & (f.t < s.offset_ms))
+            for s, f in zip(steps, result.fits)]
 
 
 def sweep_features(t: np.ndarray, v: np.ndarray, i_ext: np.ndarray, threshold: float = 0.0,
@@ -261,14 +214,14 @@ def sweep_features(t: np.ndarray, v: np.ndarray, i_ext: np.ndarray, threshold: f
     threshold, rearm : float
         Spike detection levels in mV (see :func:`neo_pinn.features.spike_times`).
     step : (float, numpy.ndarray), optional
-        Step amplitude (pA) and its samples (mask); default :func:`step_level` of ``i_ext`` (for the
-        sweeps of a protocol see :func:`protocol_steps`).
+        Step current (pA) and its samples (mask), see :func:`fit_steps`; default: the whole sweep at its
+        median current.
 
     Returns
     -------
     dict
         ``spike_count``; ``rate_hz`` (spikes per second during the samples of the step, see
-        :func:`step_level`); ``first_spike_ms`` (from the sweep start); ``isi_mean_ms``; ``ap_peak_mv`` (mean
+        ``step``); ``first_spike_ms`` (from the sweep start); ``isi_mean_ms``; ``ap_peak_mv`` (mean
         per-spike maximum); ``trough_mv`` (mean minimum between spikes); ``v_mean_mv``; ``step_pA``.
     """
     from .features import spike_times
@@ -276,7 +229,7 @@ def sweep_features(t: np.ndarray, v: np.ndarray, i_ext: np.ndarray, threshold: f
     t, v = np.asarray(t, dtype=float), np.asarray(v, dtype=float)
     st = spike_times(v, t, threshold, rearm)
     if step is None:
-        _, amp, mask = step_level(i_ext)
+        amp, mask = float(np.median(i_ext)), np.ones(np.asarray(t).size, dtype=bool)
     else:
         amp, mask = step
     dt = float(np.median(np.diff(t))) if t.size > 1 else 1.0
@@ -314,7 +267,7 @@ def fi_points(result: EstimationResult) -> list[dict[str, float]]:
     """
     th, rearm = _spike_levels(result.model)
     pts = []
-    steps = protocol_steps([f.i_ext for f in result.fits]) or [None] * len(result.fits)
+    steps = fit_steps(result)
     for f, step in zip(result.fits, steps):
         rec = sweep_features(f.t, f.v_observed, f.i_ext, th, rearm, step)
         fit = sweep_features(f.t, f.v_fit, f.i_ext, th, rearm, step)
@@ -355,7 +308,7 @@ def _feature_table(result: EstimationResult, max_rows: int) -> str:
     th, rearm = _spike_levels(result.model)
     head = "".join(f"<th>{_e(lab)}{_e(_unit_label(u))}<br>recorded / fitted</th>" for _, lab, u in SWEEP_FEATURES)
     rows = []
-    steps = protocol_steps([f.i_ext for f in result.fits]) or [None] * len(result.fits)
+    steps = fit_steps(result)
     for f, step in list(zip(result.fits, steps))[:max_rows]:
         rec = sweep_features(f.t, f.v_observed, f.i_ext, th, rearm, step)
         fit = sweep_features(f.t, f.v_fit, f.i_ext, th, rearm, step)

@@ -124,25 +124,27 @@ def test_report_refuses_input_file(tmp_path):
 
 
 def test_protocol_steps_take_the_epoch_that_varies_across_sweeps():
-    from neo_pinn.report import protocol_steps, step_level, sweep_features
+    """The report reads steps through the core's protocol_steps: the 0 pA sweep does not take the fixed epoch."""
+    from neo_pinn.cell import protocol_steps
+    from neo_pinn.report import sweep_features
+    from neo_pinn.trace import Trace
 
     t = np.arange(1000) * 1.0                                   # ms
-    stim = []
-    for amp in (-20.0, 0.0, 20.0, 40.0):
+    traces = []
+    for k, amp in enumerate((-20.0, 0.0, 20.0, 40.0)):
         i = np.zeros(t.size)
         i[100:300] = amp                                        # the test step, stepped from sweep to sweep
         i[400:500] = -50.0                                      # a fixed epoch in every sweep
-        stim.append(i)
-    assert step_level(stim[1])[1] == -50.0                      # the 0 pA sweep alone: the fixed epoch wins
-    steps = protocol_steps(stim)
-    assert [a for a, _ in steps] == [-20.0, 0.0, 20.0, 40.0]
-    assert all(m.sum() == 200 and m[100:300].all() for _, m in steps)
+        traces.append(Trace(t=t, v=np.full(t.size, -65.0), i_ext=i, sweep=k))
+    steps = protocol_steps(traces)
+    assert [s.amplitude_pA for s in steps] == [-20.0, 0.0, 20.0, 40.0]
+    assert all((s.onset_ms, s.offset_ms) == (100.0, 300.0) for s in steps)
     v = np.full(t.size, -65.0)
     v[[150, 250, 450]] = 20.0                                   # two spikes in the step, one in the fixed epoch
-    f = sweep_features(t, v, stim[2], 0.0, -10.0, steps[2])
+    mask = (t >= 100.0) & (t < 300.0)
+    f = sweep_features(t, v, traces[2].i_ext, 0.0, -10.0, (20.0, mask))
     assert f["step_pA"] == 20.0 and f["rate_hz"] == pytest.approx(2 / 200 * 1000.0)
-    assert protocol_steps(stim[:1]) is None and protocol_steps([stim[0], stim[0]]) is None
-    assert protocol_steps([stim[0], stim[1][:500]]) is None
+    assert protocol_steps([Trace(t=t, v=v, i_ext=np.zeros(t.size))]) is None
 
 
 def test_report_shows_the_backends_diagnostics(tmp_path):
