@@ -36,7 +36,9 @@ import tempfile
 import time
 from pathlib import Path
 
-RECORDINGS = Path(__file__).resolve().parents[2] / "shared" / "data" / "recordings"
+#: the shared recordings beside the repository (override with the environment variable NEO_PINN_RECORDINGS)
+RECORDINGS = Path(os.environ.get("NEO_PINN_RECORDINGS",
+                                 Path(__file__).resolve().parents[2] / "shared" / "data" / "recordings"))
 FILES = ("17o05028_ic_steps.abf", "2019_07_24_0055_fsi.abf", "190619B_0003.abf", "99111002.nwb")
 MODELS = ("morris_lecar", "hodgkin_huxley")
 PASSIVE = (("rest_mV", "rest (mV)"), ("input_resistance_MOhm", "Rin (MΩ)"), ("tau_ms", "τ (ms)"),
@@ -84,7 +86,8 @@ def efel_rows(path: Path, result, model: str) -> tuple[list[dict], list[dict]]:
     fitted = [tr for tr in kept if tr.sweep in set(cell.get("fitted_sweeps", []))]
     if window:
         fitted = [tr.window(tr.t[0] + window[0], tr.t[0] + window[1]) for tr in fitted]
-    raw = efel_spike_counts(fitted, m.spike_threshold)
+    levels = cell.get("spike_levels_mV") or [m.spike_threshold, m.spike_rearm]
+    raw = efel_spike_counts(fitted, levels[0])  # eFEL at the threshold the search used
     seen = search_counts(result)
     spikes = [{"sweep": tr.sweep, "efel_raw": raw[k], "search": seen.get(tr.sweep)} for k, tr in enumerate(fitted)]
     return passive, spikes

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .cell import check_sweeps, measure_cell, protocol_steps, recording_rearm
+from .cell import check_sweeps, measure_cell, protocol_steps, recording_spike_levels
 from .cell.scaling import cell_scaled_ranges
 from .errors import ConfigurationError, EmptySignalError
 from .estimator import Estimator
@@ -101,7 +101,7 @@ class CellPlan:
     ranges: Any = None
     staged: bool = False
     notes: tuple[str, ...] = ()
-    spike_rearm: float | None = None
+    spike_levels: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """What goes into :attr:`EstimationResult.cell`."""
@@ -112,7 +112,7 @@ class CellPlan:
                 "window_ms": None if self.window is None else list(self.window),
                 "fitted_sweeps": [tr.sweep for tr in self.fit_traces],
                 "holdout_sweeps": [tr.sweep for tr in self.holdout],
-                "staged": self.staged, "spike_rearm_mV": self.spike_rearm, "notes": list(self.notes), "stages": []}
+                "staged": self.staged, "spike_levels_mV": None if self.spike_levels is None else list(self.spike_levels), "notes": list(self.notes), "stages": []}
 
 
 def held_out_sweeps(kept: Sequence[int], validate_on: Any) -> list[int]:
@@ -186,8 +186,8 @@ def plan_cell_fit(model: NeuronModel, traces: Sequence[Trace], free: Sequence[st
     steps = protocol_steps(traces) if len(traces) else None
     # a recorded cell's spikes are detected as near the threshold as its noise allows (step protocols:
     # real cells); synthetic single-regime traces keep the model's own levels
-    rearm = recording_rearm(traces, model.spike_threshold, model.spike_rearm) if steps else None
-    levels = (model.spike_threshold, model.spike_rearm if rearm is None else rearm)
+    levels = recording_spike_levels(traces, model.spike_threshold, model.spike_rearm) if steps \
+        else (model.spike_threshold, model.spike_rearm)
     qc = None
     kept = list(traces)
     if options.qc or options.keep_sweeps or options.exclude_sweeps:
@@ -227,11 +227,13 @@ def plan_cell_fit(model: NeuronModel, traces: Sequence[Trace], free: Sequence[st
     sub = _passive_sweeps(fit_traces, props, steps)
     staged = bool(options.staged) and ranges is not None and bool(passive_free) and bool(active_free) \
         and bool(sub) and (options.staged is True or len(fit_traces) >= 2)
-    if rearm is not None and rearm != model.spike_rearm:
-        notes.append(f"spikes re-arm below {rearm:.1f} mV (the model's {model.spike_rearm:g} mV would merge spikes "
-                     "of a cell firing from depolarised troughs)")
+    if levels != (model.spike_threshold, model.spike_rearm):
+        notes.append(f"spikes: upward crossings of {levels[0]:.1f} mV, re-armed below {levels[1]:.1f} mV (the "
+                     f"model's {model.spike_threshold:g}/{model.spike_rearm:g} mV would count this recording's "
+                     "noise or merge spikes fired from depolarised troughs)")
     return CellPlan(fit_traces=fit_traces, holdout=holdout, window=window, qc=qc, properties=props,
-                    steps=tuple(steps or ()), ranges=ranges, staged=staged, notes=tuple(notes), spike_rearm=rearm)
+                    steps=tuple(steps or ()), ranges=ranges, staged=staged, notes=tuple(notes),
+                    spike_levels=levels if steps else None)
 
 
 def _passive_sweeps(traces: Sequence[Trace], props, steps) -> list[Trace]:
@@ -297,7 +299,9 @@ def fit_cell(estimator: Estimator, model: NeuronModel, plan: CellPlan, free: Seq
         return EstimationProblem.build(model, traces, names, preset=preset, values=vals,
                                        init={k: v for k, v in init_m.items() if k in names},
                                        bounds={k: v for k, v in bounds_m.items() if k in names},
-                                       noise=noise, truth=truth, holdout=holdout, spike_rearm=plan.spike_rearm)
+                                       noise=noise, truth=truth, holdout=holdout,
+                                       spike_threshold=None if plan.spike_levels is None else plan.spike_levels[0],
+                                       spike_rearm=None if plan.spike_levels is None else plan.spike_levels[1])
 
     if not plan.staged:
         result = estimator.fit(build(fit_tr, free, values_m, hold_tr), **kw)

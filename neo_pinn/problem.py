@@ -83,10 +83,10 @@ class EstimationProblem:
     holdout : tuple of Trace
         Sweeps held out of the fit (backends never see them): the fitted model is simulated on them
         afterwards, and its errors there are the generalisation table of the verdict.
-    spike_rearm : float or None
-        Re-arm level (mV) of spike detection on this recording and on the model fitted to it (see
-        :attr:`spike_levels`); None: the model's own. A real cell firing from a depolarised trough needs a
-        level nearer the threshold than a model's textbook one (:func:`neo_pinn.cell.recording_rearm`).
+    spike_threshold, spike_rearm : float or None
+        Threshold and re-arm level (mV) of spike detection on this recording and on the model fitted to it
+        (see :attr:`spike_levels`); None: the model's own. A real cell's levels come from its noise and its
+        subthreshold voltage (:func:`neo_pinn.cell.recording_spike_levels`).
     """
 
     model: NeuronModel
@@ -99,6 +99,7 @@ class EstimationProblem:
     preset: str | None = None
     truth: Mapping[str, float] = field(default_factory=dict)
     holdout: tuple[Trace, ...] = ()
+    spike_threshold: float | None = None
     spike_rearm: float | None = None
 
     def __post_init__(self) -> None:
@@ -139,6 +140,7 @@ class EstimationProblem:
         initial_state: Any = "fit",
         truth: Mapping[str, float] | None = None,
         holdout: Sequence[Trace] = (),
+        spike_threshold: float | None = None,
         spike_rearm: float | None = None,
     ) -> "EstimationProblem":
         """Convenience constructor from names.
@@ -165,8 +167,8 @@ class EstimationProblem:
         truth : mapping, optional
         holdout : sequence of Trace
             Sweeps to validate on, not to fit (the window applies to them too).
-        spike_rearm : float, optional
-            Re-arm level of spike detection, mV (None: the model's).
+        spike_threshold, spike_rearm : float, optional
+            Threshold and re-arm level of spike detection, mV (None: the model's).
         """
         traces = (traces,) if isinstance(traces, Trace) else tuple(traces)
         preset_name = preset or model.default_preset or None
@@ -195,14 +197,15 @@ class EstimationProblem:
             holdout = tuple(t.window(*window) for t in holdout)
         return cls(model=model, traces=traces, free=tuple(fps), fixed=fixed, noise=noise, window=window,
                    initial_state=initial_state, preset=preset_name, truth=dict(truth or {}), holdout=holdout,
-                   spike_rearm=spike_rearm)
+                   spike_threshold=spike_threshold, spike_rearm=spike_rearm)
 
     # ------------------------------------------------------------------ helpers for backends
     @property
     def spike_levels(self) -> tuple[float, float]:
         """(threshold, re-arm level) of spike detection in mV, for the recording and the model alike."""
+        threshold = self.model.spike_threshold if self.spike_threshold is None else self.spike_threshold
         rearm = self.model.spike_rearm if self.spike_rearm is None else self.spike_rearm
-        return float(self.model.spike_threshold), float(rearm)
+        return float(threshold), float(rearm)
 
     @property
     def free_names(self) -> tuple[str, ...]:
@@ -280,6 +283,7 @@ class EstimationProblem:
             "window": None if self.window is None else list(self.window),
             "initial_state": self.initial_state if isinstance(self.initial_state, str) else list(map(float, self.initial_state)),
             "truth": dict(self.truth),
+            "spike_threshold": self.spike_threshold,
             "spike_rearm": self.spike_rearm,
             "traces": [],
             "holdout": [],
@@ -323,7 +327,7 @@ class EstimationProblem:
                    fixed=dict(d["fixed"]), noise=noise, window=tuple(d["window"]) if d.get("window") else None,
                    initial_state=init_state if isinstance(init_state, str) else tuple(init_state),
                    preset=d.get("preset"), truth=dict(d.get("truth", {})), holdout=holdout,
-                   spike_rearm=d.get("spike_rearm"))
+                   spike_threshold=d.get("spike_threshold"), spike_rearm=d.get("spike_rearm"))
 
     @classmethod
     def from_json(cls, text_or_path: str | Path, model: NeuronModel | None = None) -> "EstimationProblem":

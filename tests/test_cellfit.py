@@ -103,3 +103,31 @@ def test_the_result_carries_its_status_through_json():
     with pytest.raises(ConfigurationError, match="status"):
         replace(r, status="fine")
     assert math.isfinite(back.metrics["rmse_mV"])
+
+
+def _spiky(plateau: float, noise: float, seed: int) -> Trace:
+    """10 kHz, 1 s: a noisy plateau with 20 narrow spikes to +40 mV riding on it (troughs at the plateau)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(10000) * 0.1
+    v = plateau + noise * rng.standard_normal(t.size)
+    for c in np.linspace(50.0, 950.0, 20):
+        v += (40.0 - plateau) * np.exp(-0.5 * ((t - c) / 0.3) ** 2)
+    return Trace(t=t, v=v, i_ext=np.zeros(t.size))
+
+
+def test_a_recording_s_spike_levels_keep_every_spike_and_count_no_noise():
+    from neo_pinn.cell import recording_spike_levels
+    from neo_pinn.features import spike_count
+
+    ml = get_model("morris_lecar")
+    # spikes from a plateau at -5 mV: the model's re-arm level (-10 mV) merges them all into one
+    deep = _spiky(-5.0, 0.3, 1)
+    th, rearm = recording_spike_levels([deep], ml.spike_threshold, ml.spike_rearm)
+    assert th == ml.spike_threshold and -5.0 < rearm < 0.0
+    assert spike_count(deep.v, deep.t, ml.spike_threshold, ml.spike_rearm) == 1
+    assert spike_count(deep.v, deep.t, th, rearm) == 20
+    # a plateau at +1 mV (an offset cell): 0 mV lies in the noise, so the threshold rises above it
+    offset = _spiky(1.0, 1.0, 2)
+    assert spike_count(offset.v, offset.t, 0.0, 0.0) > 100  # every noise crossing counts
+    th, rearm = recording_spike_levels([offset], ml.spike_threshold, ml.spike_rearm)
+    assert th >= 5.0 and spike_count(offset.v, offset.t, th, rearm) == 20 == spike_count(offset.v, offset.t, th, th)
