@@ -22,7 +22,7 @@ import numpy as np
 
 from .cell import check_sweeps, measure_cell, protocol_steps, recording_spike_levels
 from .cell.scaling import cell_scaled_ranges
-from .errors import ConfigurationError, EmptySignalError
+from .errors import ConfigurationError, EmptySignalError, EstimationError
 from .estimator import Estimator
 from .models.base import NeuronModel
 from .noise import NoiseModel
@@ -314,15 +314,25 @@ def fit_cell(estimator: Estimator, model: NeuronModel, plan: CellPlan, free: Seq
     sub = tuple(tr.decimate(factor) for tr in sub)
     fixed_active = {k: v for k, v in init_m.items() if k in active} | values_m
     lsq = get_state().backends.get("lsq")()
-    first = lsq.fit(build(sub, passive, fixed_active), **kw)
-    held = {k: first.parameters[k].value for k in passive}
+    try:
+        first = lsq.fit(build(sub, passive, fixed_active), **kw)
+        held = {k: first.parameters[k].value for k in passive}
+        record = _stage_record("passive", first, sub)
+    except EstimationError as exc:
+        # the model cannot follow these sweeps (e.g. its simulation diverges): hold the measured values and say so
+        first, held = None, {k: init_m[k] for k in passive}
+        record = {"stage": "passive", "backend": "lsq", "sweeps": [tr.sweep for tr in sub], "status": "failed",
+                  "free": {k: {"value": v, "std": None, "unit": model.param_spec(k).unit} for k, v in held.items()},
+                  "error": f"{exc} The measured passive values were held instead."}
     second_problem = build(fit_tr, active, values_m | held, hold_tr)
     second = estimator.fit(second_problem, **(kw | {"check": False}))
-    cell["stages"] = [_stage_record("passive", first, sub), _stage_record("active", second, fit_tr)]
+    cell["stages"] = [record, _stage_record("active", second, fit_tr)]
+    if "error" in record:
+        cell["notes"].append(f"passive stage failed: {record['error']}")
     params = dict(second.parameters)
     for k in passive:
-        params[k] = dataclasses.replace(params[k], free=True, std=first.parameters[k].std,
-                                        init=first.parameters[k].init)
+        params[k] = dataclasses.replace(params[k], free=True, std=None if first is None else first.parameters[k].std,
+                                        init=init_m[k] if first is None else first.parameters[k].init)
     combined = replace(second, parameters=params, cell=cell)
     # the verdict judges the whole model: every free parameter (passive ones at their stage's bounds)
     whole = build(fit_tr, free, values_m, hold_tr)
