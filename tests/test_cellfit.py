@@ -126,8 +126,8 @@ def test_a_recording_s_spike_levels_keep_every_spike_and_count_no_noise():
     assert th == ml.spike_threshold and -5.0 < rearm < 0.0
     assert spike_count(deep.v, deep.t, ml.spike_threshold, ml.spike_rearm) == 1
     assert spike_count(deep.v, deep.t, th, rearm) == 20
-    # a plateau at +1 mV (an offset cell): 0 mV lies in the noise, so the threshold rises above it
-    offset = _spiky(1.0, 1.0, 2)
-    assert spike_count(offset.v, offset.t, 0.0, 0.0) > 100  # every noise crossing counts
+    # a plateau at +5 mV (an offset cell): spikes ride above 0 mV and merge, so the threshold rises above it
+    offset = _spiky(5.0, 1.0, 2)
+    assert spike_count(offset.v, offset.t, 0.0, -4.0) <= 1  # never re-armed: one "spike"
     th, rearm = recording_spike_levels([offset], ml.spike_threshold, ml.spike_rearm)
     assert th >= 5.0 and spike_count(offset.v, offset.t, th, rearm) == 20 == spike_count(offset.v, offset.t, th, th)

@@ -474,8 +474,9 @@ def test_cli_fit_with_ga_and_refine_writes_a_report_with_feature_sections(tmp_pa
                "--option", "dt=0.1", "--option", 'refine_options={"max_iter":8}', "--refine", "lsq",
                "--json", str(js), "--report", str(html), "--quiet"])
     out = capsys.readouterr()
-    assert rc == 0, out.err
     d = json.loads(js.read_text())
+    # one generation of six is not a fit: its verdict may fail it (exit 3); the outputs are written either way
+    assert rc == (3 if d["status"] == "failed" else 0), out.err
     assert d["backend"] == "ga" and d["config"]["refine"] == "lsq" and "refine" in d["history"]
     assert d["parameters"]["gCa"]["true_value"] == 4.0
     text = html.read_text()
@@ -488,7 +489,7 @@ def test_cli_fit_of_a_steps_file_shows_the_fi_curve(tmp_path, capsys):
     rc = main(["fit", str(SAMPLES / "hh_steps.nwb"), "--model", "hodgkin_huxley", "--backend", "ga", "--free", "gNa",
                "--sweep", "all", "--window", "0:100", "--option", "pop_size=4", "--option", "n_gen=1",
                "--report", str(html), "--quiet"])
-    assert rc == 0, capsys.readouterr().err
+    assert rc in (0, 3), capsys.readouterr().err  # one generation of four may fail its verdict; the report is written
     text = html.read_text()
     assert "f–I curve" in text and "recorded rate (Hz)" in text
     assert re.search(r'<td class="num">20</td>', text)          # the 20 pA step is a point of the f–I table

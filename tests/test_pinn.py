@@ -332,9 +332,10 @@ def test_cli_fit_with_every_output(tmp_path, capsys):
                "--option", "n_members=2", "--option", "stage1_steps=20", "--option", "stage2_steps=20",
                "--option", "width=16", "--json", str(js), "--report", str(html), "--out", str(nwb), "--quiet"])
     out = capsys.readouterr().out
-    assert rc == 0
-    assert "gCa" in out and "n_accepted" in out
     d = json.loads(js.read_text())
+    # 40 training steps are not a fit: its verdict may fail it (exit 3); every output is written either way
+    assert rc == (3 if d["status"] == "failed" else 0)
+    assert "gCa" in out and "n_accepted" in out
     assert d["backend"] == "pinn" and d["config"]["n_members"] == 2 and set(d["noise"]) == {"sigma", "rho"}
     assert d["parameters"]["gCa"]["init"] == 3.0 and 0.5 <= d["parameters"]["gCa"]["value"] <= 20
     assert "Optimisation history" in html.read_text()

@@ -13,6 +13,8 @@ __all__ = ["noise_level_mV", "recording_spike_levels", "MIN_HYSTERESIS_MV", "THR
 MIN_HYSTERESIS_MV = 2.0
 #: a recording's spike threshold is raised in steps of this many mV until its noise makes no spike
 THRESHOLD_STEP_MV = 5.0
+#: a sweep above the threshold for this long (ms) holds a plateau there, not a spike
+PLATEAU_MS = 50.0
 #: at most this many raises (up to 60 mV above the model's threshold)
 MAX_THRESHOLD_RAISES = 13
 
@@ -35,10 +37,11 @@ def recording_spike_levels(traces, threshold: float, model_rearm: float) -> tupl
       :data:`MIN_HYSTERESIS_MV`, at most the model's distance). A model's re-arm level (e.g. 10 mV under the
       threshold) suits its textbook spikes, but a cell firing fast from depolarised troughs never falls that far
       between spikes, and its spikes would merge.
-    * **Threshold**: the model's, raised by :data:`THRESHOLD_STEP_MV` until counting every crossing (eFEL's rule:
-      a new spike after any fall below the threshold) and counting with the re-arm level agree on every sweep.
-      They differ only where the voltage hovers around the threshold in its noise — a recording whose plateau
-      sits near 0 mV (an uncorrected offset, a depolarised cell), where a 0 mV threshold counts noise as spikes.
+    * **Threshold**: the model's — unless some sweep stays above it for :data:`PLATEAU_MS` or longer (a plateau,
+      not a spike: an uncorrected offset, a depolarised cell), where spikes ride above the threshold and its noise
+      crosses it. It is then raised by :data:`THRESHOLD_STEP_MV` until no sweep holds a plateau above it and
+      counting every crossing (eFEL's rule: a new spike after any fall below the threshold) and counting with the
+      re-arm level agree on every sweep.
 
     Parameters
     ----------
@@ -55,11 +58,22 @@ def recording_spike_levels(traces, threshold: float, model_rearm: float) -> tupl
     hysteresis = float(np.clip(4.0 * noise, MIN_HYSTERESIS_MV, max(float(threshold) - float(model_rearm),
                                                                     MIN_HYSTERESIS_MV)))
     level = float(threshold)
+    if max((_longest_run_ms(tr, level) for tr in traces), default=0.0) < PLATEAU_MS:
+        return level, level - hysteresis  # the voltage crosses the threshold only briefly: spikes, not a plateau
     for _ in range(MAX_THRESHOLD_RAISES):
-        if all(spike_count(tr.v, tr.t, level, level) == spike_count(tr.v, tr.t, level, level - hysteresis)
-               for tr in traces):
+        plateau = max(_longest_run_ms(tr, level) for tr in traces) >= PLATEAU_MS
+        if not plateau and all(spike_count(tr.v, tr.t, level, level) ==
+                               spike_count(tr.v, tr.t, level, level - hysteresis) for tr in traces):
             break
         level += THRESHOLD_STEP_MV
     else:
         level = float(threshold)  # no clean level: keep the model's (the verdict and QC still report counts)
     return level, level - hysteresis
+
+
+def _longest_run_ms(trace: Trace, level: float) -> float:
+    """The longest time (ms) the sweep's voltage stays above ``level`` without a break."""
+    above = np.concatenate([[False], trace.v > level, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(above))
+    runs = edges[1::2] - edges[::2]
+    return float(runs.max() * trace.dt) if runs.size else 0.0
