@@ -311,6 +311,12 @@ def free_parameters(spec: str | None, model, quiet: bool = False) -> list[str]:
 
 
 def cmd_fit(args) -> int:
+    from .storage import check_outputs
+
+    # every output is checked before anything is read or fitted: nothing is lost, no fit is wasted
+    check_outputs({"--json": args.json, "--report": args.report, "--out": args.out}, [args.file],
+                  overwrite=args.overwrite)
+
     import torch
 
     from .api import estimate, get_backend, get_model, load_recording
@@ -388,7 +394,9 @@ def cmd_plugins(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
     from .result import EstimationResult
+    from .storage import check_outputs
 
+    check_outputs({"--out": args.out}, [args.result], overwrite=args.overwrite)
     result = EstimationResult.from_json(Path(args.result))
     write_report(result, args.out)
     print(f"wrote {args.out}")
@@ -484,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", default=None, metavar="OUT.json")
     s.add_argument("--report", default=None, metavar="OUT.html")
     s.add_argument("--out", default=None, metavar="OUT.nwb|OUT.nix", help="the recording with the fit attached")
-    s.add_argument("--overwrite", action="store_true")
+    s.add_argument("--overwrite", action="store_true", help="replace existing --json, --report and --out files")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("--validate-on", default=None, metavar="SWEEPS",
                    help="hold these sweeps out of the fit and report the model's errors on them: N,M,..., a "
@@ -503,8 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_plugins)
 
     s = sub.add_parser("report", help="write the HTML report of a result JSON")
-    s.add_argument("result")
-    s.add_argument("--out", required=True)
+    s.add_argument("result", help="a result JSON written by fit --json")
+    s.add_argument("--out", required=True, help="the HTML report to write (a new file)")
+    s.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("bench", help="run a benchmark script of benchmarks/ (source checkout)")

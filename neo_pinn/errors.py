@@ -86,3 +86,7 @@ class PluginLoadWarning(UserWarning):
 
 class RecordingFormatError(NeoPinnError, OSError):
     """A file cannot be read as an electrophysiology recording."""
+
+
+class OutputPathError(NeoPinnError, OSError):
+    """An output path names an input, another output, an existing file (without overwrite) or an unwritable folder."""

@@ -12,12 +12,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .errors import OutputPathError
+
 __all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_path", "sha256_of", "json_default", "dumps",
-           "read_text_or_file"]
+           "read_text_or_file", "same_file", "check_outputs"]
 
 
 def json_default(o: Any):
@@ -99,3 +101,55 @@ def read_text_or_file(text_or_path: str | os.PathLike) -> str:
     if text.lstrip()[:1] in ("{", "["):
         return text
     return Path(text).read_text()
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file (the same inode when both exist, else the same resolved path)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.expanduser().resolve() == b.expanduser().resolve()
+
+
+def check_outputs(outputs: Mapping[str, str | os.PathLike | None], inputs: Sequence[str | os.PathLike], *,
+                  overwrite: bool = False, overwrite_hint: str = "--overwrite") -> None:
+    """Check every output path before long work starts: nothing is lost and nothing fails after the work.
+
+    Parameters
+    ----------
+    outputs : mapping
+        What names each output (e.g. the flag ``"--json"``) → its path; None entries are skipped.
+    inputs : sequence of path
+        Files the work reads: never an output.
+    overwrite : bool
+        Whether existing outputs may be replaced.
+    overwrite_hint : str
+        How the user allows replacing (a flag or a keyword), named in the message.
+
+    Raises
+    ------
+    OutputPathError
+        An output is an input, two outputs are one file, an output exists (without ``overwrite``), is a folder,
+        or its folder is missing or not writable.
+    """
+    given = [(name, Path(p)) for name, p in outputs.items() if p is not None]
+    for k, (name, path) in enumerate(given):
+        for src in inputs:
+            if same_file(path, src):
+                raise OutputPathError(f"{name} {path} is an input of this run; inputs are never changed. "
+                                      "Choose a new file name.")
+        for other, opath in given[:k]:
+            if same_file(path, opath):
+                raise OutputPathError(f"{other} and {name} both name {path}; give each output its own file.")
+        if path.is_dir():
+            raise OutputPathError(f"{name} {path} is a folder; give a file name.")
+        if path.exists() and not overwrite:
+            raise OutputPathError(f"{name} {path} exists; choose a new file name or pass {overwrite_hint}.")
+        folder = path.expanduser().resolve().parent
+        if not folder.is_dir():
+            raise OutputPathError(f"The folder of {name} {path} does not exist; create it first.")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise OutputPathError(f"The folder of {name} {path} is not writable; choose another place.")

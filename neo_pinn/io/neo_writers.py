@@ -42,7 +42,7 @@ import numpy as np
 import quantities as pq
 
 from ..errors import ConfigurationError
-from ..storage import atomic_path, dumps
+from ..storage import atomic_path, dumps, same_file
 from .neo_files_reader import NWB_PAYLOAD_KEY, decode_nwb_payload, neo_file_format, quiet_nwbio
 
 __all__ = ["write_block", "input_files_of"]
@@ -68,18 +68,9 @@ def input_files_of(block) -> list[Path]:
     return [Path(str(n)) for n in names if n]
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        if a.exists() and b.exists():
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return a.expanduser().resolve() == b.expanduser().resolve()
-
-
 def _check_target(path: Path, inputs: list[Path], overwrite: bool) -> None:
     for src in inputs:
-        if _same_file(path, src):
+        if same_file(path, src):
             raise ConfigurationError(
                 f"Refusing to write {path}: it is the file the data were read from. "
                 "Inputs are never changed; choose a new file name."
