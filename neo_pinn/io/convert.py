@@ -145,18 +145,25 @@ def signal_to_trace(voltage, stimulus=None, *, sweep: int = 0, stimulus_source: 
 def _selected(sweeps, available: list[int]) -> list[int]:
     if sweeps is None or (isinstance(sweeps, str) and sweeps == "all"):
         return list(available)
-    if isinstance(sweeps, (int, np.integer)):
-        wanted = [int(sweeps)]
-    elif isinstance(sweeps, str):
+    def index(x):
+        # True is not sweep 1 and 1.5 is not sweep 1: only whole numbers name sweeps
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+            raise ConfigurationError(f"sweeps={sweeps!r}: give 'all', a sweep index or a list of indices "
+                                     f"(whole numbers); {x!r} is not one.")
+        return int(x)
+
+    if isinstance(sweeps, str):
         raise ConfigurationError(f"sweeps={sweeps!r}: give 'all', an index or a list of indices.")
-    else:
-        wanted = [int(s) for s in sweeps]
+    wanted = [index(s) for s in sweeps] if isinstance(sweeps, (list, tuple, np.ndarray, range)) else [index(sweeps)]
     n = len(available)
     out = []
     for s in wanted:
         k = s + n if s < 0 else s
         if k not in available:
             raise ConfigurationError(f"No sweep {s}; this recording has sweeps 0–{n - 1}.")
+        if k in out:
+            raise ConfigurationError(f"Sweep {k} is listed twice in sweeps={sweeps!r}; a sweep counted twice would "
+                                     "weigh double and shrink the reported uncertainty. List each sweep once.")
         out.append(k)
     return out
 

@@ -1,4 +1,5 @@
-"""Nothing lost: every output path of `fit` and `report` is checked before any work, inputs are never written."""
+"""Trust at the boundary: every output path of `fit` and `report` is checked before any work (inputs are never
+written), and sweep selections are whole numbers listed once."""
 
 from __future__ import annotations
 
@@ -74,3 +75,16 @@ def test_report_never_replaces_its_result_and_asks_before_replacing_a_report(tmp
     old.write_text("old report")
     rc = main(["report", str(result), "--out", str(old)])
     assert rc == 2 and "--overwrite" in capsys.readouterr().err and old.read_text() == "old report"
+
+
+@pytest.mark.parametrize("sweeps, match", [((0, 0), "listed twice"), ([1, -1], "listed twice"), (True, "whole numbers"),
+                                           (1.5, "whole numbers"), ([0, 0.5], "whole numbers")])
+def test_sweeps_are_whole_numbers_listed_once(sweeps, match):
+    import neo_pinn
+    from neo_pinn.errors import ConfigurationError
+
+    rec = neo_pinn.load_recording(str(__import__("pathlib").Path(__file__).resolve().parents[1] / "sample_data"
+                                      / "hh_steps.nwb"))
+    with pytest.raises(ConfigurationError, match=match):
+        rec.traces(sweeps=sweeps)
+    assert [tr.sweep for tr in rec.traces(sweeps=[1, 0])] == [1, 0]
