@@ -15,7 +15,7 @@ sweeps — what :func:`neo_pinn.api.estimate` runs around a backend.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -32,7 +32,7 @@ from .result import EstimationResult
 from .trace import Trace
 from .verdict import assess
 
-__all__ = ["CellFitOptions", "CellPlan", "plan_cell_fit", "fit_cell", "held_out_sweeps", "STEP_MARGIN_MS"]
+__all__ = ["CellFitOptions", "CellPlan", "RecordingSurvey", "survey_recording", "plan_cell_fit", "fit_cell", "held_out_sweeps", "STEP_MARGIN_MS"]
 
 #: the automatic fit window runs from this long before the step to this long after it, ms
 STEP_MARGIN_MS = 100.0
@@ -159,6 +159,57 @@ def _step_window(traces: Sequence[Trace], steps) -> tuple[float, float]:
     return max(0.0, onset - STEP_MARGIN_MS), min(tr.duration, offset + STEP_MARGIN_MS)
 
 
+@dataclass(frozen=True)
+class RecordingSurvey:
+    """What a recording says before any fit: its steps, spike levels, quality control, kept sweeps and the cell."""
+
+    steps: tuple
+    levels: tuple[float, float]
+    qc: Any
+    kept: tuple[Trace, ...]
+    properties: Any
+
+
+def survey_recording(traces: Sequence[Trace], threshold: float, rearm: float, *, qc: bool = True,
+                     keep: Sequence[int] = (), exclude: Sequence[int] = ()) -> RecordingSurvey:
+    """Steps, spike levels, sweep quality control and the cell's properties of whole sweeps (what ``info`` shows
+    and what a fit starts from).
+
+    Parameters
+    ----------
+    traces : sequence of Trace
+        Whole sweeps.
+    threshold, rearm : float
+        The spike levels to start from (a model's, or 0 / −10 mV), mV; a step recording's own levels are
+        derived from them (:func:`neo_pinn.cell.recording_spike_levels`).
+    qc : bool
+        Leave out the sweeps quality control rejects (False: only ``exclude``).
+    keep, exclude : sequence of int
+        Sweeps forced in or out.
+
+    Returns
+    -------
+    RecordingSurvey
+        ``qc`` is None when quality control is off and nothing is forced; ``properties`` None without steps.
+    """
+    traces = tuple(traces)
+    steps = protocol_steps(traces) if traces else None
+    # a recorded cell's spikes are detected at levels its noise cannot fool (step protocols: real cells);
+    # synthetic single-regime traces keep the given levels
+    levels = recording_spike_levels(traces, threshold, rearm) if steps else (float(threshold), float(rearm))
+    report, kept = None, traces
+    if qc or keep or exclude:
+        report = check_sweeps(traces, keep=keep, exclude=exclude, threshold=levels[0], rearm=levels[1])
+        chosen = set(report.kept) if qc else {tr.sweep for tr in traces} - set(exclude)
+        kept = tuple(tr for tr in traces if tr.sweep in chosen)
+    # measured on the sweeps quality control kept (it reads them from its report), or on all without one
+    props = None
+    if steps and kept:
+        props = measure_cell(traces if report is not None and qc else kept, report if qc else None,
+                             threshold=levels[0], rearm=levels[1])
+    return RecordingSurvey(steps=tuple(steps or ()), levels=levels, qc=report, kept=kept, properties=props)
+
+
 def plan_cell_fit(model: NeuronModel, traces: Sequence[Trace], free: Sequence[str], *,
                   options: CellFitOptions = CellFitOptions(), window: tuple[float, float] | None = None,
                   preset: str | None = None, values: Mapping[str, float] | None = None) -> CellPlan:
@@ -183,27 +234,13 @@ def plan_cell_fit(model: NeuronModel, traces: Sequence[Trace], free: Sequence[st
     """
     traces = tuple(traces)
     notes: list[str] = []
-    steps = protocol_steps(traces) if len(traces) else None
-    # a recorded cell's spikes are detected as near the threshold as its noise allows (step protocols:
-    # real cells); synthetic single-regime traces keep the model's own levels
-    levels = recording_spike_levels(traces, model.spike_threshold, model.spike_rearm) if steps \
-        else (model.spike_threshold, model.spike_rearm)
-    qc = None
-    kept = list(traces)
-    if options.qc or options.keep_sweeps or options.exclude_sweeps:
-        qc = check_sweeps(traces, keep=options.keep_sweeps, exclude=options.exclude_sweeps,
-                          threshold=levels[0], rearm=levels[1])
-        if not options.qc:  # only the user's choices
-            kept = [tr for tr in traces if tr.sweep not in options.exclude_sweeps]
-        else:
-            kept = [tr for tr in traces if tr.sweep in set(qc.kept)]
-        if not kept:
-            raise EmptySignalError("Quality control left no sweep to fit: "
-                                   + "; ".join(f"sweep {s}: {', '.join(r)}" for s, r in qc.excluded.items())
-                                   + ". Keep sweeps by hand (--keep-sweeps) or switch quality control off (--no-qc).")
-    # measured on the sweeps quality control kept (it reads them from the report), or on all without one
-    props = measure_cell(traces if qc is not None and options.qc else kept, qc if options.qc else None,
-                         threshold=levels[0], rearm=levels[1]) if steps else None
+    survey = survey_recording(traces, model.spike_threshold, model.spike_rearm, qc=options.qc,
+                              keep=options.keep_sweeps, exclude=options.exclude_sweeps)
+    steps, levels, qc, kept, props = survey.steps, survey.levels, survey.qc, list(survey.kept), survey.properties
+    if not kept:
+        raise EmptySignalError("Quality control left no sweep to fit: "
+                               + "; ".join(f"sweep {s}: {', '.join(r)}" for s, r in qc.excluded.items())
+                               + ". Keep sweeps by hand (--keep-sweeps) or switch quality control off (--no-qc).")
     held = set(held_out_sweeps([tr.sweep for tr in kept], options.validate_on))
     fit_traces = tuple(tr for tr in kept if tr.sweep not in held)
     holdout = tuple(tr for tr in kept if tr.sweep in held)
@@ -315,7 +352,8 @@ def fit_cell(estimator: Estimator, model: NeuronModel, plan: CellPlan, free: Seq
     fixed_active = {k: v for k, v in init_m.items() if k in active} | values_m
     lsq = get_state().backends.get("lsq")()
     try:
-        first = lsq.fit(build(sub, passive, fixed_active), **kw)
+        # judged once, as a whole, below: no verdict of the passive sub-problem on its own
+        first = lsq.fit(build(sub, passive, fixed_active), **(kw | {"check": False}))
         held = {k: first.parameters[k].value for k in passive}
         record = _stage_record("passive", first, sub)
     except EstimationError as exc:

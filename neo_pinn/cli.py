@@ -207,16 +207,16 @@ def _indent(text: str) -> str:
 
 
 def _cell_summary(rec):
-    """Sweep quality control and the cell's properties of a current-clamp recording (None where not measurable)."""
-    from .cell import check_sweeps, measure_cell, protocol_steps
+    """Sweep quality control and the cell's properties of a current-clamp recording (None where not measurable),
+    with the spike levels a fit would use (from 0 / −10 mV)."""
+    from .cellfit import survey_recording
 
     try:
         traces = rec.traces(sweeps="all")
     except NeoPinnError:
         return None, None
-    qc = check_sweeps(traces)
-    props = measure_cell(traces, qc) if qc.kept and protocol_steps(traces) else None
-    return qc, props
+    survey = survey_recording(traces, 0.0, -10.0)
+    return survey.qc, survey.properties
 
 
 def cmd_simulate(args) -> int:

@@ -16,7 +16,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from .plugins import get_state
 from .cell import protocol_steps
 from .report_cell import BANNER_CSS, cell_section, verdict_banner, verdict_section
 from .result import EstimationResult, SweepFit
-from .storage import atomic_write_text, dumps
+from .storage import atomic_write_text, dumps, same_file
 from .trace import Trace
 
 __all__ = ["figure_fit", "figure_history", "figure_fi", "fi_points", "fit_steps", "sweep_features", "write_report",
@@ -462,13 +462,7 @@ def _inputs(result: EstimationResult) -> list[tuple[str, str]]:
 
 def _check_not_input(path: Path, result: EstimationResult) -> None:
     for f, _ in _inputs(result):
-        src = Path(f)
-        same = False
-        try:
-            same = os.path.samefile(src, path) if src.exists() and path.exists() else src.resolve() == path.resolve()
-        except OSError:
-            pass
-        if same:
+        if same_file(f, path):
             raise ConfigurationError(f"Refusing to write the report over {path}: it is an input of this fit. Choose a new name.")
 
 

@@ -272,7 +272,8 @@ def simulate_traces(model: NeuronModel, theta: np.ndarray, traces: Sequence[Trac
                     max_dt: float = 0.05, method: str = "rk4", device: str = "cpu") -> list[np.ndarray]:
     """Free float64 simulation of one parameter set on several recorded sweeps, under their sampled stimulus.
 
-    Sweeps of the same length, sampling interval and start time run as one batch of :func:`simulate`. The
+    Sweeps of the same length and sampling interval run as one batch of :func:`simulate`, each on its own time from
+    its start (the models are autonomous; the ga backend batches sweeps the same way). The
     stimulus is taken at the integration step times by linear interpolation of the samples (as the lsq and
     ga backends do); the step is the largest divisor of the sampling interval ≤ ``max_dt`` (:func:`choose_dt`).
 
@@ -297,17 +298,17 @@ def simulate_traces(model: NeuronModel, theta: np.ndarray, traces: Sequence[Trac
     out: list[np.ndarray | None] = [None] * len(traces)
     groups: dict[tuple, list[int]] = {}
     for k, tr in enumerate(traces):
-        groups.setdefault((tr.t.size, round(tr.dt, 9), round(float(tr.t[0]), 6)), []).append(k)
-    for (n, _, _), idx in groups.items():
+        groups.setdefault((tr.t.size, round(tr.dt, 9)), []).append(k)
+    for (n, _), idx in groups.items():
         first = traces[idx[0]]
         dt, r = choose_dt(first.dt, None, max_dt)
         n_steps = (n - 1) * r
-        tk = first.t[0] + dt * np.arange(n_steps + 1)
-        stim = np.stack([np.interp(tk, traces[k].t, traces[k].i_ext) for k in idx])
+        tk = dt * np.arange(n_steps + 1)  # from each sweep's own start, as the ga backend batches its sweeps
+        stim = np.stack([np.interp(traces[k].t[0] + tk, traces[k].t, traces[k].i_ext) for k in idx])
         with np.errstate(all="ignore"):
             sim = simulate(model, np.asarray(theta, dtype=float), duration=n_steps * dt, dt=dt, i_ext=stim,
                            y0=np.asarray(y0, dtype=float)[idx], method=method, dtype=torch.float64, device=device,
-                           record_every=r, t0=float(first.t[0]), compile=False, check_finite=False)
+                           record_every=r, t0=0.0, compile=False, check_finite=False)
         y = sim.y.detach().cpu().numpy()
         for j, k in enumerate(idx):
             out[k] = y[j, :n]
