@@ -15,7 +15,35 @@ import numpy as np
 
 from .errors import ConfigurationError, EmptySignalError, NonFiniteDataError
 
-__all__ = ["Trace"]
+__all__ = ["Trace", "zero_order_hold"]
+
+
+def zero_order_hold(t: np.ndarray, values: np.ndarray, t_query) -> np.ndarray:
+    """Sampled values as an amplifier applies them: each sample held until the next one.
+
+    Parameters
+    ----------
+    t : numpy.ndarray
+        Sample times (ms), shape (T,), increasing.
+    values : numpy.ndarray
+        Samples (e.g. a command current in pA), shape (T,) or (..., T).
+    t_query : array_like
+        Times (ms) at which the held value is wanted. A query within a millionth of the sampling interval
+        of a sample time takes that sample (so step times computed in floating point land on it); before
+        the first sample the first value holds, after the last the last.
+
+    Returns
+    -------
+    numpy.ndarray
+        The held values, shape ``values.shape[:-1] + t_query.shape``.
+    """
+    t = np.asarray(t, dtype=float).reshape(-1)
+    values = np.asarray(values, dtype=float)
+    tq = np.asarray(t_query, dtype=float)
+    spacing = float(np.min(np.diff(t))) if t.size > 1 else 1.0
+    idx = np.searchsorted(t, tq + 1e-6 * spacing, side="right") - 1
+    return values[..., np.clip(idx, 0, t.size - 1)]
+
 
 
 @dataclass(frozen=True)
@@ -89,6 +117,10 @@ class Trace:
                 f"{self.t[0]:.3f}–{self.t[-1]:.3f} ms; choose a window inside it."
             )
         return dataclasses.replace(self, t=self.t[keep], v=self.v[keep], i_ext=self.i_ext[keep])
+
+    def held_current(self, t_query) -> np.ndarray:
+        """Injected current (pA) at times ``t_query`` (ms), each sample held until the next (zero-order hold)."""
+        return zero_order_hold(self.t, self.i_ext, t_query)
 
     def decimate(self, factor: int) -> "Trace":
         """Keep every ``factor``-th sample (the stimulus is averaged over each block)."""

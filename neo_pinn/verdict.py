@@ -304,7 +304,7 @@ def simulate_traces(model: NeuronModel, theta: np.ndarray, traces: Sequence[Trac
         dt, r = choose_dt(first.dt, None, max_dt)
         n_steps = (n - 1) * r
         tk = dt * np.arange(n_steps + 1)  # from each sweep's own start, as the ga backend batches its sweeps
-        stim = np.stack([np.interp(traces[k].t[0] + tk, traces[k].t, traces[k].i_ext) for k in idx])
+        stim = np.stack([traces[k].held_current(traces[k].t[0] + tk) for k in idx])
         with np.errstate(all="ignore"):
             sim = simulate(model, np.asarray(theta, dtype=float), duration=n_steps * dt, dt=dt, i_ext=stim,
                            y0=np.asarray(y0, dtype=float)[idx], method=method, dtype=torch.float64, device=device,

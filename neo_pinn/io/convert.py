@@ -26,7 +26,7 @@ from ..errors import (
     UnitsError,
     VoltageClampError,
 )
-from ..trace import Trace
+from ..trace import Trace, zero_order_hold
 from ..units import dimension_of, to_canonical
 
 __all__ = [
@@ -134,7 +134,7 @@ def signal_to_trace(voltage, stimulus=None, *, sweep: int = 0, stimulus_source: 
                 raise ConfigurationError(
                     f"The stimulus of sweep {sweep} covers {ts[0]:.3f}–{ts[-1]:.3f} ms but the voltage "
                     f"{t[0]:.3f}–{t[-1]:.3f} ms; give a stimulus spanning the whole sweep.")
-            i = np.interp(t, ts, i)
+            i = zero_order_hold(ts, i, t)
     else:
         i = np.asarray(stimulus, dtype=float).reshape(-1)
         if i.size != v.size:

@@ -37,6 +37,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import StimulusError, UnitsError
+from ..trace import zero_order_hold
 from ..units import parse_quantity
 
 __all__ = [
@@ -169,7 +170,7 @@ class StimulusSpec:
             return zeros
         if self.kind == "csv":
             tab_t, tab_i = self.table
-            return np.interp(t, tab_t, tab_i)
+            return zero_order_hold(tab_t, tab_i, t)
         p = dict(self.params)
         if self.kind == "const":
             return zeros + p["amp"]

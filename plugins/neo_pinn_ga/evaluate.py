@@ -166,7 +166,7 @@ class PopulationEvaluator:
         stim = []
         for tr in traces:
             tk = tr.t[0] + self.dt * np.arange(n_steps + 1)
-            stim.append(np.interp(tk, tr.t, tr.i_ext))
+            stim.append(tr.held_current(tk))
         self.stimulus = torch.as_tensor(np.array(stim), dtype=dtype, device=device)            # (Q, N+1)
         kw = dict(dtype=dtype, device=device)
         self.free_index = [model.param_index(n) for n in problem.free_names]

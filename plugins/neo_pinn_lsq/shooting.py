@@ -118,7 +118,7 @@ def make_layout(traces: Sequence[Trace], dt: float | None, max_dt: float, segmen
             valid.append(ok)
             vobs.append(np.where(ok, tr.v[np.minimum(idx, T - 1)], 0.0))
             th = tr.t[0] + (s0 * r + 0.5 * np.arange(2 * n_steps + 1)) * dt
-            ihalf.append(np.interp(th, tr.t, tr.i_ext))
+            ihalf.append(tr.held_current(th))
     return Layout(dt=dt, steps_per_sample=r, subsample=k, rows=rows, n_steps=n_steps, sweep=np.array(sweep),
                   first=np.array(first), has_next=np.array(has_next), sample0=np.array(sample0),
                   valid=np.array(valid), v_obs=np.array(vobs), i_half=np.array(ihalf))

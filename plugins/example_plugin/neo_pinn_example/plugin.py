@@ -105,7 +105,7 @@ class RandomSearch(Estimator):
         dt, k = choose_dt(tr.dt, self.config.dt, tr.dt)
         n_steps = (tr.t.size - 1) * k
         t_steps = float(tr.t[0]) + dt * np.arange(n_steps + 1)
-        i_steps = np.interp(t_steps, tr.t, tr.i_ext)
+        i_steps = tr.held_current(t_steps)
         sim = simulate(problem.model, theta, duration=n_steps * dt, dt=dt, i_ext=i_steps,
                        y0=sweep_initial_state(problem, tr), t0=float(tr.t[0]), record_every=k, device=ctx.device,
                        dtype=ctx.dtype, check_finite=False)
