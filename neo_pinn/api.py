@@ -6,14 +6,16 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from .config import is_number
+from .errors import ConfigurationError
 from .models.base import NeuronModel
 from .noise import NoiseModel, assumed_noise, parse_noise
 from .plugins import get_state, stimulus_finder
-from .problem import EstimationProblem
+from .problem import check_fit_arguments, check_fit_length
 from .result import EstimationResult
 from .simulation import choose_dt
 from .simulation import simulate as simulate_batch
-from .trace import Trace
+from .trace import Trace, check_window
 
 __all__ = ["get_model", "get_backend", "list_models", "list_backends", "simulate", "load_recording",
            "estimate", "synthetic_trace"]
@@ -44,8 +46,33 @@ def list_backends() -> dict[str, str]:
 
 
 def simulate(model: str | NeuronModel, theta: Any = None, **kwargs: Any):
-    """Batched simulation of a model given by name or instance; see :func:`neo_pinn.simulation.simulate`."""
-    return simulate_batch(get_model(model), theta, **kwargs)
+    """Batched simulation of a model given by name or instance; see :func:`neo_pinn.simulation.simulate`.
+
+    The parameters (a mapping of overrides on the preset's values — numbers in canonical units or quantities —, a
+    vector or a batch) must lie in the model's domains: a negative capacitance is refused here, as in a fit,
+    instead of diverging. ``i_ext`` may also be a stimulus spec string (``"step:amp=48pA,start=10ms,stop=90ms"``).
+
+    Raises
+    ------
+    ParameterDomainError
+        A parameter outside its domain or not finite (:meth:`NeuronModel.check_parameter_values`).
+    """
+    m = get_model(model)
+    if isinstance(kwargs.get("i_ext"), str):  # a spec, as for synthetic_trace (times from the simulation's t0)
+        from .io.stimulus_specs import parse_stimulus
+
+        kwargs["i_ext"] = parse_stimulus(kwargs["i_ext"])
+    if isinstance(theta, Mapping):
+        theta = m.canonical_values(theta, "simulated parameter")
+    m.check_parameter_values(_full_theta(m, theta, kwargs.get("preset")), "simulated parameter")
+    return simulate_batch(m, theta, **kwargs)
+
+
+def _full_theta(m: NeuronModel, theta: Any, preset: str | None):
+    """Full parameter vectors of a simulation's ``theta`` (None or a mapping: on the preset's values)."""
+    if theta is None or isinstance(theta, Mapping):
+        return m.theta(dict(theta or {}), preset=preset)
+    return theta
 
 
 def load_recording(source: Any, **kwargs: Any):
@@ -108,13 +135,20 @@ def synthetic_trace(
         Noise-free states (T, S) at the same times (ground truth of hidden states).
     """
     m = get_model(model)
+    for name, x in (("rate_hz", rate_hz), ("duration", duration)):
+        if not (is_number(x) and x > 0):
+            unit = "Hz" if name == "rate_hz" else "ms"
+            raise ConfigurationError(f"{name}={x!r}: give a positive, finite number ({unit}).")
     sample_dt = 1000.0 / float(rate_hz)
     dt, factor = choose_dt(sample_dt, dt, 0.025)
     if isinstance(stimulus, str):
         from .io.stimulus_specs import parse_stimulus
 
         stimulus = parse_stimulus(stimulus)
-    theta = m.theta(dict(values or {}), preset=preset)
+        stimulus.check_span(float(t0), float(t0) + float(duration), "the simulated sweep")
+    values = m.canonical_values(values, "--set/values:")
+    m.check_parameter_values(values, "--set/values:")
+    theta = m.theta(values, preset=preset)
     sim = simulate_batch(m, theta, duration=duration, dt=dt, i_ext=stimulus, y0=y0, preset=preset,
                     record_every=factor, t0=t0, device="cpu", dtype=__import__("torch").float64)
     t, y = sim.numpy()
@@ -129,6 +163,26 @@ def synthetic_trace(
         i = np.full_like(t, float(stimulus))
     src = "simulation"
     return Trace(t=t, v=v, i_ext=i, stimulus_source=src, sweep=0, source={"kind": "synthetic", "model": m.name}), states
+
+
+def _sweeps_to_fit(data: Any, sweeps: Any, window, stimulus: Any) -> tuple[list[Trace], tuple | None]:
+    """The sweeps ``estimate`` fits and the window to apply to them, measured from each sweep's start (ms)."""
+    from .io.convert import select_sweeps
+
+    if isinstance(data, Trace) or (isinstance(data, (list, tuple)) and data
+                                   and all(isinstance(x, Trace) for x in data)):
+        traces = [data] if isinstance(data, Trace) else list(data)
+        numbers = [tr.sweep for tr in traces]
+        chosen = select_sweeps(sweeps, numbers)  # checked even where sweep numbers repeat (then all are fitted)
+        traces = [tr for tr in traces if tr.sweep in chosen] if len(set(numbers)) == len(numbers) else traces
+        if window is None:
+            return traces, None
+        # traces given directly: the window is in their own (absolute) time
+        traces = [tr.window(*window) for tr in traces]
+        check_fit_length(traces, window)
+        return traces, (0.0, float("inf"))
+    rec = data if callable(getattr(data, "traces", None)) else load_recording(data, stimulus=stimulus)
+    return rec.traces(sweeps=sweeps), window
 
 
 def estimate(
@@ -157,6 +211,7 @@ def estimate(
     scale_to_cell: bool = True,
     staged: bool | str = "auto",
     validate_on: Any = None,
+    allow_unphysiological: bool = False,
 ) -> EstimationResult:
     """Fit a model to a recording in one call (what ``neo-pinn fit`` runs).
 
@@ -177,10 +232,12 @@ def estimate(
     preset, values, init, bounds
         See :meth:`EstimationProblem.build`; given values win over the cell-scaled ones.
     sweeps : "all", int or list of int
-        Sweeps of a recording to fit jointly.
+        Sweeps of a recording to fit jointly (whole numbers, each once); for traces given directly, their
+        ``sweep`` numbers.
     window : (float, float), optional
         Time window in ms, measured from each sweep's start for recordings (absolute for traces); None: the
-        step of a step protocol with 100 ms either side, else everything.
+        step of a step protocol with 100 ms either side, else everything. NaN/inf samples outside it are no
+        matter; inside it they are an error naming them.
     stimulus : "auto", spec string, array or None
         Injected-current source for recordings.
     noise : NoiseModel or str, optional
@@ -202,38 +259,46 @@ def estimate(
         Passive parameters first, on the subthreshold sweeps ("auto": for multi-sweep step protocols).
     validate_on : sequence of int, float or "alternate", optional
         Sweeps held out of the fit, on which the verdict reports the model's errors.
+    allow_unphysiological : bool
+        Fit a voltage outside −200 … +150 mV, or within ±1 mV of 0 throughout (most often volts or µV labelled
+        mV), as it is instead of refusing it (:func:`neo_pinn.units.check_physiological_voltage`).
 
     Returns
     -------
     EstimationResult
         With ``status`` (``"failed"`` when the fitted model does not behave like the cell), ``verdict``
         and ``cell``.
+
+    Raises
+    ------
+    ConfigurationError
+        A malformed window, sweeps, bounds, values or init (checked before any file is read); a
+        :class:`~neo_pinn.errors.ParameterDomainError` for a value outside its parameter's domain.
+    UnphysiologicalVoltageError
+        The fitted voltage is outside the physiological range (unless ``allow_unphysiological``).
+    NonFiniteDataError, EmptySignalError
+        NaN/inf in the fitted window, or a window too short to fit.
     """
     import torch
 
     from .cellfit import CellFitOptions, fit_cell, plan_cell_fit
+    from .estimator import check_seed
 
     m = get_model(model)
-    # the backend's and the preparation's options are checked before any file is read: a typo fails at once
+    # the backend's, the preparation's and the problem's arguments are checked before any file is read: a typo
+    # fails at once
     est = get_backend(backend)(**dict(backend_options or {}))
     options = CellFitOptions(qc=qc, keep_sweeps=tuple(keep_sweeps), exclude_sweeps=tuple(exclude_sweeps),
-                             scale_to_cell=scale_to_cell, staged=staged, validate_on=validate_on)
-    if isinstance(data, Trace):
-        traces: Sequence[Trace] = [data]
-    elif isinstance(data, (list, tuple)) and data and all(isinstance(x, Trace) for x in data):
-        traces = list(data)
-    else:
-        rec = data if callable(getattr(data, "traces", None)) else load_recording(data, stimulus=stimulus)
-        traces = rec.traces(sweeps=sweeps)
-    if window is not None and isinstance(data, (Trace, list, tuple)):
-        # traces given directly: the window is in their own (absolute) time
-        traces = [tr.window(*window) for tr in traces]
-        window = (0.0, float("inf"))
-    if free is None:
-        if not m.default_free:
-            EstimationProblem.build(m, traces, None)  # raises, naming the model's parameters
-        free = m.default_free
-    free = list(free)
+                             scale_to_cell=scale_to_cell, staged=staged, validate_on=validate_on,
+                             allow_unphysiological=allow_unphysiological)
+    window = check_window(window)
+    check_seed(seed)
+    if free is None and not m.default_free:
+        raise ConfigurationError(f"Name the parameters to estimate, e.g. free=['gCa', 'gK'] (CLI --free); "
+                                 f"{m.name} has {', '.join(m.param_names)}.")
+    free = list(m.default_free if free is None else free)
+    values, init, bounds = check_fit_arguments(m, free, values, init, bounds)
+    traces, window = _sweeps_to_fit(data, sweeps, window, stimulus)
     plan = plan_cell_fit(m, traces, free, options=options, window=window, preset=preset, values=values)
     return fit_cell(est, m, plan, free, preset=preset, values=values, init=init, bounds=bounds,
                     noise=assumed_noise(noise), truth=truth,

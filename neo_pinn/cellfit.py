@@ -23,14 +23,14 @@ import numpy as np
 from .cell import check_sweeps, measure_cell, protocol_steps, recording_spike_levels
 from .cell.scaling import cell_scaled_ranges
 from .errors import ConfigurationError, EmptySignalError, EstimationError
-from .estimator import Estimator
+from .estimator import Estimator, judge
 from .models.base import NeuronModel
 from .noise import NoiseModel
 from .plugins import get_state
-from .problem import EstimationProblem
+from .problem import EstimationProblem, check_fit_length
 from .result import EstimationResult
-from .trace import Trace
-from .verdict import assess
+from .trace import Trace, check_window, require_finite
+from .units import check_physiological_voltage
 
 __all__ = ["CellFitOptions", "CellPlan", "RecordingSurvey", "survey_recording", "plan_cell_fit", "fit_cell", "held_out_sweeps", "STEP_MARGIN_MS"]
 
@@ -61,6 +61,9 @@ class CellFitOptions:
         ``"alternate"`` (every other kept sweep).
     auto_window : bool
         Without a user window, fit the step of a multi-sweep step protocol and 100 ms either side of it.
+    allow_unphysiological : bool
+        Fit a voltage outside the physiological range (:func:`neo_pinn.units.check_physiological_voltage`) as it
+        is, instead of refusing it as a likely unit mistake.
     """
 
     qc: bool = True
@@ -70,6 +73,7 @@ class CellFitOptions:
     staged: bool | str = "auto"
     validate_on: Any = None
     auto_window: bool = True
+    allow_unphysiological: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep_sweeps", tuple(int(s) for s in self.keep_sweeps))
@@ -86,6 +90,9 @@ class CellFitOptions:
             raise ConfigurationError(f"validate_on must be sweep numbers, a fraction or 'alternate'; got {v!r}.")
         if isinstance(v, (list, tuple)):
             object.__setattr__(self, "validate_on", tuple(int(s) for s in v))
+        if not isinstance(self.allow_unphysiological, bool):
+            raise ConfigurationError(f"allow_unphysiological must be true or false; got "
+                                     f"{self.allow_unphysiological!r}.")
 
 
 @dataclass(frozen=True)
@@ -142,7 +149,8 @@ def _windowed(traces: Sequence[Trace], window: tuple[float, float] | None) -> tu
     (rounding of the window's edges must not make a sweep one sample shorter, which would split the batch)."""
     if window is None:
         return tuple(traces)
-    cut = [tr.window(tr.t[0] + window[0], tr.t[0] + window[1]) for tr in traces]
+    w0, w1 = window
+    cut = [tr.window(None if w0 is None else tr.t[0] + w0, None if w1 is None else tr.t[0] + w1) for tr in traces]
     for dt in {round(tr.dt, 9) for tr in cut}:
         same = [k for k, tr in enumerate(cut) if round(tr.dt, 9) == dt]
         n = min(cut[k].t.size for k in same)
@@ -231,12 +239,26 @@ def plan_cell_fit(model: NeuronModel, traces: Sequence[Trace], free: Sequence[st
     Returns
     -------
     CellPlan
+
+    Raises
+    ------
+    UnphysiologicalVoltageError
+        The fitted voltage is outside the physiological range (unless ``options.allow_unphysiological``).
+    NonFiniteDataError
+        NaN/inf inside the window (without a window: anywhere in a sweep; the message names the samples).
+    EmptySignalError
+        A sweep too short to fit in the window (:func:`neo_pinn.problem.check_fit_length`).
     """
     traces = tuple(traces)
+    window = check_window(window)
     notes: list[str] = []
-    survey = survey_recording(traces, model.spike_threshold, model.spike_rearm, qc=options.qc,
+    surveyed = _checked_sweeps(model, traces, window, options)
+    survey = survey_recording(surveyed, model.spike_threshold, model.spike_rearm, qc=options.qc,
                               keep=options.keep_sweeps, exclude=options.exclude_sweeps)
-    steps, levels, qc, kept, props = survey.steps, survey.levels, survey.qc, list(survey.kept), survey.properties
+    # the whole sweeps go on (fit_cell cuts them to the window); the survey may have seen only their window
+    whole = {id(cut): tr for cut, tr in zip(surveyed, traces)}
+    steps, levels, qc, props = survey.steps, survey.levels, survey.qc, survey.properties
+    kept = [whole[id(tr)] for tr in survey.kept]
     if not kept:
         raise EmptySignalError("Quality control left no sweep to fit: "
                                + "; ".join(f"sweep {s}: {', '.join(r)}" for s, r in qc.excluded.items())
@@ -271,6 +293,30 @@ def plan_cell_fit(model: NeuronModel, traces: Sequence[Trace], free: Sequence[st
     return CellPlan(fit_traces=fit_traces, holdout=holdout, window=window, qc=qc, properties=props,
                     steps=tuple(steps or ()), ranges=ranges, staged=staged, notes=tuple(notes),
                     spike_levels=levels if steps else None)
+
+
+def _checked_sweeps(model: NeuronModel, traces: tuple[Trace, ...], window,
+                    options: CellFitOptions) -> tuple[Trace, ...]:
+    """Check what will be fitted before any work, and return what the survey may read.
+
+    The voltage in the fit window (the whole sweep without one) must be physiological and long enough; NaN/inf
+    samples are allowed only outside a user window, and then the survey reads the window alone (quality control
+    and the cell's measurements cannot read a gap). Sweeps excluded by hand are not checked.
+    """
+    cut = _windowed(traces, window)
+    used = [tr for tr in cut if tr.sweep not in options.exclude_sweeps]
+    ends = ["…" if w is None else f"{w:g}" for w in window or ()]
+    span = f" in the window {ends[0]}–{ends[1]} ms" if ends else ""
+    if model.state_units[0] == "mV":
+        for tr in used:
+            check_physiological_voltage(tr.v, what=f"The voltage of sweep {tr.sweep}{span}",
+                                        allow=options.allow_unphysiological)
+    check_fit_length(used, window)
+    gaps = any(not (np.all(np.isfinite(tr.v)) and np.all(np.isfinite(tr.i_ext))) for tr in traces)
+    if not gaps:
+        return traces
+    require_finite(used)  # without a window: names the samples and asks for one
+    return cut
 
 
 def _passive_sweeps(traces: Sequence[Trace], props, steps) -> list[Trace]:
@@ -374,8 +420,7 @@ def fit_cell(estimator: Estimator, model: NeuronModel, plan: CellPlan, free: Seq
     combined = replace(second, parameters=params, cell=cell)
     # the verdict judges the whole model: every free parameter (passive ones at their stage's bounds)
     whole = build(fit_tr, free, values_m, hold_tr)
-    verdict = assess(whole, combined, holdout=whole.holdout)
-    return replace(combined, status=verdict.status, verdict=verdict.to_dict() | {"lines": verdict.lines()})
+    return judge(whole, combined, holdout=whole.holdout)
 
 
 def _stage_record(name: str, result: EstimationResult, traces: Sequence[Trace]) -> dict[str, Any]:

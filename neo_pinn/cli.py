@@ -1,31 +1,55 @@
 """The ``neo-pinn`` command line: info, simulate, fit, plugins, report, bench, demo.
 
-The flags are a stable contract (scripts and benchmarks call them). Every error a user can cause ends
-with a one-line ``error: ...`` message saying what to do, and exit status 2. ``fit`` exits with status 3
-(:data:`EXIT_FIT_FAILED`) when the fit ran but failed its verdict (the fitted model does not behave like the
-cell, or an estimate sits on a bound); its outputs (JSON, report, NWB) are still written and say so.
+The flags are a stable contract (scripts and benchmarks call them). Every subcommand takes ``-q/--quiet``;
+``fit --json -`` writes the result JSON to stdout and everything else to stderr. Building the parser imports
+no torch, scipy, Neo or plugin (``--help`` is instant). Every output is checked before any work, locked against
+a second process and written with the run's other outputs, all or none (:class:`neo_pinn.storage.RunOutputs`).
+
+Exit status (``EXIT_*``): 0 success; 1 internal error, a bug (one line; ``NEO_PINN_DEBUG=1`` adds the traceback);
+2 usage error (argparse); 3 ``fit`` ran but failed its verdict (its outputs are written and say so); 4 bad input
+or environment (any :class:`~neo_pinn.errors.NeoPinnError`, OS errors about files); 130 interrupted (SIGINT),
+143 terminated (SIGTERM): one line on stderr, no output of the run written, temporary files removed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import math
+import os
+import re
 import shlex
 import subprocess
 import sys
-import warnings
+import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ConfigurationError, NeoPinnError
+from .errors import ConfigurationError, NeoPinnError, OutputPathError
 
-__all__ = ["main", "build_parser", "EXIT_FIT_FAILED"]
+__all__ = ["main", "build_parser", "free_parameters", "sidecar_path", "read_sidecar", "EXIT_OK", "EXIT_INTERNAL",
+           "EXIT_USAGE", "EXIT_FIT_FAILED", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
-#: exit status of ``neo-pinn fit`` when the fit ran but its verdict says it failed
-EXIT_FIT_FAILED = 3
+# success, internal error (a bug), usage error, fit failed its verdict, bad input or environment, SIGINT, SIGTERM
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_FIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = \
+    0, 1, 2, 3, 4, 130, 143
+EXIT_STATUS_HELP = f"""exit status:
+  {EXIT_OK}    success
+  {EXIT_INTERNAL}    internal error: a bug (NEO_PINN_DEBUG=1 prints the traceback)
+  {EXIT_USAGE}    usage error: unknown flag, missing or malformed argument
+  {EXIT_FIT_FAILED}    fit: the fit ran but failed its verdict (its outputs are written and say so)
+  {EXIT_BAD_INPUT}    bad input or environment: wrong value or file, output refused, no CUDA, ...
+  {EXIT_INTERRUPTED}  interrupted (Ctrl-C): no output of the run is written, temporary files removed
+  {EXIT_TERMINATED}  terminated (SIGTERM): the same"""
+
+DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda(:\d+)?)")  # what --device accepts (checked before torch is imported)
+MAX_SEED = 2**32 - 1  # largest --seed (numpy's legacy seeding takes 32 bits)
+QUIET_HELP = "no progress bar and no informational lines (the result itself is still printed)"
 
 
-# ---------------------------------------------------------------------- small parsers
+# ---------------------------------------------------------------------- small parsers and checks
 def _kv_list(items: Sequence[str] | None, what: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items or []:
@@ -75,16 +99,6 @@ def _window(text: str | None) -> tuple[float, float] | None:
         raise ConfigurationError(f"--window {text!r}: write T0:T1 in ms, e.g. 100:600.") from None
 
 
-def _sweeps(text: str | None):
-    if text is None or text == "all":
-        return "all"
-    try:
-        vals = [int(x) for x in text.split(",")]
-    except ValueError:
-        raise ConfigurationError(f"--sweep {text!r}: write a sweep index, a list 0,2,5, or all.") from None
-    return vals[0] if len(vals) == 1 else vals
-
-
 def _sweep_list(text: str | None, flag: str) -> tuple[int, ...]:
     """``"3,5"`` → (3, 5)."""
     if not text:
@@ -95,6 +109,16 @@ def _sweep_list(text: str | None, flag: str) -> tuple[int, ...]:
         raise ConfigurationError(f"{flag} takes sweep numbers separated by commas, e.g. 3,5; got {text!r}.") from exc
 
 
+def _sweeps(text: str | None):
+    """``--sweep``: "all", one sweep number or a list of them."""
+    if text is None or text == "all":
+        return "all"
+    vals = _sweep_list(text, "--sweep")
+    if not vals:
+        raise ConfigurationError(f"--sweep {text!r} names no sweep; give 'all', a sweep number or a list, e.g. 3,5.")
+    return vals[0] if len(vals) == 1 else list(vals)
+
+
 def _validate_on(text: str | None):
     """``--validate-on``: sweep numbers, a fraction (0.5) or ``alternate``."""
     if not text:
@@ -102,10 +126,8 @@ def _validate_on(text: str | None):
     if text == "alternate":
         return text
     if "," not in text and "." in text:
-        try:
+        with contextlib.suppress(ValueError):
             return float(text)
-        except ValueError:
-            pass
     return _sweep_list(text, "--validate-on")
 
 
@@ -133,82 +155,125 @@ def _options(items: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
+def _positive(value: float, flag: str, unit: str, example: str) -> float:
+    """``value`` when it is a positive finite number, else a ConfigurationError naming ``flag``."""
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigurationError(f"{flag} {value:g}: give a positive, finite number of {unit}, e.g. {flag} {example}.")
+    return value
+
+
+def _check_seed(seed: int) -> int:
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigurationError(f"--seed {seed}: give a whole number from 0 to {MAX_SEED}.")
+    return seed
+
+
+def _check_device(text: str, available: bool = False) -> str:
+    """``--device`` if it is auto, cpu, cuda or cuda:N (with ``available``: a GPU this machine has), else an error."""
+    if not DEVICE_PATTERN.fullmatch(text):
+        raise ConfigurationError(f"--device {text!r}: give auto, cpu, cuda or cuda:N (N: a GPU index); neo_pinn "
+                                 "runs on CPUs and NVIDIA GPUs.")
+    if available and text.startswith("cuda"):
+        import torch
+        from .simulation import resolve_device
+
+        dev = resolve_device(text)  # ConfigurationError without CUDA
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ConfigurationError(f"--device {text}: this machine has {n} CUDA device(s), numbered from 0.")
+    return text
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+def _warn(text: str) -> None:  # shown even with --quiet
+    print(f"warning: {_one_line(text)}", file=sys.stderr)
+
+
+def _note(args, text: str) -> None:  # informational (``wrote …``): dropped with --quiet
+    if not args.quiet:
+        print(text)
+
+
 def sidecar_path(path: Path) -> Path:
     """The JSON sidecar beside a data file: ``cell.nwb`` → ``cell.nwb.json``."""
     return path.with_name(path.name + ".json")
 
 
+def read_sidecar(path: Path) -> dict:
+    """The JSON sidecar of a data file (``neo-pinn simulate`` writes it); {} when absent.
+
+    The user never named this file: a malformed one is ignored with a one-line warning on stderr, never an error.
+    """
+    from .storage import read_json_object
+
+    side = sidecar_path(Path(path))
+    if not side.exists():
+        return {}
+    try:
+        return read_json_object(side, "The sidecar")
+    except NeoPinnError as exc:
+        _warn(f"ignoring the sidecar beside {Path(path).name}: {exc}")
+        return {}
+
+
 def _truth_for(path: Path, model_name: str) -> dict[str, float]:
-    """Ground truth from a file made by ``neo-pinn simulate`` (NWB metadata or JSON sidecar)."""
+    """Ground truth from a file made by ``neo-pinn simulate`` (NWB metadata or JSON sidecar); {} when none."""
     meta = None
     if path.suffix.lower() == ".nwb":
-        try:
-            from .io.synthetic_nwb import read_icephys_metadata
+        from .io.synthetic_nwb import read_icephys_metadata
 
+        with contextlib.suppress(NeoPinnError, OSError, KeyError, ValueError):
             meta = read_icephys_metadata(path)
-        except (NeoPinnError, OSError, KeyError, ValueError):
-            meta = None
-    side = sidecar_path(path)
-    if not meta and side.exists():
-        try:
-            meta = json.loads(side.read_text())
-        except (OSError, json.JSONDecodeError):
-            meta = None
-    if meta and meta.get("model") == model_name and isinstance(meta.get("parameters"), dict):
-        return {k: float(v) for k, v in meta["parameters"].items()}
-    return {}
+    meta = meta if isinstance(meta, dict) and meta else read_sidecar(path)
+    params = meta.get("parameters")
+    if meta.get("model") != model_name or not isinstance(params, dict):
+        return {}
+    try:
+        truth = {str(k): float(v) for k, v in params.items()}
+    except (TypeError, ValueError):
+        truth = {}
+    if not truth or not all(map(math.isfinite, truth.values())):
+        _warn(f"ignoring the ground truth beside {path.name}: its parameters are not all finite numbers.")
+        return {}
+    return truth
 
 
-# ---------------------------------------------------------------------- commands
+# ---------------------------------------------------------------------- info
 def cmd_info(args) -> int:
-    from .api import load_recording
+    import warnings
 
+    from .api import load_recording
+    from .cell.info_text import info_lines, recount_spikes
+    from .io.convert import ROLE_VOLTAGE, signal_times_ms, signal_to_canonical
+    from .storage import check_input_file
+
+    path = check_input_file(args.file, "Recording file")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rec = load_recording(args.file, mode="any", voltage_channel=args.voltage_channel,
-                             stimulus=args.stimulus or "auto")
+        rec = load_recording(path, mode="any", voltage_channel=args.voltage_channel, stimulus=args.stimulus or "auto")
     d = rec.describe()
-    d["load_warnings"] = sorted({str(w.message) for w in caught if "neo_pinn" in (w.filename or "") or True})[:20]
+    d["load_warnings"] = sorted({str(w.message) for w in caught})[:20]
+    # an inf sample (a recorder's overflow) is no spike: sweeps holding one are counted on their finite samples
+    voltages = rec.block.filter(neo_pinn_role=ROLE_VOLTAGE, objects="AnalogSignal")
+    recount_spikes(d, [(int(v.annotations["neo_pinn_sweep"]), signal_to_canonical(v, "voltage"), signal_times_ms(v))
+                       for v in voltages])
     qc, props = _cell_summary(rec) if d["recording_mode"] == "current_clamp" else (None, None)
     d["qc"] = None if qc is None else qc.to_dict()
     d["cell"] = None if props is None else props.to_dict()
     if args.json:
         print(json.dumps(d, indent=1, default=str))
         return 0
-    print(f"{d['file'] or 'recording'}: {d['format']}, {d['recording_mode'].replace('_', ' ')}, "
-          f"{d['n_sweeps']} sweep(s)")
-    for ch in d.get("channels", []):
-        print(f"  channel {ch.get('name')!s:>12}  {ch.get('units')!s:>4}  {ch.get('dimension', '')}")
-    chan = d.get("voltage_channel") or d.get("recorded_channel")
-    print(f"  voltage channel: {chan}" if d["recording_mode"] == "current_clamp" else f"  recorded current: {chan}")
-    if d.get("stimulus_summary"):
-        print(f"  stimulus: {d['stimulus_summary']}")
-    if d.get("total_spikes") is not None:
-        print(f"  spikes (0 mV): {d['total_spikes']}")
-    print(f"  {'sweep':>5} {'rate Hz':>9} {'dur ms':>9} {'spikes':>6}  stimulus")
-    for s in d["sweeps"]:
-        spikes = "" if s.get("spike_count") is None else s["spike_count"]
-        src = s.get("stimulus_source") or "none"
-        text = s.get("stimulus_text") or ""
-        print(f"  {s['sweep']:>5} {s['sampling_rate_hz']:>9.1f} {s['duration_ms']:>9.1f} {spikes!s:>6}  {src}: {text}")
-    for w in d.get("warnings", []):
-        print(f"  warning: {w}")
-    if qc is not None:
-        print("sweep quality control:")
-        print(_indent(qc.table()))
-    if props is not None:
-        print("cell (from the kept sweeps):")
-        print(_indent(props.table()))
+    tables = [(title, t.table()) for title, t in (("sweep quality control:", qc),
+                                                  ("cell (from the kept sweeps):", props)) if t is not None]
+    print("\n".join(info_lines(d, tables)))
     return 0
 
 
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())
-
-
 def _cell_summary(rec):
-    """Sweep quality control and the cell's properties of a current-clamp recording (None where not measurable),
-    with the spike levels a fit would use (from 0 / −10 mV)."""
+    """Sweep QC and the properties of a current-clamp recording at a fit's spike levels (None: not measurable)."""
     from .cellfit import survey_recording
 
     try:
@@ -219,70 +284,87 @@ def _cell_summary(rec):
     return survey.qc, survey.properties
 
 
-def cmd_simulate(args) -> int:
-    import numpy as np
+# ---------------------------------------------------------------------- simulate
+def _check_simulation(args, model, n_sweeps: int) -> int:
+    """The samples per sweep; an error for a simulation that cannot run or fit in memory, before any allocation."""
+    from .simulation import check_simulation_size, check_simulation_work, choose_dt
 
+    sample_dt = 1000.0 / args.rate
+    n_samples = math.floor(args.duration / sample_dt + 1e-9) + 1
+    if n_samples < 2:
+        raise ConfigurationError(f"--duration {args.duration:g} ms at --rate {args.rate:g} Hz gives fewer than 2 "
+                                 "samples; raise --duration or --rate.")
+    steps = (n_samples - 1) * choose_dt(sample_dt, None, 0.025)[1]
+    # the stimulus on the half-step grid (~8 numbers per step), every sweep's states and signals twice (copies)
+    n_values = 8.0 * steps + 2.0 * n_sweeps * n_samples * (len(model.state_names) + 3)
+    check_simulation_size(n_values, what=f"a {args.duration:g} ms simulation at {args.rate:g} Hz "
+                          f"({n_sweeps} sweep(s))", itemsize=8, hint="shorten --duration or lower --rate")
+    check_simulation_work(args.rate, steps * n_sweeps, what=f"a {args.duration:g} ms simulation at {args.rate:g} Hz "
+                          f"({n_sweeps} sweep(s))", hint="shorten --duration or lower --rate")
+    return n_samples
+
+
+def cmd_simulate(args) -> int:
+    _positive(args.duration, "--duration", "ms", "1000")  # before anything is imported: instant
+    _positive(args.rate, "--rate", "Hz", "20000")
+    _check_seed(args.seed)
+    from dataclasses import replace
+
+    import numpy as np
     from .api import get_model, synthetic_trace
-    from .storage import atomic_path, atomic_write_text
     from .noise import parse_noise
+    from .storage import RunOutputs
 
     model = get_model(args.model)
     values = _float_values(_kv_list(args.set, "--set"), "--set")
     preset = args.preset or model.default_preset
     noise = parse_noise(args.noise, "dimensionless" if model.state_units[0] != "mV" else "voltage")
     stimuli = args.stimulus or [None]
-    traces = []
+    n_samples = _check_simulation(args, model, len(stimuli))
     out = Path(args.out)
-    for k, spec in enumerate(stimuli):
-        tr, states = synthetic_trace(model, preset=preset, values=values, stimulus=spec, duration=args.duration,
-                                     rate_hz=args.rate, noise=noise, seed=args.seed + k)
-        from dataclasses import replace
-
-        traces.append((replace(tr, sweep=k, stimulus_source="protocol"), states))
-    all_values = model.param_values(preset, **values)
-    meta = {
-        "generator": "neo-pinn simulate",
-        "model": model.name,
-        "preset": preset,
-        "parameters": all_values,
-        "parameter_units": {p.name: p.unit for p in model.parameters},
-        "stimulus": [s if s is not None else f"const:amp={model.preset(preset).i_ext:g}pA" for s in stimuli],
-        "noise": None if noise is None else noise.to_dict(),
-        "seed": args.seed,
-        "duration_ms": args.duration,
-        "rate_hz": args.rate,
-        "initial_state": dict(zip(model.state_names, map(float, model.initial_state(preset)))),
-        "command": "neo-pinn " + " ".join(shlex.quote(a) for a in args.argv),
-    }
     suffix = out.suffix.lower()
-    if suffix == ".nwb":
-        from .io.synthetic_nwb import write_icephys_nwb
-
-        write_icephys_nwb(out, [t for t, _ in traces], metadata=meta, overwrite=args.overwrite)
-    elif suffix == ".abf":
-        import pyabf.abfWriter
-
-        n = traces[0][0].t.size
-        if n < 1536:
-            raise ConfigurationError("An ABF1 file needs at least 1536 samples (Neo cannot read smaller ones); "
-                                     "raise --duration or --rate.")
-        if out.exists() and not args.overwrite:
-            raise ConfigurationError(f"{out} exists; choose a new path or pass --overwrite.")
-        data = np.stack([t.v for t, _ in traces])
-        with atomic_path(out) as tmp:
-            pyabf.abfWriter.writeABF1(data, str(tmp), sampleRateHz=float(args.rate), units="mV")
-        meta["note"] = ("ABF1 written with pyabf holds one voltage channel and no protocol: pass the stimulus "
-                        "to `neo-pinn fit` with --stimulus (see 'stimulus' above).")
-    else:
+    if suffix not in (".nwb", ".abf"):
         raise ConfigurationError(f"--out must end in .nwb or .abf, got {out.name!r}.")
-    atomic_write_text(sidecar_path(out), json.dumps(meta, indent=1))
-    if args.states:
-        hidden = {f"{name}": traces[0][1][:, j].tolist() for j, name in enumerate(model.state_names)}
-        atomic_write_text(Path(args.states), json.dumps({"t_ms": traces[0][0].t.tolist(), **hidden}))
-    print(f"wrote {out} ({len(traces)} sweep(s), {traces[0][0].t.size} samples each) and {sidecar_path(out).name}")
+    if suffix == ".abf" and n_samples < 1536:
+        raise ConfigurationError("An ABF1 file needs at least 1536 samples (Neo cannot read smaller ones); "
+                                 "raise --duration or --rate.")
+    inputs = [s for s in stimuli if s and Path(s).is_file()]  # a CSV stimulus is read, never written
+    outputs = {"--out": out, "--out's sidecar": sidecar_path(out), "--states": args.states}
+    with RunOutputs(outputs, inputs, overwrite=args.overwrite) as run:
+        traces = []
+        for k, spec in enumerate(stimuli):
+            tr, states = synthetic_trace(model, preset=preset, values=values, stimulus=spec, duration=args.duration,
+                                         rate_hz=args.rate, noise=noise, seed=args.seed + k)
+            traces.append((replace(tr, sweep=k, stimulus_source="protocol"), states))
+        meta = {"generator": "neo-pinn simulate", "model": model.name, "preset": preset,
+                "parameters": model.param_values(preset, **values),
+                "parameter_units": {p.name: p.unit for p in model.parameters},
+                "stimulus": [s or f"const:amp={model.preset(preset).i_ext:g}pA" for s in stimuli],
+                "noise": None if noise is None else noise.to_dict(), "seed": args.seed,
+                "duration_ms": args.duration, "rate_hz": args.rate,
+                "initial_state": dict(zip(model.state_names, map(float, model.initial_state(preset)))),
+                "command": "neo-pinn " + " ".join(shlex.quote(a) for a in args.argv)}
+        if suffix == ".nwb":
+            from .io.synthetic_nwb import write_icephys_nwb
+
+            write_icephys_nwb(run.temp("--out"), [t for t, _ in traces], metadata=meta)
+        else:
+            import pyabf.abfWriter
+
+            data = np.stack([t.v for t, _ in traces])
+            pyabf.abfWriter.writeABF1(data, str(run.temp("--out")), sampleRateHz=float(args.rate), units="mV")
+            meta["note"] = ("ABF1 written with pyabf holds one voltage channel and no protocol: pass the stimulus "
+                            "to `neo-pinn fit` with --stimulus (see 'stimulus' above).")
+        run.temp("--out's sidecar").write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        if args.states:
+            hidden = {f"{name}": traces[0][1][:, j].tolist() for j, name in enumerate(model.state_names)}
+            run.temp("--states").write_text(json.dumps({"t_ms": traces[0][0].t.tolist(), **hidden}), encoding="utf-8")
+    _note(args, f"wrote {out} ({len(traces)} sweep(s), {traces[0][0].t.size} samples each) and "
+                f"{sidecar_path(out).name}")
     return 0
 
 
+# ---------------------------------------------------------------------- fit
 def free_parameters(spec: str | None, model, quiet: bool = False) -> list[str]:
     """The parameters a ``fit`` estimates: ``--free`` as given, else the model's ``default_free`` set.
 
@@ -310,15 +392,9 @@ def free_parameters(spec: str | None, model, quiet: bool = False) -> list[str]:
     return free
 
 
-def cmd_fit(args) -> int:
-    from .storage import check_outputs
-
-    # every output is checked before anything is read or fitted: nothing is lost, no fit is wasted
-    check_outputs({"--json": args.json, "--report": args.report, "--out": args.out}, [args.file],
-                  overwrite=args.overwrite)
-
+def _run_fit(args):
+    """Read the recording and fit it as the flags say; (recording, result)."""
     import torch
-
     from .api import estimate, get_backend, get_model, load_recording
 
     model = get_model(args.model)
@@ -335,8 +411,9 @@ def cmd_fit(args) -> int:
     if args.init == "random" and "random_starts" in backend_cls.default_config:
         options.setdefault("random_starts", "bounds")
     backend_cls(**options)  # bad options fail before the recording is read
-    rec = load_recording(args.file, stimulus=args.stimulus if args.stimulus else "auto",
-                         voltage_channel=args.voltage_channel)
+    _check_device(args.device, available=True)
+    rec = load_recording(args.file, stimulus=args.stimulus or "auto", voltage_channel=args.voltage_channel)
+    extra = {"allow_unphysiological": True} if args.allow_unphysiological else {}  # only when given
     result = estimate(rec, model, args.backend, free, preset=args.preset, values=values, init=init,
                       bounds=_bounds(args.bounds), sweeps=_sweeps(args.sweep), window=_window(args.window),
                       noise=args.noise, truth=_truth_for(Path(args.file), model.name), seed=args.seed,
@@ -345,30 +422,55 @@ def cmd_fit(args) -> int:
                       keep_sweeps=_sweep_list(args.keep_sweeps, "--keep-sweeps"),
                       exclude_sweeps=_sweep_list(args.exclude_sweeps, "--exclude-sweeps"),
                       scale_to_cell=not args.textbook_ranges, staged="auto" if args.staged else False,
-                      validate_on=_validate_on(args.validate_on))
-    print(result.summary())
-    if args.json:
-        result.to_json(args.json)
-        print(f"wrote {args.json}")
-    if args.report:
-        from .report import write_report
+                      validate_on=_validate_on(args.validate_on), **extra)
+    return rec, result
 
-        write_report(result, args.report)
-        print(f"wrote {args.report}")
-    if args.out:
-        from .io.attach import attach
-        from .io.neo_writers import write_block
 
-        attach(result, rec.block)  # rec.block is neo_pinn's annotated copy, never the user's objects
-        write_block(rec.block, args.out, overwrite=args.overwrite)
-        print(f"wrote {args.out}")
+def cmd_fit(args) -> int:
+    from .storage import RunOutputs, check_input_file
+
+    to_stdout = args.json == "-"
+    path = check_input_file(args.file, "Recording file")
+    _check_device(args.device)
+    _check_seed(args.seed)
+    outputs = {"--json": None if to_stdout else args.json, "--report": args.report, "--out": args.out}
+    inputs = [path, sidecar_path(path)]  # the sidecar beside the recording is read too (ground truth)
+    real_stdout = sys.stdout  # with --json -, stdout carries the JSON only: everything else goes to stderr
+    with RunOutputs(outputs, inputs, overwrite=args.overwrite) as run, \
+            (contextlib.redirect_stdout(sys.stderr) if to_stdout else contextlib.nullcontext()):
+        if args.out:  # an unknown --out format fails now, not after the fit
+            from .io.neo_files_reader import neo_file_format
+
+            neo_file_format(Path(args.out), None)
+        rec, result = _run_fit(args)
+        if not (args.quiet and to_stdout):  # the summary is the result, unless the JSON on stdout is
+            print(result.summary())
+        if args.json and not to_stdout:
+            result.to_json(run.temp("--json"))
+        if args.report:
+            from .report import write_report
+
+            write_report(result, run.temp("--report"))
+        if args.out:
+            from .io.attach import attach
+            from .io.neo_writers import write_block
+
+            attach(result, rec.block)  # rec.block is neo_pinn's annotated copy, never the user's objects
+            write_block(rec.block, run.temp("--out"))
+    if to_stdout:
+        print(result.to_json(), file=real_stdout, flush=True)
+    for written in filter(None, () if args.quiet else outputs.values()):
+        print(f"wrote {written}", file=sys.stderr if to_stdout else sys.stdout)
     if result.failed:
+        if args.quiet and to_stdout:  # the summary was not printed: the failed checks are the reason
+            print("\n".join(f"  {line}" for line in result.verdict.get("lines", [])), file=sys.stderr)
         print(f"error: the fit failed its verdict (exit status {EXIT_FIT_FAILED}); see the checks above.",
               file=sys.stderr)
         return EXIT_FIT_FAILED
     return 0
 
 
+# ---------------------------------------------------------------------- plugins, report, bench, demo
 def cmd_plugins(args) -> int:
     from .plugins import get_state
 
@@ -379,27 +481,29 @@ def cmd_plugins(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print("models:")
-    for n, o in rows["models"].items():
-        m = state.models.get(n)
-        print(f"  {n:<22} from {o:<14} presets: {', '.join(m.presets)}")
-    print("backends:")
-    for n, o in rows["backends"].items():
-        print(f"  {n:<22} from {o:<14} {state.backends.get(n).description}")
-    for n, why in rows["failed"].items():
-        print(f"  failed plugin {n}: {why}")
+    lines = ["models:"] + [f"  {n:<22} from {o:<14} presets: {', '.join(state.models.get(n).presets)}"
+                           for n, o in rows["models"].items()]
+    lines += ["backends:"] + [f"  {n:<22} from {o:<14} {state.backends.get(n).description}"
+                              for n, o in rows["backends"].items()]
+    print("\n".join(lines + [f"  failed plugin {n}: {why}" for n, why in rows["failed"].items()]))
     return 0
 
 
 def cmd_report(args) -> int:
     from .report import write_report
+    from .storage import RunOutputs
+
+    from .report import input_files
     from .result import EstimationResult
     from .storage import check_outputs
 
-    check_outputs({"--out": args.out}, [args.result], overwrite=args.overwrite)
-    result = EstimationResult.from_json(Path(args.result))
-    write_report(result, args.out)
-    print(f"wrote {args.out}")
+    path = Path(args.result)
+    with RunOutputs({"--out": args.out}, [path], overwrite=args.overwrite) as run:
+        result = EstimationResult.from_json(path)  # a typed error for garbage, truncated or other JSON
+        # nor may the report replace the recording the fit read (its existence was checked above)
+        check_outputs({"--out": args.out}, [Path(f) for f, _ in input_files(result)], overwrite=True)
+        write_report(result, run.temp("--out"))
+    _note(args, f"wrote {args.out}")
     return 0
 
 
@@ -418,134 +522,178 @@ def cmd_bench(args) -> int:
 
 def cmd_demo(args) -> int:
     """Load the bundled sample recording, recover its stimulus, fit it with lsq, write result + report."""
-    sample = Path(args.sample) if args.sample else _repo_root() / "sample_data" / "ml_snlc.nwb"
-    if not sample.exists():
-        raise ConfigurationError(f"Sample recording {sample} not found; pass --sample FILE.")
-    out = Path(args.out)
+    from .storage import check_input_file, check_outputs
+
+    sample = check_input_file(Path(args.sample) if args.sample else _repo_root() / "sample_data" / "ml_snlc.nwb",
+                              "Sample recording")
+    out, files = Path(args.out), ("result.json", "report.html", "fitted.nwb")
+    if out.exists() and not out.is_dir():  # the folder and the files in it are checked before anything runs
+        raise OutputPathError(f"--out {out} is a file; the demo writes a folder ({', '.join(files)}): give a new or "
+                              "existing folder name.")
+    for target in [out / f for f in files] if out.is_dir() else [out]:
+        check_outputs({"--out": target}, [sample], overwrite=args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    side = json.loads(sidecar_path(sample).read_text()) if sidecar_path(sample).exists() else {}
-    print(f"neo-pinn demo: {sample.name} ({side.get('model', 'morris_lecar')}, made by: {side.get('command', '?')})")
-    rc = main(["info", str(sample)])
-    if rc:
-        return rc
-    fit_args = ["fit", str(sample), "--model", side.get("model", "morris_lecar"), "--preset", side.get("preset", "snlc"),
+    side = read_sidecar(sample)
+    model = side.get("model", "morris_lecar")
+    fit_args = ["fit", str(sample), "--model", model, "--preset", side.get("preset", "snlc"),
                 "--backend", args.backend, "--free", args.free, "--init", args.init, "--window", args.window,
                 "--seed", "0", "--json", str(out / "result.json"), "--report", str(out / "report.html"),
-                "--out", str(out / "fitted.nwb"), "--overwrite"]
-    print("$ neo-pinn " + " ".join(shlex.quote(a) for a in fit_args))
+                "--out", str(out / "fitted.nwb")] + ["--overwrite"] * args.overwrite + ["--quiet"] * args.quiet
+    if not args.quiet:
+        print(f"neo-pinn demo: {sample.name} ({model}, made by: {side.get('command', '?')})")
+        rc = main(["info", str(sample)])
+        if rc:
+            return rc
+        print("$ neo-pinn " + " ".join(shlex.quote(a) for a in fit_args))
     return main(fit_args)
 
 
 # ---------------------------------------------------------------------- parser
+_FILE = dict(help="the recording (ABF, NWB or any file Neo reads)")
+_MODEL = dict(required=True, help="registered model name, e.g. morris_lecar (see `neo-pinn plugins`)")
+_VCHAN = dict(default=None, help="force the voltage channel (name or index)")
+_SEED = dict(type=int, default=0, help="random seed, 0 to 2**32-1 (simulate: sweep k uses seed + k)")
+#: every subcommand's options: (name, help, function, [(flags, add_argument keywords), ...])
+_COMMANDS = [
+    ("info", "describe a recording: sweeps, channels, units, spikes, stimulus", cmd_info, [
+        ("file", _FILE), ("--json", dict(action="store_true", help="print the description as JSON on stdout")),
+        ("--voltage-channel", _VCHAN),
+        ("--stimulus", dict(default=None, help="stimulus spec or CSV file to use instead of the recording's"))]),
+    ("simulate", "write a synthetic recording (NWB or ABF) with known ground truth", cmd_simulate, [
+        ("--model", _MODEL),
+        ("--preset", dict(default=None, help="the model's preset for every parameter not set (default: its own)")),
+        ("--set", dict(action="append", metavar="K=V", help="parameter values (canonical units)")),
+        ("--stimulus", dict(action="append", metavar="SPEC", help="e.g. step:amp=48pA,start=100ms,stop=900ms, or a "
+                            "CSV file t_ms,i_pA; repeat for several sweeps (default: the preset's constant current)")),
+        ("--duration", dict(type=float, required=True, help="length of each sweep, ms (positive, finite)")),
+        ("--rate", dict(type=float, default=20000.0, help="sampling rate, Hz (default 20000)")),
+        ("--noise", dict(default=None, help="observation noise: white:sigma=1mV or ar1:sigma=1mV,rho=0.8")),
+        ("--seed", _SEED),
+        ("--states", dict(default=None, metavar="OUT.json", help="also write sweep 0's noise-free states here")),
+        ("--out", dict(required=True, help="FILE.nwb or FILE.abf (a FILE.json sidecar is written beside it)")),
+        ("--overwrite", dict(action="store_true", help="replace existing --out, sidecar and --states files"))]),
+    ("fit", "estimate parameters and hidden states of a recording", cmd_fit, [
+        ("file", _FILE), ("--model", _MODEL),
+        ("--preset", dict(default=None, help="preset for the fixed parameters")),
+        ("--backend", dict(required=True, help="estimation backend: lsq, ga, pinn, ... (see `neo-pinn plugins`)")),
+        ("--free", dict(default=None, help="comma-separated parameters to estimate (default: the model's "
+                        "default_free set)")),
+        ("--set", dict(action="append", metavar="K=V", help="fixed parameter values (canonical units)")),
+        ("--init", dict(default=None, help="p=v,... initial guesses, or 'random'")),
+        ("--bounds", dict(action="append", metavar="P=LO:HI", help="search bounds of a free parameter")),
+        ("--sweep", dict(default="all", help="N, N,M,... or all (default)")),
+        ("--window", dict(default=None, help="T0:T1 in ms from each sweep's start")),
+        ("--stimulus", dict(default="auto", help="auto (default: from the file), a spec (step:amp=..,start=..,"
+                            "stop=..) or a CSV path")),
+        ("--voltage-channel", _VCHAN),
+        ("--noise", dict(choices=["white", "ar1"], default=None, help="assumed observation-noise model")),
+        ("--option", dict(action="append", metavar="K=V", help="backend option (JSON value), repeatable")),
+        ("--refine", dict(choices=["none", "lsq", "cmaes", "cmaes+lsq"], default=None,
+                          help="local refinement of a global backend's best solutions (ga): lsq (gradient trajectory "
+                               "fit), cmaes (CMA-ES on the same objectives) or cmaes+lsq (one, then the other)")),
+        ("--device", dict(default="auto", help="auto (default: CUDA when present), cpu, cuda or cuda:N")),
+        ("--float32", dict(action="store_true", help="single precision (faster on GPU)")),
+        ("--seed", _SEED),
+        ("--json", dict(default=None, metavar="OUT.json|-", help="write the result JSON (-: to stdout; then "
+                        "everything else goes to stderr)")),
+        ("--report", dict(default=None, metavar="OUT.html", help="write the HTML report")),
+        ("--out", dict(default=None, metavar="OUT.nwb|OUT.nix", help="the recording with the fit attached")),
+        ("--overwrite", dict(action="store_true", help="replace existing --json, --report and --out files")),
+        ("--validate-on", dict(default=None, metavar="SWEEPS", help="hold these sweeps out of the fit and report the "
+                               "model's errors on them: N,M,..., a fraction (0.5) or 'alternate' (every other kept "
+                               "sweep)")),
+        ("--no-qc", dict(action="store_true", help="fit every requested sweep, even those quality control rejects")),
+        ("--keep-sweeps", dict(default=None, metavar="N,M", help="keep these sweeps whatever quality control says")),
+        ("--exclude-sweeps", dict(default=None, metavar="N,M", help="leave these sweeps out")),
+        ("--textbook-ranges", dict(action="store_true", help="search the model's textbook ranges instead of ranges "
+                                   "scaled to the measured cell")),
+        ("--no-stages", dict(dest="staged", action="store_false", help="fit passive and active parameters together "
+                             "(default: passive first on step protocols)")),
+        ("--allow-unphysiological", dict(action="store_true", help="fit a recording whose voltage is outside a "
+                                         "physiological range (check its units first)"))]),
+    ("plugins", "list registered models and backends and their plugins", cmd_plugins, [
+        ("--json", dict(action="store_true", help="print the list as JSON on stdout"))]),
+    ("report", "write the HTML report of a result JSON", cmd_report, [
+        ("result", dict(help="a result JSON written by fit --json")),
+        ("--out", dict(required=True, help="the HTML report to write (a new file)")),
+        ("--overwrite", dict(action="store_true", help="replace an existing --out"))]),
+    ("bench", "run a benchmark script of benchmarks/ (source checkout)", cmd_bench, [
+        ("name", dict(help="e.g. simulate, lsq")),
+        ("rest", dict(nargs=argparse.REMAINDER, help="arguments passed to the benchmark script"))]),
+    ("demo", "fit the bundled sample recording and write result, report and NWB", cmd_demo, [
+        ("--out", dict(default="neo_pinn_demo", metavar="DIR", help="folder for result.json, report.html and "
+                       "fitted.nwb (created when missing)")),
+        ("--overwrite", dict(action="store_true", help="replace the demo's files in an existing --out folder")),
+        ("--sample", dict(default=None, help="the recording to fit (default: sample_data/ml_snlc.nwb)")),
+        ("--backend", dict(default="lsq", help="estimation backend (default lsq)")),
+        ("--free", dict(default="gCa,gK,phi", help="parameters to estimate (default gCa,gK,phi)")),
+        ("--init", dict(default="gCa=2,gK=16,phi=0.0333", help="initial guesses p=v,...")),
+        ("--window", dict(default="0:600", help="T0:T1 in ms (default 0:600)"))]),
+]
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``neo-pinn`` argument parser (imports nothing heavy: ``--help`` is instant)."""
+    from . import __version__
+
+    raw = argparse.RawDescriptionHelpFormatter
     p = argparse.ArgumentParser(prog="neo-pinn", description="Estimate neuron-model parameters, hidden states and "
-                                "noise from Neo recordings.")
-    p.add_argument("--version", action="version", version=f"neo-pinn {__import__('neo_pinn').__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
-
-    s = sub.add_parser("info", help="describe a recording: sweeps, channels, units, spikes, stimulus")
-    s.add_argument("file")
-    s.add_argument("--json", action="store_true", help="print JSON")
-    s.add_argument("--voltage-channel", default=None, help="force the voltage channel (name or index)")
-    s.add_argument("--stimulus", default=None, help="stimulus spec to use instead of the recording's")
-    s.set_defaults(func=cmd_info)
-
-    s = sub.add_parser("simulate", help="write a synthetic recording (NWB or ABF) with known ground truth")
-    s.add_argument("--model", required=True)
-    s.add_argument("--preset", default=None)
-    s.add_argument("--set", action="append", metavar="K=V", help="parameter values (canonical units)")
-    s.add_argument("--stimulus", action="append", metavar="SPEC",
-                   help="e.g. step:amp=48pA,start=100ms,stop=900ms; repeat for several sweeps")
-    s.add_argument("--duration", type=float, required=True, help="ms")
-    s.add_argument("--rate", type=float, default=20000.0, help="sampling rate, Hz")
-    s.add_argument("--noise", default=None, help="white:sigma=1mV or ar1:sigma=1mV,rho=0.8")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--states", default=None, help="also write the noise-free states of sweep 0 to this JSON")
-    s.add_argument("--out", required=True, help="FILE.nwb or FILE.abf (a FILE.json sidecar is written too)")
-    s.add_argument("--overwrite", action="store_true")
-    s.set_defaults(func=cmd_simulate)
-
-    s = sub.add_parser("fit", help="estimate parameters and hidden states of a recording",
-                       epilog="exit status: 0 fit passed its verdict (or with warnings), 2 error, "
-                              f"{EXIT_FIT_FAILED} the fit ran but failed its verdict")
-    s.add_argument("file")
-    s.add_argument("--model", required=True)
-    s.add_argument("--preset", default=None, help="preset for the fixed parameters")
-    s.add_argument("--backend", required=True)
-    s.add_argument("--free", default=None,
-                   help="comma-separated parameters to estimate (default: the model's default_free set)")
-    s.add_argument("--set", action="append", metavar="K=V", help="fixed parameter values")
-    s.add_argument("--init", default=None, help="p=v,... initial guesses, or 'random'")
-    s.add_argument("--bounds", action="append", metavar="P=LO:HI")
-    s.add_argument("--sweep", default="all", help="N, N,M,... or all")
-    s.add_argument("--window", default=None, help="T0:T1 in ms from each sweep's start")
-    s.add_argument("--stimulus", default="auto", help="auto or a spec (step:amp=..,start=..,stop=..), CSV path")
-    s.add_argument("--voltage-channel", default=None)
-    s.add_argument("--noise", choices=["white", "ar1"], default=None, help="assumed observation-noise model")
-    s.add_argument("--option", action="append", metavar="K=V", help="backend option (JSON value)")
-    s.add_argument("--refine", choices=["none", "lsq", "cmaes", "cmaes+lsq"], default=None,
-                   help="local refinement of a global backend's best solutions (ga): lsq (gradient trajectory "
-                        "fit), cmaes (CMA-ES on the same objectives) or cmaes+lsq (one, then the other)")
-    s.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    s.add_argument("--float32", action="store_true", help="single precision (faster on GPU)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--json", default=None, metavar="OUT.json")
-    s.add_argument("--report", default=None, metavar="OUT.html")
-    s.add_argument("--out", default=None, metavar="OUT.nwb|OUT.nix", help="the recording with the fit attached")
-    s.add_argument("--overwrite", action="store_true", help="replace existing --json, --report and --out files")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
-    s.add_argument("--validate-on", default=None, metavar="SWEEPS",
-                   help="hold these sweeps out of the fit and report the model's errors on them: N,M,..., a "
-                        "fraction (0.5) or 'alternate' (every other kept sweep)")
-    s.add_argument("--no-qc", action="store_true", help="fit every requested sweep, even those quality control rejects")
-    s.add_argument("--keep-sweeps", default=None, metavar="N,M", help="keep these sweeps whatever quality control says")
-    s.add_argument("--exclude-sweeps", default=None, metavar="N,M", help="leave these sweeps out")
-    s.add_argument("--textbook-ranges", action="store_true",
-                   help="search the model's textbook ranges instead of ranges scaled to the measured cell")
-    s.add_argument("--no-stages", dest="staged", action="store_false",
-                   help="fit passive and active parameters together (default: passive first on step protocols)")
-    s.set_defaults(func=cmd_fit)
-
-    s = sub.add_parser("plugins", help="list registered models and backends and their plugins")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_plugins)
-
-    s = sub.add_parser("report", help="write the HTML report of a result JSON")
-    s.add_argument("result", help="a result JSON written by fit --json")
-    s.add_argument("--out", required=True, help="the HTML report to write (a new file)")
-    s.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    s.set_defaults(func=cmd_report)
-
-    s = sub.add_parser("bench", help="run a benchmark script of benchmarks/ (source checkout)")
-    s.add_argument("name", help="e.g. simulate, lsq")
-    s.add_argument("rest", nargs=argparse.REMAINDER)
-    s.set_defaults(func=cmd_bench)
-
-    s = sub.add_parser("demo", help="fit the bundled sample recording and write result, report and NWB")
-    s.add_argument("--out", default="neo_pinn_demo")
-    s.add_argument("--sample", default=None)
-    s.add_argument("--backend", default="lsq")
-    s.add_argument("--free", default="gCa,gK,phi")
-    s.add_argument("--init", default="gCa=2,gK=16,phi=0.0333")
-    s.add_argument("--window", default="0:600")
-    s.set_defaults(func=cmd_demo)
+                                "noise from Neo recordings.", epilog=EXIT_STATUS_HELP, formatter_class=raw)
+    p.add_argument("--version", action="version", version=f"neo-pinn {__version__}", help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text, func, options in _COMMANDS:
+        s = sub.add_parser(name, help=text, description=text[:1].upper() + text[1:] + ".", epilog=EXIT_STATUS_HELP,
+                           formatter_class=raw)
+        s.add_argument("-q", "--quiet", action="store_true", help=QUIET_HELP)
+        for flag, kwargs in options:
+            s.add_argument(flag, **kwargs)
+        s.set_defaults(func=func)
     return p
 
 
+# ---------------------------------------------------------------------- entry point
+def _os_error_text(exc: OSError) -> str:
+    what = exc.strerror or type(exc).__name__
+    return f"{what}: {exc.filename}" if exc.filename else _one_line(exc) or what
+
+
+def _fail(text: str, code: int) -> int:
+    print(_one_line(text), file=sys.stderr)
+    if os.environ.get("NEO_PINN_DEBUG") == "1":
+        traceback.print_exc()
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``neo-pinn`` console script; returns the exit status."""
+    """Entry point of the ``neo-pinn`` console script; returns the exit status (see the module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    for stream in (sys.stdout, sys.stderr):  # a file name that is not valid text prints escaped, never fails
+        with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
+            stream.reconfigure(errors="backslashreplace")
+    args = build_parser().parse_args(argv)  # a usage error exits here with status 2
     args.argv = argv
+    from .storage import Terminated, sigterm_raises
+
     try:
-        return int(args.func(args) or 0)
+        with sigterm_raises():  # SIGTERM unwinds like Ctrl-C: temporary files and locks are removed
+            return int(args.func(args) or 0)
+    except Terminated:
+        return _fail("neo-pinn: terminated", EXIT_TERMINATED)
+    except KeyboardInterrupt:
+        return _fail("neo-pinn: interrupted", EXIT_INTERRUPTED)
     except NeoPinnError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(f"error: {exc}", EXIT_BAD_INPUT)
+    except MemoryError:
+        return _fail("error: out of memory; shorten the window or the recording, or use fewer sweeps.", EXIT_BAD_INPUT)
+    except BrokenPipeError:
+        with contextlib.suppress(OSError, ValueError):  # the reader left: no further writes to stdout
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return _fail("error: the output pipe was closed before neo-pinn finished.", EXIT_BAD_INPUT)
+    except OSError as exc:
+        return _fail(f"error: {_os_error_text(exc)}", EXIT_BAD_INPUT)
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug: one line, the traceback on request
+        return _fail(f"neo-pinn: internal error (a bug; please report it, run with NEO_PINN_DEBUG=1 for the "
+                     f"traceback): {type(exc).__name__}: {exc}", EXIT_INTERNAL)
 
 
 if __name__ == "__main__":  # pragma: no cover

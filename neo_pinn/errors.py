@@ -90,3 +90,20 @@ class RecordingFormatError(NeoPinnError, OSError):
 
 class OutputPathError(NeoPinnError, OSError):
     """An output path names an input, another output, an existing file (without overwrite) or an unwritable folder."""
+
+
+class UnphysiologicalVoltageError(UnitsError):
+    """A recorded membrane voltage lies outside the physiological range (most often a unit mistake, e.g. volts
+    labelled mV); the message names the likely mistake and the override (``allow_unphysiological``)."""
+
+
+class ParameterDomainError(ConfigurationError):
+    """A parameter value (fixed, initial guess, bound or simulated) lies outside its model's domain or is not finite."""
+
+
+class InputPathError(NeoPinnError, OSError):
+    """An input path is missing or is not a regular file (a folder, a FIFO, a device)."""
+
+
+class InputFormatError(NeoPinnError, ValueError):
+    """An input file's content is not what it must be (garbage, truncated JSON, a JSON that is not a fit result)."""

@@ -24,18 +24,61 @@ import numpy as np
 import torch
 
 from .config import BackendConfig, config_from_defaults, is_integer, is_number
-from .errors import ConfigurationError, EstimationError, NonFiniteDataError
+from .errors import ConfigurationError, EstimationError
 from .plugins import fire_after_fit, get_state
 from .problem import EstimationProblem
 from .result import EstimationResult, build_result
 from .simulation import resolve_device
-from .verdict import assess
+from .trace import Trace, require_finite
+from .verdict import VerdictConfig, assess, estimates_on_bounds
 
-__all__ = ["Estimator", "FitContext", "refine", "build_result", "is_integer_option", "is_number_option"]
+__all__ = ["Estimator", "FitContext", "refine", "build_result", "is_integer_option", "is_number_option", "check_seed",
+           "judge"]
 
 #: deprecated names of :func:`neo_pinn.config.is_integer` and :func:`neo_pinn.config.is_number`
 is_integer_option = is_integer
 is_number_option = is_number
+
+
+def judge(problem: EstimationProblem, result: EstimationResult, *, holdout: Sequence[Trace] | None = None,
+          config: VerdictConfig = VerdictConfig()) -> EstimationResult:
+    """The result with its verdict: :func:`neo_pinn.verdict.assess`, then ``status``/``verdict`` filled in.
+
+    The std of an estimate on (or next to) a bound is withheld (set to None; the value is kept in
+    ``verdict["withheld_std"]`` and named in the bounds check): the search stopped at the bound, so the curvature
+    there says nothing about how well the data determine the parameter.
+
+    Parameters
+    ----------
+    problem, result, holdout, config
+        As for :func:`neo_pinn.verdict.assess`.
+
+    Returns
+    -------
+    EstimationResult
+        A new result; ``status`` is "failed" when a "fail" check does not pass.
+    """
+    verdict = assess(problem, result, holdout=holdout, config=config)
+    withheld = {k: _json_number(result.parameters[k].std) for k in estimates_on_bounds(problem, result, config)
+                if result.parameters[k].std is not None}
+    params = dict(result.parameters)
+    for k in withheld:
+        params[k] = replace(params[k], std=None)
+    return replace(result, parameters=params, status=verdict.status,
+                   verdict=verdict.to_dict() | {"lines": verdict.lines(), "withheld_std": withheld})
+
+
+def _json_number(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None
+
+
+def check_seed(seed: Any) -> int | None:
+    """A fit's seed: None (draw one) or a whole number in [0, 2**32); anything else raises ConfigurationError."""
+    if seed is None:
+        return None
+    if not is_integer(seed) or not 0 <= int(seed) < 2**32:
+        raise ConfigurationError(f"seed={seed!r}: give a whole number from 0 to {2**32 - 1} (or None to draw one).")
+    return int(seed)
 
 
 @dataclass(frozen=True)
@@ -141,7 +184,8 @@ class Estimator:
             Show a progress bar.
         check : bool
             Simulate the fitted model on every sweep (fitted and ``problem.holdout``) and compare it with
-            the recording (:func:`neo_pinn.verdict.assess`): the result's ``status`` and ``verdict``.
+            the recording (:func:`judge`): the result's ``status`` and ``verdict``; the std of
+            an estimate on a bound is withheld.
 
         Returns
         -------
@@ -155,6 +199,7 @@ class Estimator:
             The fit diverged: an estimate is not a finite number.
         """
         self._validate(problem)
+        seed = check_seed(seed)
         if seed is None:
             seed = int(np.random.SeedSequence().entropy % (2**31))
         random.seed(seed)
@@ -185,8 +230,7 @@ class Estimator:
         }
         result = replace(result, provenance=provenance, config=self.config.to_dict() | dict(result.config))
         if check:
-            verdict = assess(problem, result, holdout=problem.holdout)
-            result = replace(result, status=verdict.status, verdict=verdict.to_dict() | {"lines": verdict.lines()})
+            result = judge(problem, result, holdout=problem.holdout)
         fire_after_fit(problem, result)
         return result
 
@@ -216,9 +260,7 @@ class Estimator:
             raise ConfigurationError(f"fit() takes an EstimationProblem, got {type(problem).__name__}.")
         if not problem.free:
             raise ConfigurationError("No free parameters: name at least one with free=[...] (CLI --free).")
-        for tr in problem.traces:
-            if not (np.all(np.isfinite(tr.v)) and np.all(np.isfinite(tr.i_ext))):
-                raise NonFiniteDataError(f"Sweep {tr.sweep} holds NaN/inf; choose a clean --window.")
+        require_finite(problem.traces)  # a problem made by hand or edited after construction
 
 
 def refine(

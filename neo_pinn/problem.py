@@ -8,20 +8,111 @@ time window and the handling of the unknown initial hidden states. It round-trip
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, EmptySignalError
 from .models.base import NeuronModel
 from .noise import AR1Noise, NoiseModel, WhiteNoise
 from .plugins import get_state
 from .storage import atomic_write_text, dumps, read_text_or_file
-from .trace import Trace
+from .trace import Trace, check_window, require_finite
 
-__all__ = ["FreeParameter", "EstimationProblem"]
+__all__ = ["FreeParameter", "EstimationProblem", "check_fit_arguments", "check_fit_length", "MIN_FIT_SAMPLES"]
+
+#: fewest samples a fitted sweep may hold: fewer cannot tell a model's dynamics from its noise and initial state
+MIN_FIT_SAMPLES = 20
+
+
+def check_fit_length(traces: Sequence[Trace], window: tuple | None = None) -> None:
+    """Refuse sweeps too short to fit (fewer than :data:`MIN_FIT_SAMPLES` samples in the fitted window).
+
+    Parameters
+    ----------
+    traces : sequence of Trace
+        The sweeps as fitted (cut to the window).
+    window : (float, float), optional
+        The window asked for (ms), for the message.
+
+    Raises
+    ------
+    EmptySignalError
+        Naming the sweep, its samples and span, and what to do.
+    """
+    for tr in traces:
+        if tr.t.size < MIN_FIT_SAMPLES:
+            ends = ["…" if x is None else f"{x:g}" for x in window or ()]
+            asked = f" of the {ends[0]}–{ends[1]} ms asked for" if ends else ""
+            raise EmptySignalError(
+                f"Sweep {tr.sweep} holds only {tr.t.size} samples ({tr.t[0]:.6g}–{tr.t[-1]:.6g} ms{asked}); a fit "
+                f"needs at least {MIN_FIT_SAMPLES} per sweep to tell the model's dynamics from noise: fit a longer "
+                "recording or window, or leave the sweep out.")
+
+
+def check_fit_arguments(model: NeuronModel, free: Iterable[str], values: Mapping[str, Any] | None = None,
+                        init: Mapping[str, Any] | None = None, bounds: Mapping[str, Any] | None = None
+                        ) -> tuple[dict[str, float], dict[str, float], dict[str, tuple[float, float]]]:
+    """Check what a fit is asked before any work — names, roles, units, finiteness and the parameters' domains — and
+    return it in canonical units.
+
+    Parameters
+    ----------
+    model : NeuronModel
+    free : iterable of str
+        Parameters to estimate.
+    values, init, bounds : mapping, optional
+        Fixed values (``--set``), initial guesses and (low, high) bounds: numbers in canonical units, or
+        quantities (rescaled to each parameter's unit).
+
+    Returns
+    -------
+    values, init, bounds : dict
+        Plain floats in canonical units.
+
+    Raises
+    ------
+    ConfigurationError
+        A value given for a free parameter (use ``init`` or remove it from ``free``), an initial guess or bounds
+        for a parameter that is not free, bounds that are not a finite pair with low < high.
+    ParameterDomainError
+        A value, guess or bound outside the parameter's domain or not finite
+        (:meth:`NeuronModel.check_parameter_values`).
+    UnitsError
+        A quantity of the wrong dimension.
+    UnknownNameError
+        A name the model does not have.
+    """
+    free = list(free)
+    for n in list(free) + list(values or {}) + list(init or {}) + list(bounds or {}):
+        model.param_spec(n)  # raises UnknownNameError with the list of valid names
+    values = model.canonical_values(values, "--set/values:")
+    init = model.canonical_values(init, "initial guess")
+    pairs = {}
+    for k, b in dict(bounds or {}).items():
+        is_pair = not isinstance(b, (str, bytes)) and hasattr(b, "__len__") and len(b) == 2
+        b = tuple(model.canonical_values({k: x}, "bound of")[k] for x in b) if is_pair else b
+        pairs[k] = FreeParameter(k, None, b, False).bounds  # a finite pair with low < high
+    both = [k for k in values if k in free]
+    if both:
+        raise ConfigurationError(f"{', '.join(both)} {'is' if len(both) == 1 else 'are'} both given a value "
+                                 f"(--set/values) and free: to start the search there use init (--init "
+                                 f"{both[0]}=...), or remove "
+                                 f"{'it' if len(both) == 1 else 'them'} from free to hold the value.")
+    for k in list(init) + list(pairs):
+        if k not in free:
+            raise ConfigurationError(f"{k} has an initial guess or bounds but is not free; add it to free.")
+    model.check_parameter_values(values, "--set/values:")
+    model.check_parameter_values(init, "initial guess")
+    for k, (lo, hi) in pairs.items():
+        model.check_parameter_values({k: lo}, "lower bound of")
+        model.check_parameter_values({k: hi}, "upper bound of")
+        if k in init:
+            FreeParameter(k, float(init[k]), (lo, hi), False)  # the guess must lie inside the given bounds
+    return ({k: float(v) for k, v in values.items()}, {k: float(v) for k, v in init.items()}, pairs)
 
 
 @dataclass(frozen=True)
@@ -46,7 +137,16 @@ class FreeParameter:
     log_scale: bool = True
 
     def __post_init__(self) -> None:
-        lo, hi = (float(b) for b in self.bounds)
+        try:
+            lo, hi = (float(b) for b in self.bounds)
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"Bounds of {self.name} must be a (low, high) pair of numbers; got "
+                                     f"{self.bounds!r}.") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise ConfigurationError(f"Bounds of {self.name} must be finite numbers; got {self.bounds}. Give a finite "
+                                     "range to search (e.g. the model's own bounds, widened).")
+        if self.init is not None and not math.isfinite(float(self.init)):
+            raise ConfigurationError(f"Initial guess {self.name}={self.init} is not a finite number.")
         if not lo < hi:
             raise ConfigurationError(f"Bounds of {self.name} must satisfy low < high; got {self.bounds}.")
         if self.log_scale and lo <= 0:
@@ -120,6 +220,16 @@ class EstimationProblem:
         missing = [n for n in self.model.param_names if n not in names and n not in self.fixed]
         if missing:
             raise ConfigurationError(f"Parameters neither free nor fixed: {', '.join(missing)}.")
+        both = [n for n in names if n in self.fixed]
+        if both:
+            raise ConfigurationError(f"{', '.join(both)} {'is' if len(both) == 1 else 'are'} both free and fixed; give "
+                                     "a starting value as the initial guess instead.")
+        self.model.check_parameter_values(self.fixed, "fixed value")
+        for f in self.free:
+            self.model.check_parameter_values({f.name: f.bounds[0]}, "lower bound of")
+            self.model.check_parameter_values({f.name: f.bounds[1]}, "upper bound of")
+        require_finite(self.traces + self.holdout)  # the samples as fitted: a gap outside the window is no matter
+        check_fit_length(self.traces, self.window)
         if isinstance(self.initial_state, str) and self.initial_state not in ("fit", "preset"):
             raise ConfigurationError("initial_state must be 'fit', 'preset' or a vector of initial states.")
 
@@ -172,18 +282,15 @@ class EstimationProblem:
         """
         traces = (traces,) if isinstance(traces, Trace) else tuple(traces)
         preset_name = preset or model.default_preset or None
-        allv = model.param_values(preset_name, **dict(values or {}))
         if free is None:
             if not model.default_free:
                 raise ConfigurationError(f"Name the parameters to estimate, e.g. free=['gCa', 'gK'] (CLI --free); "
                                          f"{model.name} has {', '.join(model.param_names)}.")
             free = model.default_free
         free = list(free)
-        init = dict(init or {})
-        bounds = dict(bounds or {})
-        for k in list(init) + list(bounds):
-            if k not in free:
-                raise ConfigurationError(f"{k} has an initial guess or bounds but is not free; add it to free.")
+        values, init, bounds = check_fit_arguments(model, free, values, init, bounds)
+        window = check_window(window)
+        allv = model.param_values(preset_name, **values)
         fps = []
         for n in free:
             spec = model.param_spec(n)

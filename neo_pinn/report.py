@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from .errors import ConfigurationError, UnknownNameError
+from .errors import ConfigurationError, OutputPathError, UnknownNameError
 from .plugins import get_state
 from .cell import protocol_steps
 from .report_cell import BANNER_CSS, cell_section, verdict_banner, verdict_section
@@ -29,7 +29,7 @@ from .storage import atomic_write_text, dumps, same_file
 from .trace import Trace
 
 __all__ = ["figure_fit", "figure_history", "figure_fi", "fi_points", "fit_steps", "sweep_features", "write_report",
-           "MAX_SWEEP_FIGURES"]
+           "input_files", "initial_guess", "MAX_SWEEP_FIGURES"]
 
 #: Sweeps drawn in a report by default; beyond it the report says how many were left out.
 MAX_SWEEP_FIGURES = 20
@@ -118,22 +118,44 @@ def _numeric_series(x) -> np.ndarray | None:
     return arr if arr.ndim == 1 and arr.size >= 2 and np.isfinite(arr).any() else None
 
 
+def _is_stage_key(key: Any, arr: np.ndarray) -> bool:
+    """A per-iteration index of the stage a fit is in (``stage``, ``lm_stage`` ...): integers, not an objective."""
+    finite = arr[np.isfinite(arr)]
+    return "stage" in str(key).lower() and finite.size > 0 and bool(np.all(finite == np.round(finite)))
+
+
+def _stage_changes(stages: np.ndarray) -> list[tuple[int, float]]:
+    """(iteration, new stage) wherever a stage index changes, the first iteration included."""
+    out = [(0, float(stages[0]))] if stages.size else []
+    out += [(int(k), float(stages[k])) for k in np.flatnonzero(np.diff(stages) != 0) + 1]
+    return [(k, s) for k, s in out if math.isfinite(s)]
+
+
+def _log_or_symlog(ax, series: Iterable[np.ndarray]) -> None:
+    ax.set_yscale("log" if all(np.nanmin(a) > 0 for a in series) else "symlog")
+
+
 def figure_history(result: EstimationResult):
     """The optimisation history of a fit, or None when the result has none.
 
     Parameters
     ----------
     result : EstimationResult
-        A fit; every 1-D numeric sequence in ``result.history`` (``loss``, ``objective`` ...) is drawn
-        against its iteration index, and sequences inside a dict entry (per-parameter traces) in a
-        second panel relative to their final value.
+        A fit. Every 1-D numeric sequence in ``result.history`` (``loss``, ``cost``, ``objective`` ...) is drawn
+        against its iteration index on a log axis; an integer sequence named like ``stage`` is the stage each
+        iteration belongs to and is drawn as labelled vertical markers where the stage changes (never as objective
+        values); sequences named ``start_*`` hold one value per start of a multi-start fit and get a panel of
+        their own; sequences inside a dict entry (per-parameter traces) a panel relative to their final value.
 
     Returns
     -------
     matplotlib.figure.Figure or None
-        Log-scaled objective panel (symlog when a trace has values ≤ 0).
+        Log-scaled objective panel (symlog when a trace has values ≤ 0), then the per-start and parameter panels.
     """
-    curves = {k: a for k, v in result.history.items() if (a := _numeric_series(v)) is not None}
+    series = {k: a for k, v in result.history.items() if (a := _numeric_series(v)) is not None}
+    stages = {k: a for k, a in series.items() if _is_stage_key(k, a)}
+    starts = {k: a for k, a in series.items() if k not in stages and str(k).startswith("start_")}
+    curves = {k: a for k, a in series.items() if k not in stages and k not in starts}
     traces = {}
     for k, v in result.history.items():
         if isinstance(v, Mapping):
@@ -141,25 +163,36 @@ def figure_history(result: EstimationResult):
                 arr = _numeric_series(seq)
                 if arr is not None:
                     traces[f"{k}:{name}" if len(result.history) > 1 else str(name)] = arr
-    if not curves and not traces:
+    panels = [p for p, present in (("curves", curves), ("starts", starts), ("traces", traces)) if present]
+    if not panels:
         return None
-    n = int(bool(curves)) + int(bool(traces))
-    fig = _new_figure(8.0, 3.0 * n)
-    axes = np.atleast_1d(fig.subplots(n, 1))
-    i = 0
+    fig = _new_figure(8.0, 3.0 * len(panels))
+    axes = dict(zip(panels, np.atleast_1d(fig.subplots(len(panels), 1))))
     if curves:
-        ax = axes[i]
-        i += 1
-        positive = all(np.nanmin(a) > 0 for a in curves.values())
+        ax = axes["curves"]
         for k, a in curves.items():
             ax.plot(np.arange(a.size), a, lw=1.2, label=str(k))
-        ax.set_yscale("log" if positive else "symlog")
+        _log_or_symlog(ax, curves.values())
+        for name, a in stages.items():  # where each stage begins: a marker on the iteration axis, not a value
+            for it, stage in _stage_changes(a):
+                ax.axvline(it, color="0.5", ls=":", lw=1, gid=f"stage:{name}")
+                ax.text(it, 1.0, f" {name} {stage:g}", transform=ax.get_xaxis_transform(), fontsize=7,
+                        color="0.35", va="top", ha="left", rotation=90)
         ax.set_xlabel("iteration")
         ax.set_ylabel("objective")
-        ax.set_title("Optimisation history", fontsize=10)
+        ax.set_title("Optimisation history" + (" (dotted: start of each stage)" if stages else ""), fontsize=10)
+        ax.legend(fontsize=8, frameon=False)
+    if starts:
+        ax = axes["starts"]
+        for k, a in starts.items():
+            ax.plot(np.arange(a.size), a, "o", ms=4, label=str(k))
+        _log_or_symlog(ax, starts.values())
+        ax.set_xlabel("start")
+        ax.set_ylabel("value per start")
+        ax.set_title("Multi-start: one value per start", fontsize=10)
         ax.legend(fontsize=8, frameon=False)
     if traces:
-        ax = axes[i]
+        ax = axes["traces"]
         for k, a in traces.items():
             last = a[np.isfinite(a)][-1]
             ax.plot(np.arange(a.size), a / last if last != 0 else a, lw=1, label=str(k))
@@ -405,19 +438,50 @@ def _kv_table(d: Mapping[str, Any], header=("name", "value")) -> str:
     return f"<table><tr><th>{_e(header[0])}</th><th>{_e(header[1])}</th></tr>{''.join(rows)}</table>"
 
 
+def initial_guess(result: EstimationResult) -> dict[str, float | None] | None:
+    """The initial guess the fit started from (the user's ``init`` where given), or None when not recorded.
+
+    Parameters
+    ----------
+    result : EstimationResult
+        A fit; :meth:`EstimationResult.from_fit` records the problem's initial guess in
+        ``provenance["initial_guess"]`` (free parameter → value in its unit, None where the backend chose).
+
+    Returns
+    -------
+    dict or None
+        Free parameter → initial value; None for a result written before the guess was recorded.
+    """
+    guess = result.provenance.get("initial_guess")
+    if not isinstance(guess, Mapping):
+        return None
+    return {str(k): (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None)
+            for k, v in guess.items()}
+
+
 def _param_table(result: EstimationResult) -> str:
+    guess = initial_guess(result)
     rows = []
     for p in result.parameters.values():
         rel = p.relative_error
+        start = guess.get(p.name) if guess is not None and p.free else None
         rows.append(
             f'<tr class="{"free" if p.free else "fixed"}"><td>{_e(p.name)}</td><td class="num">{_e(_fmt(p.value))}</td>'
             f'<td class="num">{_e("± " + _fmt(p.std) if p.std is not None else "—")}</td><td>{_e(p.unit)}</td>'
-            f'<td>{"free" if p.free else "fixed"}</td><td class="num">{_e(_fmt(p.init))}</td>'
-            f'<td class="num">{_e(_fmt(p.true_value))}</td>'
+            f'<td>{"free" if p.free else "fixed"}</td><td class="num">{_e(_fmt(start))}</td>'
+            f'<td class="num">{_e(_fmt(p.init))}</td><td class="num">{_e(_fmt(p.true_value))}</td>'
             f'<td class="num">{_e(f"{100 * rel:.3g} %" if rel is not None else "—")}</td></tr>'
         )
+    note = ("<p>Initial guess: where the fit started (your <code>init</code> / <code>--init</code> where given, "
+            "else the starting value the fit chose; — where the backend drew it). Best start: the start the "
+            "returned estimate came from (multi-start backends).</p>")
+    if guess is None:
+        note = ('<p class="note">This result does not record the initial guess (it was written by an older '
+                "version); the best start is the start the returned estimate came from, not your "
+                "<code>--init</code>.</p>")
     return ("<table><tr><th>parameter</th><th>value</th><th>± std</th><th>unit</th><th>status</th>"
-            "<th>initial guess</th><th>truth</th><th>relative error</th></tr>" + "".join(rows) + "</table>")
+            "<th>initial guess</th><th>best start</th><th>truth</th><th>relative error</th></tr>"
+            + "".join(rows) + "</table>" + note)
 
 
 def _sweep_table(result: EstimationResult) -> str:
@@ -434,18 +498,49 @@ def _sweep_table(result: EstimationResult) -> str:
             "<th>source</th></tr>" + "".join(rows) + "</table>")
 
 
-def _inputs(result: EstimationResult) -> list[tuple[str, str]]:
-    """(file, sha256) pairs named by the provenance and the sweeps' sources."""
-    found: dict[str, str] = {}
+def _same_input(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """Whether two (file, sha256) name one input: the same file, or the same name and content (a path given
+    relative in one place and absolute in another)."""
+    if same_file(a[0], b[0]):
+        return True
+    return Path(a[0]).name == Path(b[0]).name and (a[1] == b[1] or not a[1] or not b[1])
 
-    def visit(d: Mapping[str, Any]):
-        files = [str(v) for k, v in d.items() if isinstance(v, (str, os.PathLike))
-                 and ("file" in str(k) or "path" in str(k)) and "sha" not in str(k)]
+
+def _is_file_key(key: Any) -> bool:
+    k = str(key).lower()
+    return ("file" in k or "path" in k) and "sha" not in k
+
+
+def input_files(result: EstimationResult) -> list[tuple[str, str]]:
+    """The input files a fit names, each once, with its sha256 ('' when not recorded).
+
+    Parameters
+    ----------
+    result : EstimationResult
+        A fit; its provenance (``inputs`` per sweep, or top-level ``input_file``-like keys) and its sweeps'
+        sources are read. One source may name a file several ways (``file`` as given, ``file_name`` its base
+        name, an absolute path elsewhere): they are one input, listed by its most complete path.
+
+    Returns
+    -------
+    list of (str, str)
+        (file, sha256), in the order first named.
+    """
+    found: list[tuple[str, str]] = []
+
+    def add(f: str, sha: str) -> None:
+        for k, (g, gsha) in enumerate(found):
+            if _same_input((f, sha), (g, gsha)):
+                longer = f if len(Path(f).parts) > len(Path(g).parts) else g
+                found[k] = (longer, gsha or sha)
+                return
+        found.append((f, sha))
+
+    def visit(d: Mapping[str, Any]) -> None:
         sha = next((str(v) for k, v in d.items() if "sha256" in str(k) and isinstance(v, str)), "")
-        for f in files:
-            found.setdefault(f, sha)
-            if sha and not found[f]:
-                found[f] = sha
+        for k, v in d.items():
+            if isinstance(v, (str, os.PathLike)) and _is_file_key(k) and str(v):
+                add(str(v), sha)
         for v in d.values():
             if isinstance(v, Mapping):
                 visit(v)
@@ -457,13 +552,40 @@ def _inputs(result: EstimationResult) -> list[tuple[str, str]]:
     visit(result.provenance)
     for f in result.fits:
         visit(f.source)
-    return list(found.items())
+    return found
 
 
-def _check_not_input(path: Path, result: EstimationResult) -> None:
-    for f, _ in _inputs(result):
+def _input_table(result: EstimationResult) -> str:
+    inputs = input_files(result)
+    if not inputs:
+        return ""
+    per_sweep = [d for d in result.provenance.get("inputs", []) if isinstance(d, Mapping)]
+
+    def sweeps_of(f: str, sha: str) -> str:
+        got = [str(d.get("sweep")) for d in per_sweep if d.get("sweep") is not None
+               and any(_same_input((str(v), str(d.get("sha256") or "")), (f, sha))
+                       for k, v in d.items() if _is_file_key(k) and isinstance(v, (str, os.PathLike)))]
+        return ", ".join(dict.fromkeys(got)) or "—"
+
+    return ("<table><tr><th>input file</th><th>sha256</th><th>sweeps</th></tr>" + "".join(
+        f"<tr><td>{_e(f)}</td><td><code>{_e(s or '—')}</code></td><td>{_e(sweeps_of(f, s))}</td></tr>"
+        for f, s in inputs) + "</table>")
+
+
+def _provenance_items(result: EstimationResult) -> dict[str, Any]:
+    """The provenance shown as name → value: the input files (and their hashes) are left out, since the input
+    table lists them once, and so is the initial guess (a column of the parameter table)."""
+    return {k: v for k, v in result.provenance.items()
+            if k not in ("inputs", "initial_guess") and not _is_file_key(k) and "sha256" not in str(k)}
+
+
+def _check_target(path: Path, result: EstimationResult) -> None:
+    if path.is_dir():
+        raise OutputPathError(f"The report path {path} is a folder; give a file name, e.g. {path / 'report.html'}.")
+    for f, _ in input_files(result):
         if same_file(f, path):
-            raise ConfigurationError(f"Refusing to write the report over {path}: it is an input of this fit. Choose a new name.")
+            raise OutputPathError(f"Refusing to write the report over {path}: it is an input of this fit. "
+                                  "Choose a new name.")
 
 
 def write_report(result: EstimationResult, path: str | os.PathLike, *, title: str | None = None,
@@ -503,7 +625,7 @@ def write_report(result: EstimationResult, path: str | os.PathLike, *, title: st
     configuration as JSON. Every text is HTML-escaped.
     """
     path = Path(path)
-    _check_not_input(path, result)
+    _check_target(path, result)
     title = title or f"{result.model} fitted with {result.backend} — run {result.run_id}"
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -552,12 +674,7 @@ def write_report(result: EstimationResult, path: str | os.PathLike, *, title: st
         for k, item in enumerate(items):
             caption, fig = item if isinstance(item, tuple) else (f"Figure {k + 1}", item)
             parts.append(_figure_html(fig, caption))
-    prov = dict(result.provenance)
-    parts += ["<h2>Provenance</h2>", _kv_table(prov, ("item", "value"))]
-    inputs = _inputs(result)
-    if inputs:
-        parts.append("<table><tr><th>input file</th><th>sha256</th></tr>" + "".join(
-            f"<tr><td>{_e(f)}</td><td><code>{_e(s or '—')}</code></td></tr>" for f, s in inputs) + "</table>")
+    parts += ["<h2>Provenance</h2>", _kv_table(_provenance_items(result), ("item", "value")), _input_table(result)]
     parts += ["<h2>Configuration</h2>", f"<pre>{_e(_json(result.config))}</pre>"]
     if extra_html:
         parts.append(str(extra_html))

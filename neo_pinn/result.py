@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
-from .errors import ConfigurationError, UnknownNameError
+from .errors import ConfigurationError, InputFormatError, NeoPinnError, UnknownNameError
 from .residuals import rms, voltage_rmse
-from .storage import atomic_write_text, dumps, read_text_or_file
+from .storage import atomic_write_text, dumps, read_json_object
 
 if TYPE_CHECKING:  # pragma: no cover - for annotations only
     from .problem import EstimationProblem
@@ -146,7 +146,8 @@ class EstimationResult:
         Optional draws of the free parameters (free parameter name → list, every list as long), e.g.
         multi-start optima, ensemble members or a Pareto front.
     provenance : dict
-        Versions, seed, device, wall time, input hashes, run id.
+        Versions, seed, device, wall time, input hashes, run id, and ``initial_guess`` (free parameter → the
+        value the search started from, None where the backend chose one).
     config : dict
         The backend configuration actually used.
     diagnostics : dict
@@ -271,10 +272,12 @@ class EstimationResult:
         if errs:
             m.setdefault("max_relative_error", float(max(errs)))
         draws = {k: [float(x) for x in v] for k, v in dict(samples or {}).items()}
+        # where the search started (the user's init where given): ParameterEstimate.init holds the best start
+        guess = {k: _num(v) for k, v in problem.initial_guess().items()}
         return cls(model=model.name, backend=backend, parameters=params, state_names=model.state_names,
                    state_units=model.state_units, fits=tuple(fits), noise=dict(noise or {}), metrics=m,
                    history=dict(history or {}), samples=draws, config=dict(config or {}),
-                   diagnostics=dict(diagnostics or {}))
+                   diagnostics=dict(diagnostics or {}), provenance={"initial_guess": guess})
 
     # ------------------------------------------------------------------ access
     @property
@@ -309,10 +312,11 @@ class EstimationResult:
         if self.status == "failed":
             lines.append("FIT FAILED — the fitted model does not explain this cell; see the verdict below.")
         lines.append(f"{'parameter':>12} {'value':>12} {'± std':>10} {'unit':>6} {'truth':>10} {'rel.err':>8}")
+        on_bound = set((self.verdict.get("withheld_std") or {}))  # estimates the search left on a bound
         for p in self.parameters.values():
             if not p.free:
                 continue
-            std = "" if p.std is None else f"{p.std:.3g}"
+            std = "on bound" if p.name in on_bound else "" if p.std is None else f"{p.std:.3g}"
             tru = "" if p.true_value is None else f"{p.true_value:.4g}"
             rel = "" if p.relative_error is None else f"{100 * p.relative_error:.2f}%"
             lines.append(f"{p.name:>12} {p.value:>12.5g} {std:>10} {p.unit:>6} {tru:>10} {rel:>8}")
@@ -410,8 +414,40 @@ class EstimationResult:
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "EstimationResult":
-        """Read a result from JSON text or a file path."""
-        return cls.from_dict(json.loads(read_text_or_file(text_or_path)))
+        """Read a result from JSON text or a file path (``neo-pinn fit --json``).
+
+        Raises
+        ------
+        InputPathError
+            The file is missing, not a regular file or unreadable.
+        InputFormatError
+            Not JSON, JSON that is not an object, or an object that is not a complete fit result.
+        """
+        hint = "; give the file written by `neo-pinn fit --json` (or EstimationResult.to_json)"
+        text = None if isinstance(text_or_path, Path) else str(text_or_path)
+        if text is not None and text.lstrip()[:1] in ("{", "["):
+            try:
+                d = json.loads(text)
+            except ValueError as exc:
+                raise InputFormatError(f"Result JSON text is not readable JSON ({_one_line(exc)}){hint}.") from None
+            where = "Result JSON text"
+        else:
+            d = read_json_object(text_or_path, "Result file", hint)
+            where = f"Result file {text_or_path}"
+        if not isinstance(d, dict) or not {"model", "backend", "parameters", "fits"} <= set(d):
+            raise InputFormatError(f"{where} is JSON but no fit result (it lacks model, backend, parameters or "
+                                   f"fits){hint}.")
+        try:
+            return cls.from_dict(d)
+        except NeoPinnError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # a damaged or edited file
+            raise InputFormatError(f"{where} is not a complete fit result ({type(exc).__name__}: "
+                                   f"{_one_line(exc)}){hint}.") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:100]
 
 
 def is_metric_value(value: Any) -> bool:

@@ -15,7 +15,91 @@ import numpy as np
 
 from .errors import ConfigurationError, EmptySignalError, NonFiniteDataError
 
-__all__ = ["Trace", "zero_order_hold"]
+__all__ = ["Trace", "zero_order_hold", "check_window", "require_finite"]
+
+
+def _window_end(x, name: str, window) -> float | None:
+    if x is None:
+        return None
+    if hasattr(x, "rescale"):  # a quantities time
+        from .units import to_canonical
+
+        x = to_canonical(x, kind="time")
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise ConfigurationError(f"window={window!r}: its {name} {x!r} is not a number; give (start, stop) in ms, "
+                                 "e.g. window=(0, 300) (CLI --window 0:300).")
+    return float(x)
+
+
+def check_window(window) -> tuple[float | None, float | None] | None:
+    """Validate a time window ``(t0, t1)`` in ms (quantities are rescaled) and return it as floats.
+
+    Parameters
+    ----------
+    window : tuple or None
+        ``(start, stop)``: numbers in ms or time quantities; None (or ∓inf) for an open end.
+
+    Returns
+    -------
+    tuple of (float or None) or None
+        The window as floats (None passed through).
+
+    Raises
+    ------
+    ConfigurationError
+        Not a pair (a bare number), an end that is not a number or is NaN, or start ≥ stop.
+    """
+    if window is None:
+        return None
+    if isinstance(window, (str, bytes)) or not hasattr(window, "__len__") or len(window) != 2:
+        raise ConfigurationError(f"window={window!r} is not a (start, stop) pair; give two times in ms, e.g. "
+                                 "window=(0, 300) (CLI --window 0:300).")
+    t0, t1 = _window_end(window[0], "start", window), _window_end(window[1], "stop", window)
+    if any(x is not None and np.isnan(x) for x in (t0, t1)):
+        raise ConfigurationError(f"window={window!r}: an end is NaN; give (start, stop) in ms (an open end: None or "
+                                 "inf), e.g. window=(0, 300).")
+    if t0 is not None and t1 is not None and not t0 < t1:
+        hint = f"; e.g. window=({t1:g}, {t0:g})" if t0 > t1 else ""
+        raise ConfigurationError(f"window={window!r}: the start must come before the stop (ms){hint}.")
+    return t0, t1
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """(first, last) index of each run of True in ``mask``."""
+    idx = np.flatnonzero(mask)
+    if idx.size == 0:
+        return []
+    cut = np.flatnonzero(np.diff(idx) > 1)
+    starts = np.concatenate([[idx[0]], idx[cut + 1]])
+    ends = np.concatenate([idx[cut], [idx[-1]]])
+    return list(zip(starts.tolist(), ends.tolist()))
+
+
+def require_finite(traces) -> None:
+    """Refuse traces whose voltage or stimulus holds NaN/inf, naming the samples (what a fit needs).
+
+    Parameters
+    ----------
+    traces : Trace or sequence of Trace
+        The traces as fitted (already cut to the fit window).
+
+    Raises
+    ------
+    NonFiniteDataError
+        Naming the sweep, the signal, how many samples and where (ms, recording time), and what to do.
+    """
+    for tr in (traces,) if isinstance(traces, Trace) else traces:
+        for name, arr in (("voltage", tr.v), ("stimulus", tr.i_ext)):
+            bad = ~np.isfinite(arr)
+            if not bad.any():
+                continue
+            runs = _runs(bad)
+            where = ", ".join(f"{tr.t[a]:.6g}" + ("" if a == b else f"–{tr.t[b]:.6g}") for a, b in runs[:3])
+            more = f" and {len(runs) - 3} more stretch(es)" if len(runs) > 3 else ""
+            raise NonFiniteDataError(
+                f"The {name} of sweep {tr.sweep} holds NaN/inf at {int(bad.sum())} of its {bad.size} fitted samples "
+                f"(t = {where} ms{more}, recording time); choose a window that leaves them out (window=, CLI "
+                "--window) or leave the sweep out.")
 
 
 def zero_order_hold(t: np.ndarray, values: np.ndarray, t_query) -> np.ndarray:
@@ -55,9 +139,10 @@ class Trace:
     t : numpy.ndarray
         Sample times in ms, shape (T,), strictly increasing and uniformly spaced.
     v : numpy.ndarray
-        Membrane voltage in mV, shape (T,).
+        Membrane voltage in mV, shape (T,). It may hold NaN/inf (a gap in the recording): a fit refuses them
+        only inside the window it fits (:func:`require_finite`).
     i_ext : numpy.ndarray
-        Injected current in pA, shape (T,) (zeros when none was injected).
+        Injected current in pA, shape (T,) (zeros when none was injected); NaN/inf as for ``v``.
     stimulus_source : str
         Where ``i_ext`` came from: ``"abf2-protocol"``, ``"abf1-command"``, ``"recorded-channel"``,
         ``"nwb-stimulus"``, ``"user"``, ``"simulation"`` or ``"none"``.
@@ -75,9 +160,14 @@ class Trace:
     source: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        t = np.ascontiguousarray(self.t, dtype=float).reshape(-1)
-        v = np.ascontiguousarray(self.v, dtype=float).reshape(-1)
-        i = np.ascontiguousarray(self.i_ext if self.i_ext is not None else np.zeros_like(v), dtype=float).reshape(-1)
+        try:
+            t = np.ascontiguousarray(self.t, dtype=float).reshape(-1)
+            v = np.ascontiguousarray(self.v, dtype=float).reshape(-1)
+            i = np.ascontiguousarray(self.i_ext if self.i_ext is not None else np.zeros_like(v),
+                                     dtype=float).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"A trace needs numbers: t (ms), v (mV) and i_ext (pA) as arrays of floats "
+                                     f"({exc}).") from None
         if t.size < 2:
             raise EmptySignalError("A trace needs at least two samples; check the sweep and the time window.")
         if not (t.shape == v.shape == i.shape):
@@ -85,11 +175,9 @@ class Trace:
                 f"Trace arrays differ in length (t {t.size}, v {v.size}, i_ext {i.size}); "
                 "give the stimulus at the voltage's sampling times."
             )
-        for name, arr in (("time", t), ("voltage", v), ("stimulus", i)):
-            if not np.all(np.isfinite(arr)):
-                raise NonFiniteDataError(
-                    f"The {name} of sweep {self.sweep} holds NaN or inf; cut the window to the valid part (--window)."
-                )
+        if not np.all(np.isfinite(t)):
+            raise NonFiniteDataError(f"The sample times of sweep {self.sweep} hold NaN or inf; give finite times (ms).")
+        # NaN/inf in v or i_ext are a gap, refused only inside the window a fit reads (require_finite)
         if np.any(np.diff(t) <= 0):
             raise ConfigurationError("Trace times must increase strictly.")
         object.__setattr__(self, "t", t)
@@ -107,7 +195,8 @@ class Trace:
         return float(self.t[-1] - self.t[0])
 
     def window(self, t0: float | None = None, t1: float | None = None) -> "Trace":
-        """Return the part of the trace with ``t0 <= t <= t1`` (ms); None means open-ended."""
+        """Return the part of the trace with ``t0 <= t <= t1`` (ms); None is open-ended (see :func:`check_window`)."""
+        t0, t1 = check_window((t0, t1))
         lo = -np.inf if t0 is None else t0
         hi = np.inf if t1 is None else t1
         keep = (self.t >= lo) & (self.t <= hi)

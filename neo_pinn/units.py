@@ -25,7 +25,7 @@ import re
 import numpy as np
 import quantities as pq
 
-from .errors import UnitsError
+from .errors import UnitsError, UnphysiologicalVoltageError
 
 __all__ = [
     "CANONICAL_UNITS",
@@ -33,6 +33,9 @@ __all__ = [
     "to_canonical",
     "parse_quantity",
     "canonical_unit",
+    "PHYSIOLOGICAL_MV",
+    "check_physiological_voltage",
+    "magnitude_in",
 ]
 
 CANONICAL_UNITS: dict[str, str] = {
@@ -133,6 +136,34 @@ def to_canonical(value, units=None, kind: str | None = None):
     return float(out) if out.ndim == 0 else out
 
 
+def magnitude_in(value, unit: str, what: str = "the value"):
+    """A value as a plain number in ``unit``: a quantity is rescaled (a wrong dimension raises), a number is taken
+    as already in ``unit``.
+
+    Parameters
+    ----------
+    value : quantities.Quantity, float or other
+        The value; anything that is not a Quantity is returned unchanged (its checks come later).
+    unit : str
+        Target unit symbol, e.g. ``"nS"``, ``"1/ms"``, ``"dimensionless"``.
+    what : str
+        What the value is, for the message (``"gCa"``).
+
+    Returns
+    -------
+    float or the value unchanged
+    """
+    if not isinstance(value, pq.Quantity):
+        return value
+    target = _as_units(unit)
+    try:
+        out = np.asarray(value.rescale(target.units).magnitude, dtype=float)
+    except ValueError as exc:
+        raise UnitsError(f"{what} is given in {value.dimensionality.string}, which cannot be expressed in {unit}; "
+                         f"give it in {unit} (or a plain number in {unit}).") from exc
+    return float(out) if out.ndim == 0 else out
+
+
 _QTY_RE = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*([A-Za-zµμ/²^0-9*]*)\s*$")
 
 
@@ -164,3 +195,52 @@ def parse_quantity(text: str, kind: str | None = None, default_unit: str | None 
         if unit == "dimensionless":
             return number
     return to_canonical(number, unit, kind=kind)
+
+
+#: range (mV) a recorded membrane potential stays in; beyond it the data are in the wrong unit or an artefact
+PHYSIOLOGICAL_MV: tuple[float, float] = (-200.0, 150.0)
+#: a sweep whose every sample lies within this distance of 0 mV is not a membrane potential in mV (volts?)
+FLAT_ZERO_MV = 1.0
+
+
+def check_physiological_voltage(v, *, what: str = "the voltage", allow: bool = False) -> None:
+    """Refuse a membrane voltage that no cell produces in mV: most often a unit mistake.
+
+    Two signs: a sample beyond :data:`PHYSIOLOGICAL_MV` (−200 … +150 mV; e.g. µV labelled mV reads −65000), or
+    every sample within ±1 mV of 0 (e.g. volts labelled mV read −0.065 … +0.02). Non-finite samples are ignored
+    here (the fit's finite check names them).
+
+    Parameters
+    ----------
+    v : array_like
+        Membrane voltage in mV (any shape).
+    what : str
+        What it is, for the message (``"sweep 3 (0–300 ms)"``).
+    allow : bool
+        Skip the check (``allow_unphysiological=True``, CLI ``--allow-unphysiological``).
+
+    Raises
+    ------
+    UnphysiologicalVoltageError
+        Naming the range found, the likely unit mistake and the override.
+    """
+    if allow:
+        return
+    x = np.asarray(v, dtype=float).reshape(-1)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return
+    lo, hi = float(x.min()), float(x.max())
+    override = ("; or pass allow_unphysiological=True (CLI --allow-unphysiological) to fit it as it is")
+    if max(abs(lo), abs(hi)) < FLAT_ZERO_MV:
+        raise UnphysiologicalVoltageError(
+            f"{what} stays within ±{FLAT_ZERO_MV:g} mV of 0 ({lo:.4g} to {hi:.4g} mV), which no membrane potential "
+            "does: it is probably in volts labelled mV (×1000 needed) or a monitor channel; fix the channel's units "
+            f"or choose the Vm channel (voltage_channel=, CLI --voltage-channel){override}.")
+    a, b = PHYSIOLOGICAL_MV
+    if lo < a or hi > b:
+        big = float(np.median(np.abs(x))) > 1000.0
+        cause = ("it is probably in µV labelled mV (÷1000 needed); fix the channel's units" if big else
+                 "check the channel's units, or cut the window (--window) to leave out an artefact")
+        raise UnphysiologicalVoltageError(
+            f"{what} reaches {lo:.4g} to {hi:.4g} mV, beyond the physiological {a:g} … +{b:g} mV: {cause}{override}.")

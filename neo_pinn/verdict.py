@@ -4,10 +4,12 @@ A fit can end "successfully" with estimates pinned on their bounds, or with a mo
 the cell fires a dozen spikes per sweep. :func:`assess` catches that: it simulates the fitted model freely
 (from the fitted initial state, no data assimilation) on every sweep — the fitted ones and any held-out
 ones — and compares it with the recording. The checks (:data:`CHECKS`; a failed "fail" check makes the
-verdict "failed", a failed "warn" check "warning"): ``simulation`` (a sweep diverges), ``spiking`` (the model
+verdict "failed", a failed "warn" check "warning"): ``simulation`` (a sweep diverges), ``response`` (every fitted
+sweep is flat: the recording holds no information about the parameters), ``spiking`` (the model
 is silent where the cell fires or the reverse), ``rheobase``, ``firing_rate``, ``trace_rmse`` (subthreshold
 sweeps against the noise), ``bounds`` (an estimate on a bound) and the warning ``constrained`` (a std as
 large as the value or the search range); :class:`VerdictConfig` holds their thresholds.
+:func:`neo_pinn.estimator.judge` puts a verdict into a result (withholding the std of an estimate on a bound).
 Every check appears in every verdict; one that cannot apply (no spikes, no step protocol) passes and says why.
 Spikes are upward crossings of the model's ``spike_threshold`` (re-armed below ``problem.spike_levels``), counted in
 the step window of a step protocol (:func:`neo_pinn.cell.protocol_steps`) and over the whole sweep otherwise.
@@ -32,10 +34,11 @@ from .result import EstimationResult
 from .simulation import METHODS, choose_dt, simulate
 from .trace import Trace
 
-__all__ = ["VerdictConfig", "SweepCheck", "Check", "Verdict", "assess", "simulate_traces", "CHECKS", "SEVERITY"]
+__all__ = ["VerdictConfig", "SweepCheck", "Check", "Verdict", "assess", "estimates_on_bounds", "simulate_traces",
+           "CHECKS", "SEVERITY"]
 
 #: every check of a verdict, in the order they are reported
-CHECKS = ("simulation", "spiking", "rheobase", "firing_rate", "trace_rmse", "bounds", "constrained")
+CHECKS = ("simulation", "response", "spiking", "rheobase", "firing_rate", "trace_rmse", "bounds", "constrained")
 #: what a failed check makes of the verdict: "fail" → status "failed", "warn" → status "warning"
 SEVERITY = {name: ("warn" if name == "constrained" else "fail") for name in CHECKS}
 
@@ -64,6 +67,13 @@ class VerdictConfig:
         A subthreshold sweep fails when its RMSE exceeds this many noise standard deviations ...
     rmse_floor_mV : float
         ... and this floor (mV).
+    rmse_response_fraction : float
+        ... and this fraction of the sweep's voltage excursion.
+    flat_noise_factor : float
+        A sweep without spikes is flat when its voltage excursion (1st to 99th percentile) is at most this many
+        noise standard deviations ...
+    flat_floor_mV : float
+        ... or this floor (mV); a fit whose every fitted sweep is flat fails the ``response`` check.
     max_dt_ms : float
         Largest integration step of the free simulation (ms); the step divides the sampling interval.
     method : str
@@ -81,6 +91,8 @@ class VerdictConfig:
     rmse_noise_factor: float = 3.0
     rmse_floor_mV: float = 2.0
     rmse_response_fraction: float = 0.1
+    flat_noise_factor: float = 8.0
+    flat_floor_mV: float = 1.0
     max_dt_ms: float = 0.05
     method: str = "rk4"
     device: str = "cpu"
@@ -95,6 +107,8 @@ class VerdictConfig:
                  ("rmse_noise_factor", self.rmse_noise_factor > 0, "> 0"),
                  ("rmse_floor_mV", self.rmse_floor_mV >= 0, ">= 0"),
                  ("rmse_response_fraction", 0 <= self.rmse_response_fraction < 1, "in [0, 1)"),
+                 ("flat_noise_factor", self.flat_noise_factor >= 0, ">= 0"),
+                 ("flat_floor_mV", self.flat_floor_mV >= 0, ">= 0"),
                  ("max_dt_ms", self.max_dt_ms > 0, "> 0"),
                  ("method", self.method in METHODS, f"one of {', '.join(METHODS)}"))
         for name, ok, rule in rules:
@@ -273,9 +287,9 @@ def simulate_traces(model: NeuronModel, theta: np.ndarray, traces: Sequence[Trac
     """Free float64 simulation of one parameter set on several recorded sweeps, under their sampled stimulus.
 
     Sweeps of the same length and sampling interval run as one batch of :func:`simulate`, each on its own time from
-    its start (the models are autonomous; the ga backend batches sweeps the same way). The
-    stimulus is taken at the integration step times by linear interpolation of the samples (as the lsq and
-    ga backends do); the step is the largest divisor of the sampling interval ≤ ``max_dt`` (:func:`choose_dt`).
+    its start (the models are autonomous; the ga backend batches sweeps the same way). Each
+    stimulus sample is held until the next (zero-order hold, as the amplifier applied it and as every backend
+    does); the step is the largest divisor of the sampling interval ≤ ``max_dt`` (:func:`choose_dt`).
 
     Parameters
     ----------
@@ -428,6 +442,24 @@ def _check_simulation(sweeps: Sequence[_Sweep]) -> Check:
                  f"the fitted model simulates without diverging on all {len(sweeps)} sweeps.")
 
 
+def _check_response(problem: EstimationProblem, sweeps: Sequence[_Sweep], cfg: VerdictConfig) -> Check:
+    name, sev = "response", SEVERITY["response"]
+    fitted = [s for s in sweeps if s.check.role == "fit"]
+    limits = [max(cfg.flat_noise_factor * s.noise_mV, cfg.flat_floor_mV) for s in fitted]
+    alive = [s for s, lim in zip(fitted, limits) if s.whole_cell > 0 or s.response_mV > lim]
+    if alive:
+        best = max(alive, key=lambda s: s.response_mV)
+        return Check(name, sev, True, f"{len(alive)} of {len(fitted)} fitted sweeps respond (largest voltage "
+                                      f"excursion {best.response_mV:.3g} mV on {best.check.label}).")
+    worst = max(fitted, key=lambda s: s.response_mV)
+    free = ", ".join(problem.free_names)
+    return Check(name, sev, False,
+                 f"every fitted sweep is flat (no spike; voltage excursion at most {worst.response_mV:.3g} mV, within "
+                 f"{cfg.flat_noise_factor:g} × noise or {cfg.flat_floor_mV:g} mV): the recording holds no information "
+                 f"about {free}, so any estimate that keeps the model at rest fits it. Fit sweeps where the cell "
+                 "responds to a stimulus (steps, spikes), or hold these parameters (--set).")
+
+
 def _check_spiking(sweeps: Sequence[_Sweep], rb: _Rheobase | None, k: int) -> Check:
     ok = [s.check for s in sweeps if not s.check.diverged]
     if not any(c.n_spikes_cell or c.n_spikes_model for c in ok):
@@ -530,24 +562,54 @@ def _position(value: float, lo: float, hi: float, log: bool) -> float:
     return (value - lo) / (hi - lo)
 
 
-def _check_bounds(problem: EstimationProblem, result: EstimationResult, cfg: VerdictConfig) -> Check:
-    name, sev = "bounds", SEVERITY["bounds"]
-    bad = []
+def estimates_on_bounds(problem: EstimationProblem, result: EstimationResult,
+                        config: VerdictConfig = VerdictConfig()) -> dict[str, str]:
+    """The free parameters whose estimate sits on (or within ``bound_fraction`` of) a bound, or is not a number.
+
+    Parameters
+    ----------
+    problem : EstimationProblem
+        Its free parameters' bounds.
+    result : EstimationResult
+        The estimates.
+    config : VerdictConfig
+        ``bound_fraction`` (of the range, log range for log-scale parameters).
+
+    Returns
+    -------
+    dict
+        Name → what is wrong, e.g. ``"gK = 100 nS sits on its upper bound 100 nS"``, in the order of ``problem.free``.
+    """
+    out: dict[str, str] = {}
     for f in problem.free:
         p = result.parameters[f.name]
         lo, hi = f.bounds
         u = _position(p.value, lo, hi, f.log_scale)
         if not math.isfinite(u):
-            bad.append(f"{f.name} = {p.value} {p.unit} is not a number")
+            out[f.name] = f"{f.name} = {p.value} {p.unit} is not a number"
             continue
-        for side, b, near in (("lower", lo, u <= cfg.bound_fraction), ("upper", hi, u >= 1 - cfg.bound_fraction)):
+        for side, b, near in (("lower", lo, u <= config.bound_fraction),
+                              ("upper", hi, u >= 1 - config.bound_fraction)):
             if near:
                 on = u <= 0 or u >= 1 or math.isclose(p.value, b, rel_tol=1e-9)
-                where = "sits on" if on else f"lies within {100 * cfg.bound_fraction:g} % of"
-                bad.append(f"{f.name} = {p.value:.4g} {p.unit} {where} its {side} bound {b:.4g} {p.unit}")
+                where = "sits on" if on else f"lies within {100 * config.bound_fraction:g} % of"
+                out[f.name] = f"{f.name} = {p.value:.4g} {p.unit} {where} its {side} bound {b:.4g} {p.unit}"
+    return out
+
+
+def _check_bounds(problem: EstimationProblem, result: EstimationResult, cfg: VerdictConfig) -> Check:
+    name, sev = "bounds", SEVERITY["bounds"]
+    flagged = estimates_on_bounds(problem, result, cfg)
+    bad = []
+    for k, text in flagged.items():
+        std = result.parameters[k].std
+        # a std computed where the bound stopped the search measures the bound, not the data
+        bad.append(text + (f" (its std ± {std:.3g} is withheld: it means nothing there)"
+                           if std is not None and math.isfinite(std) else ""))
     if bad:
         one = len(bad) == 1
-        return Check(name, sev, False, f"{'; '.join(bad)}: the data push {'it' if one else 'them'} further; widen "
+        return Check(name, sev, False, f"{'; '.join(bad)}: the data push {'it' if one else 'them'} further, so "
+                                       f"{'it is' if one else 'they are'} not identified; widen "
                                        f"{'its' if one else 'their'} bounds (--bounds) or the model cannot explain "
                                        "this cell.")
     return Check(name, sev, True, f"every free parameter ({len(problem.free)}) lies inside its bounds "
@@ -557,9 +619,10 @@ def _check_bounds(problem: EstimationProblem, result: EstimationResult, cfg: Ver
 def _check_constrained(problem: EstimationProblem, result: EstimationResult, cfg: VerdictConfig) -> Check:
     name, sev = "constrained", SEVERITY["constrained"]
     bad, n_std = [], 0
+    pinned = estimates_on_bounds(problem, result, cfg)  # the bounds check reports them; their std is withheld
     for f in problem.free:
         p = result.parameters[f.name]
-        if p.std is None or not math.isfinite(p.std):
+        if p.std is None or not math.isfinite(p.std) or f.name in pinned:
             continue
         n_std += 1
         lo, hi = f.bounds
@@ -570,7 +633,9 @@ def _check_constrained(problem: EstimationProblem, result: EstimationResult, cfg
             bad.append(f"{f.name} = {p.value:.4g} ± {p.std:.3g} {p.unit} ({100 * cv:.0f} % of its value, "
                        f"{100 * span:.0f} % of its range)")
     if not n_std:
-        return Check(name, sev, True, "did not apply: the backend reports no standard deviations.")
+        why = "the estimates with a std sit on bounds (see the bounds check)" if pinned else \
+            "the backend reports no standard deviations"
+        return Check(name, sev, True, f"did not apply: {why}.")
     if bad:
         return Check(name, sev, False,
                      f"the data do not constrain {_listing(bad)}: fix such a parameter (--set) to a literature "
@@ -618,7 +683,8 @@ def assess(problem: EstimationProblem, result: EstimationResult, *, holdout: Seq
     sigma = None
     sweeps = [_compare(tr, role, st, step, problem.spike_levels, sigma) for tr, role, st, step in zip(traces, roles, states, steps)]
     rb = _rheobases(sweeps)
-    checks = (_check_simulation(sweeps), _check_spiking(sweeps, rb, config.rheobase_steps),
+    checks = (_check_simulation(sweeps), _check_response(problem, sweeps, config),
+              _check_spiking(sweeps, rb, config.rheobase_steps),
               _check_rheobase(rb, config.rheobase_steps), _check_firing_rate(sweeps, rb, config),
               _check_trace_rmse(sweeps, config), _check_bounds(problem, result, config),
               _check_constrained(problem, result, config))

@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("estimator", ("neo_pinn.estimator", "neo_pinn.toolkit")),
     ("backends", ("neo_pinn_lsq", "neo_pinn_lsq.*", "neo_pinn_pinn", "neo_pinn_pinn.*", "neo_pinn_ga",
                   "neo_pinn_ga.*", "neo_pinn_example", "neo_pinn_example.*")),
-    ("io write", ("neo_pinn.io.attach", "neo_pinn.io.neo_writers", "neo_pinn.io.synthetic_nwb", "neo_pinn.report",
+    ("io write", ("neo_pinn.io.attach", "neo_pinn.io.fit_belongs", "neo_pinn.io.neo_writers", "neo_pinn.io.synthetic_nwb", "neo_pinn.report",
                   "neo_pinn.report_cell")),
     ("api", ("neo_pinn", "neo_pinn.api", "neo_pinn.cellfit", "neo_pinn.cli", "neo_pinn.batch", "neo_pinn.testing",
              "neo_pinn.testing.*")),

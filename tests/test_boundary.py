@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from neo_pinn.cli import main
+from neo_pinn.cli import EXIT_BAD_INPUT, main
 from neo_pinn.errors import OutputPathError
 from neo_pinn.storage import check_outputs, sha256_of
 
@@ -38,7 +38,7 @@ FIT = ["--model", "morris_lecar", "--preset", "snlc", "--backend", "lsq", "--fre
 def test_no_output_flag_may_name_the_input(recording, flag, no_fit, capsys):
     before = sha256_of(recording)
     rc = main(["fit", str(recording), *FIT, flag, str(recording), "--overwrite"])
-    assert rc == 2 and "is an input" in capsys.readouterr().err
+    assert rc == EXIT_BAD_INPUT and "is an input" in capsys.readouterr().err
     assert sha256_of(recording) == before
 
 
@@ -48,19 +48,19 @@ def test_an_existing_output_is_refused_before_the_fit_naming_the_flag(recording,
     target.write_text("keep me")
     rc = main(["fit", str(recording), *FIT, flag, str(target)])
     err = capsys.readouterr().err
-    assert rc == 2 and "exists" in err and "--overwrite" in err and "overwrite=True" not in err
+    assert rc == EXIT_BAD_INPUT and "exists" in err and "--overwrite" in err and "overwrite=True" not in err
     assert target.read_text() == "keep me"
 
 
 def test_two_outputs_naming_one_file_are_refused(recording, tmp_path, no_fit, capsys):
     same = tmp_path / "both"
     rc = main(["fit", str(recording), *FIT, "--json", str(same), "--report", str(same)])
-    assert rc == 2 and "both name" in capsys.readouterr().err and not same.exists()
+    assert rc == EXIT_BAD_INPUT and "both name" in capsys.readouterr().err and not same.exists()
 
 
 def test_a_missing_or_unwritable_folder_is_refused_before_the_fit(recording, tmp_path, no_fit, capsys):
     rc = main(["fit", str(recording), *FIT, "--json", str(tmp_path / "nowhere" / "r.json")])
-    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    assert rc == EXIT_BAD_INPUT and "does not exist" in capsys.readouterr().err
     with pytest.raises(OutputPathError, match="folder"):
         check_outputs({"--report": tmp_path}, [])
 
@@ -69,12 +69,12 @@ def test_report_never_replaces_its_result_and_asks_before_replacing_a_report(tmp
     result = tmp_path / "r.json"
     result.write_text(json.dumps({"not": "a result"}))
     rc = main(["report", str(result), "--out", str(result)])
-    assert rc == 2 and "is an input" in capsys.readouterr().err
+    assert rc == EXIT_BAD_INPUT and "is an input" in capsys.readouterr().err
     assert json.loads(result.read_text()) == {"not": "a result"}
     old = tmp_path / "old.html"
     old.write_text("old report")
     rc = main(["report", str(result), "--out", str(old)])
-    assert rc == 2 and "--overwrite" in capsys.readouterr().err and old.read_text() == "old report"
+    assert rc == EXIT_BAD_INPUT and "--overwrite" in capsys.readouterr().err and old.read_text() == "old report"
 
 
 @pytest.mark.parametrize("sweeps, match", [((0, 0), "listed twice"), ([1, -1], "listed twice"), (True, "whole numbers"),

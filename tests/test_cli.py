@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from neo_pinn.cli import main
+from neo_pinn.cli import EXIT_BAD_INPUT, main
 
 
 def run(capsys, *argv):
@@ -41,7 +41,7 @@ def test_simulate_writes_nwb_with_sidecar_and_info_reads_it(ml_file, capsys):
 
 def test_simulate_refuses_to_overwrite(ml_file, capsys):
     rc, _, err = run(capsys, "simulate", "--model", "morris_lecar", "--duration", "200", "--out", str(ml_file))
-    assert rc == 2 and "overwrite" in err
+    assert rc == EXIT_BAD_INPUT and "overwrite" in err
 
 
 def test_simulate_abf_roundtrip(tmp_path, capsys):
@@ -60,14 +60,14 @@ def test_plugins_lists_builtins(capsys):
     assert rc == 0 and d["models"]["morris_lecar"] == "core_models" and "lsq" in d["backends"]
 
 
-def test_errors_are_one_line_with_exit_2(tmp_path, capsys):
+def test_errors_are_one_line_with_exit_4(tmp_path, capsys):
     rc, _, err = run(capsys, "info", str(tmp_path / "missing.abf"))
-    assert rc == 2 and err.startswith("error:")
+    assert rc == EXIT_BAD_INPUT and err.startswith("error:") and len(err.splitlines()) == 1
     rc, _, err = run(capsys, "fit", str(tmp_path / "missing.abf"), "--model", "morris_lecar", "--backend", "lsq",
                      "--free", "gCa")
-    assert rc == 2 and err.startswith("error:")
+    assert rc == EXIT_BAD_INPUT and err.startswith("error:")
     rc, _, err = run(capsys, "simulate", "--model", "nope", "--duration", "10", "--out", str(tmp_path / "a.nwb"))
-    assert rc == 2 and "morris_lecar" in err
+    assert rc == EXIT_BAD_INPUT and "morris_lecar" in err
 
 
 def test_fit_writes_json_report_and_attached_nwb(ml_file, tmp_path, capsys):
@@ -92,7 +92,7 @@ def test_fit_writes_json_report_and_attached_nwb(ml_file, tmp_path, capsys):
 def test_fit_refuses_voltage_clamp(recordings_dir, capsys):
     rc, _, err = run(capsys, "fit", str(recordings_dir / "171116sh_0013.abf"), "--model", "morris_lecar",
                      "--backend", "lsq", "--free", "gCa")
-    assert rc == 2 and "voltage-clamp" in err
+    assert rc == EXIT_BAD_INPUT and "voltage-clamp" in err
 
 
 def test_fit_without_free_estimates_the_models_default_set(capsys):

@@ -11,6 +11,7 @@ from neo_pinn import EstimationProblem, Estimator, Trace, build_result
 from neo_pinn.errors import (ConfigurationError, EmptySignalError, NonFiniteDataError, UnitsError,
                              UnknownNameError)
 from neo_pinn.units import dimension_of, parse_quantity, to_canonical
+from neo_pinn.trace import require_finite
 
 
 def test_units_convert_to_canonical():
@@ -34,8 +35,13 @@ def test_trace_validates_and_windows():
     assert w.t[0] >= 2.0 and w.t[-1] <= 5.0 and w.v.size == w.t.size
     with pytest.raises(EmptySignalError):
         tr.window(20, 30)
+    # a gap in the voltage is allowed in a trace; a fit refuses it only inside the window it reads
+    gappy = Trace(t=t, v=np.where(t > 5, np.nan, 0.0), i_ext=np.zeros_like(t))
+    require_finite(gappy.window(0.0, 5.0))
+    with pytest.raises(NonFiniteDataError, match="voltage of sweep 0"):
+        require_finite(gappy)
     with pytest.raises(NonFiniteDataError):
-        Trace(t=t, v=np.where(t > 5, np.nan, 0.0), i_ext=np.zeros_like(t))
+        Trace(t=np.where(t > 5, np.nan, t), v=np.zeros_like(t), i_ext=np.zeros_like(t))
     with pytest.raises(ConfigurationError):
         Trace(t=t, v=t[:-1], i_ext=np.zeros_like(t))
     d = tr.decimate(4)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from neo_pinn.errors import ConfigurationError, UnknownNameError
-from neo_pinn.report import figure_fit, figure_history, write_report
+from neo_pinn.errors import OutputPathError, UnknownNameError
+from neo_pinn.report import figure_fit, figure_history, input_files, write_report
 from neo_pinn.result import EstimationResult, ParameterEstimate, SweepFit
 
 
@@ -118,9 +118,82 @@ def test_report_refuses_input_file(tmp_path):
     src.write_bytes(b"ABF2")
     res = make_result()
     res = dataclasses.replace(res, provenance={**res.provenance, "input_file": str(src)})
-    with pytest.raises(ConfigurationError, match="input"):
+    with pytest.raises(OutputPathError, match="input"):
         write_report(res, src)
     assert src.read_bytes() == b"ABF2"
+
+
+def test_report_refuses_a_folder_and_leaves_nothing(tmp_path):
+    (tmp_path / "out").mkdir()
+    with pytest.raises(OutputPathError, match="folder"):
+        write_report(make_result(n_sweeps=1, history={}), tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and not any((tmp_path / "out").iterdir())
+
+
+def _section(text: str, title: str) -> str:
+    return text.split(f"<h2>{title}</h2>", 1)[1].split("<h2>", 1)[0]
+
+
+def test_report_shows_the_initial_guess_not_the_best_start(tmp_path):
+    """The "initial guess" column is where the search started (the user's --init), the best start a column of its
+    own; a result that does not record the guess says so instead of passing the best start off as it."""
+    res = make_result(history={})  # g_K: best start 5.0, C: best start 10.0
+    res = dataclasses.replace(res, provenance={**res.provenance, "initial_guess": {"g_K": 6.5, "C": None}})
+    table = _section(write_report(res, tmp_path / "a.html").read_text(), "Parameters")
+    header = re.findall(r"<th>([^<]+)</th>", table)
+    row = re.search(r"<td>g_K</td>(.*?)</tr>", table).group(1)
+    cells = dict(zip(header[1:], re.findall(r"<td[^>]*>([^<]*)</td>", row)))
+    assert cells["initial guess"] == "6.5" and cells["best start"] == "5"
+    row_c = re.search(r"<td>C</td>(.*?)</tr>", table).group(1)
+    assert dict(zip(header[1:], re.findall(r"<td[^>]*>([^<]*)</td>", row_c)))["initial guess"] == "—"
+    assert "initial_guess" not in _section(write_report(res, tmp_path / "b.html").read_text(), "Provenance")
+    old = _section(write_report(make_result(history={}), tmp_path / "c.html").read_text(), "Parameters")
+    assert "does not record the initial guess" in old
+
+
+def test_from_fit_records_the_problems_initial_guess():
+    from neo_pinn.api import get_model
+    from neo_pinn.problem import EstimationProblem
+    from neo_pinn.trace import Trace
+
+    model = get_model("morris_lecar")
+    t = np.arange(50) * 0.1
+    tr = Trace(t=t, v=np.full(t.size, -60.0), i_ext=np.zeros(t.size))
+    prob = EstimationProblem.build(model, [tr], ["gCa", "gK"], init={"gCa": 3.25})
+    res = EstimationResult.from_fit(prob, "lsq", {"gCa": 4.0, "gK": 8.0}, [np.zeros((t.size, 2))],
+                                    init={"gCa": 1.0, "gK": 9.0})
+    assert res.provenance["initial_guess"] == {"gCa": 3.25, "gK": None}
+    assert res["gCa"].init == 1.0  # the best start stays in ParameterEstimate.init
+    back = EstimationResult.from_json(res.to_json())
+    assert back.provenance["initial_guess"] == {"gCa": 3.25, "gK": None}
+
+
+def test_history_draws_stages_as_markers_not_objective_values():
+    cost = [100.0, 10.0, 5.0, 1.0, 0.5, 0.1]
+    stage = [0, 0, 1, 1, 1, 2]
+    fig = figure_history(make_result(history={"cost": cost, "stage": stage, "start_cost": [0.1, 0.3, 2.0],
+                                              "start_init": [[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]}))
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log"  # the zeros of the stage index no longer force a symlog axis
+    drawn = {line.get_label(): list(line.get_ydata()) for line in ax.lines if not str(line.get_gid()).startswith("stage")}
+    assert drawn == {"cost": cost}  # the stage index is never drawn as an objective value
+    markers = sorted(float(line.get_xdata()[0]) for line in ax.lines if str(line.get_gid()).startswith("stage"))
+    assert markers == [0.0, 2.0, 5.0]  # where each stage begins
+    assert len(fig.axes) == 2 and fig.axes[1].get_xlabel() == "start"  # per-start values get their own axis
+    assert [list(line.get_ydata()) for line in fig.axes[1].lines] == [[0.1, 0.3, 2.0]]
+
+
+def test_report_lists_each_input_file_once(tmp_path):
+    """A source names its file as given (an absolute path) and by its base name: one input, listed once."""
+    src = {"file": "/data/cells/cell.nwb", "file_name": "cell.nwb", "sha256": "a" * 64, "format": "NWB"}
+    res = make_result(history={})
+    res = dataclasses.replace(
+        res, fits=tuple(dataclasses.replace(f, source=dict(src)) for f in res.fits),
+        provenance={"run_id": "abc123", "inputs": [dict(src, sweep=f.sweep) for f in res.fits]})
+    assert input_files(res) == [("/data/cells/cell.nwb", "a" * 64)]
+    prov = _section(write_report(res, tmp_path / "r.html").read_text(), "Provenance")
+    assert prov.count("cell.nwb") == 1 and prov.count("a" * 64) == 1
+    assert re.search(r"<td>/data/cells/cell.nwb</td><td><code>a{64}</code></td><td>0, 1</td>", prov)
 
 
 def test_protocol_steps_take_the_epoch_that_varies_across_sweeps():

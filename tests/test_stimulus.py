@@ -43,7 +43,9 @@ def test_step_defaults_open_ended():
     spec = parse_stimulus("step:amp=20pA,start=10ms")
     assert spec.get("stop") == math.inf
     assert spec(np.array([0.0, 10.0, 1e6])) == pytest.approx([0.0, 20.0, 20.0])
-    assert parse_stimulus("step:amp=20pA")(np.array([0.0])) == pytest.approx([20.0])
+    # neither edge: a constant current written as a step is refused (const:amp=... says it)
+    with pytest.raises(StimulusError, match="neither start nor stop.*const:amp=20pA"):
+        parse_stimulus("step:amp=20pA")
 
 
 @pytest.mark.parametrize("text", ["const:amp=60pA", "constant:amp=60pA", "CONST: amp = 0.06 nA"])
@@ -122,10 +124,11 @@ def test_csv(tmp_path):
         assert parse_stimulus(spec.to_string()) == spec
     no_header = tmp_path / "plain.csv"
     no_header.write_text("0 10\n10 20\n")
-    assert parse_stimulus(no_header)(np.array([5.0])) == pytest.approx([15.0])
+    # each row holds until the next (zero-order hold, as an amplifier applies a sampled command)
+    assert parse_stimulus(no_header)(np.array([5.0])) == pytest.approx([10.0])
     torch = pytest.importorskip("torch")
     out = parse_stimulus(no_header)(torch.tensor([5.0], dtype=torch.float32))
-    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and float(out[0]) == pytest.approx(15.0)
+    assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and float(out[0]) == pytest.approx(10.0)
 
 
 @pytest.mark.parametrize("text, match", [

@@ -14,7 +14,7 @@ __all__ = ["spike_times", "spike_count", "firing_rate", "burst_statistics"]
 
 
 def spike_times(v, t, threshold: float = 0.0, rearm: float | None = None) -> np.ndarray:
-    """Times of upward threshold crossings, linearly interpolated between samples.
+    """Times of upward threshold crossings, linearly interpolated between samples (NaN and inf samples skipped).
 
     Parameters
     ----------
@@ -34,6 +34,9 @@ def spike_times(v, t, threshold: float = 0.0, rearm: float | None = None) -> np.
     """
     v = np.asarray(v, dtype=float).reshape(-1)
     t = np.asarray(t, dtype=float).reshape(-1)
+    ok = np.isfinite(v) & np.isfinite(t)
+    if not ok.all():  # a recorder's overflow (inf) or a gap (NaN) is not a spike: only finite samples count
+        v, t = v[ok], t[ok]
     rearm = threshold - 10.0 if rearm is None else rearm
     up = np.flatnonzero((v[:-1] < threshold) & (v[1:] >= threshold))
     if up.size == 0:

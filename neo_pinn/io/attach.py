@@ -62,6 +62,7 @@ import quantities as pq
 from ..errors import ConfigurationError
 from ..result import EstimationResult, ParameterEstimate, SweepFit, split_outputs
 from ..storage import dumps as _dumps
+from .fit_belongs import check_fit_belongs, is_voltage_signal
 from .neo_files_reader import decode_nwb_payload
 
 __all__ = ["attach", "attach_copy", "read_attached", "result_from_block", "ROLE_RECONSTRUCTION", "ROLE_STATES"]
@@ -150,14 +151,6 @@ def _name_of(sig) -> str | None:
 def _source_names(fit: SweepFit) -> set[str]:
     keys = ("signal", "signal_name", "voltage_signal", "channel", "channel_name")
     return {str(fit.source[k]) for k in keys if fit.source.get(k) not in (None, "")}
-
-
-def _is_voltage(sig) -> bool:
-    try:
-        sig.units.rescale(pq.mV)
-        return True
-    except ValueError:
-        return False
 
 
 # ------------------------------------------------------------------------------------- target → plan
@@ -253,9 +246,11 @@ def _match(result: EstimationResult, segments: list, explicit: list | None) -> l
         wanted = _source_names(fit)
         src = next((s for s in seg.analogsignals if s.name in wanted), None)
         if src is None:
-            src = next((s for s in seg.analogsignals if _is_voltage(s) and
+            src = next((s for s in seg.analogsignals if is_voltage_signal(s) and
                         _annotations_of(s)[0].get("neo_pinn_role") not in _ROLES), None)
         plan.append((fit, seg, src))
+    for fit, seg, src in plan:
+        check_fit_belongs(fit, src)
     return plan
 
 

@@ -254,6 +254,12 @@ def _match_channel(chans: list[Channel], wanted, block) -> Channel:
         if not hits and text.strip().isdigit() and int(text) < len(keys):  # "1" from a command line
             hits = [c for c in chans if c.key == keys[int(text)]]
     if not hits:
+        index = int(wanted) if isinstance(wanted, (int, np.integer)) else \
+            int(str(wanted).strip()) if str(wanted).strip().isdigit() else None
+        if index is not None and 0 <= index < len(keys):  # a channel that is never a recorded voltage
+            volts = ", ".join(c.key for c in chans if c.kind == "voltage") or "none"
+            raise UnitsError(f"Channel {index} ({keys[index]}) is the stimulus or another signal that is not "
+                             f"a voltage; voltage channels: {volts}.")
         raise NoVoltageChannelError(f"No channel named {wanted!r}; channels are {listing}.")
     chan = hits[0]
     if chan.kind != "voltage":
@@ -270,9 +276,12 @@ def _best_voltage(volts: list[Channel], notes: list) -> Channel:
     scored.sort(key=lambda x: x[:3])
     best = scored[0]
     if not best[4]:
+        # recorded, not warned: a fit refuses such a voltage (neo_pinn.units.check_physiological_voltage) unless
+        # forced, so a warning that scrolls by is not the only thing between the user and a nonsense fit
         notes.append((f"Channel {best[3].key!r} is labelled {best[3].units} but its values do not look like a "
-                      "membrane potential (all within ±1 mV, flat or beyond ±200 mV); check voltage_channel=.",
-                      UserWarning))
+                      "membrane potential (all within ±1 mV, flat or beyond ±200 mV); check voltage_channel= and the "
+                      "units. A fit refuses it unless allow_unphysiological=True (CLI --allow-unphysiological).",
+                      None))
     for other in scored[1:]:
         if not other[4]:
             notes.append((f"Channel {other[3].key!r} ({other[3].units}) was not used as the membrane "

@@ -26,7 +26,7 @@ from ..errors import (
     UnitsError,
     VoltageClampError,
 )
-from ..trace import Trace, zero_order_hold
+from ..trace import Trace, check_window, zero_order_hold
 from ..units import dimension_of, to_canonical
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "trace_to_signals",
     "STIMULUS_HINT",
     "format_ranges",
+    "select_sweeps",
 ]
 
 ROLE_VOLTAGE = "voltage"
@@ -142,7 +143,25 @@ def signal_to_trace(voltage, stimulus=None, *, sweep: int = 0, stimulus_source: 
     return Trace(t=t, v=v, i_ext=i, stimulus_source=stimulus_source, sweep=sweep, source=dict(source or {}))
 
 
-def _selected(sweeps, available: list[int]) -> list[int]:
+def select_sweeps(sweeps, available: list[int]) -> list[int]:
+    """The sweeps ``sweeps`` names among ``available`` (sweep numbers 0..n-1), each once.
+
+    Parameters
+    ----------
+    sweeps : "all", None, int or sequence of int
+        Whole numbers (negative ones count from the end); a bool, a fraction or a repeated sweep is refused.
+    available : list of int
+        The sweep numbers there are.
+
+    Returns
+    -------
+    list of int
+
+    Raises
+    ------
+    ConfigurationError
+        A value that is not a whole number, a missing sweep or one listed twice.
+    """
     if sweeps is None or (isinstance(sweeps, str) and sweeps == "all"):
         return list(available)
     def index(x):
@@ -218,7 +237,7 @@ def block_to_traces(block, sweeps="all", window=None, provenance: dict | None = 
         raise NoVoltageChannelError("No signal is marked neo_pinn_role='voltage'; load the data with "
                                     "neo_pinn.io.load_recording(), or annotate the membrane voltage yourself.")
     available = sorted(found)
-    chosen = _selected(sweeps, available)
+    chosen = select_sweeps(sweeps, available)
     missing = []
     out = []
     for k in chosen:
@@ -245,7 +264,7 @@ def block_to_traces(block, sweeps="all", window=None, provenance: dict | None = 
             source_name = str(stim.annotations.get("neo_pinn_stimulus_source", source_name))
         trace = signal_to_trace(vsig, stim, sweep=k, stimulus_source=source_name, source=info)
         if window is not None:
-            t0, t1 = window
+            t0, t1 = check_window(window)
             start = trace.t[0]
             trace = trace.window(None if t0 is None else start + float(t0), None if t1 is None else start + float(t1))
         out.append(trace)

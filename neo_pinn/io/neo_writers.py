@@ -42,7 +42,7 @@ import numpy as np
 import quantities as pq
 
 from ..errors import ConfigurationError
-from ..storage import atomic_path, dumps, same_file
+from ..storage import atomic_path, dumps, final_path_of, same_file
 from .neo_files_reader import NWB_PAYLOAD_KEY, decode_nwb_payload, neo_file_format, quiet_nwbio
 
 __all__ = ["write_block", "input_files_of"]
@@ -209,7 +209,9 @@ def _prepare_nwb(block, path: Path) -> None:
         ann["session_start_time"] = start
     # NWBIO's defaults would be the temporary file name.
     ann.setdefault("identifier", block.name or uuid.uuid4().hex)
-    ann.setdefault("session_description", block.description or block.name or f"Neo block written to {path.name}")
+    # a run's temporary path (neo_pinn.storage.RunOutputs) is described by the file it becomes
+    ann.setdefault("session_description", block.description or block.name or
+                   f"Neo block written to {final_path_of(path).name}")
     block.name = _nwb_name(block.name) or "block"
     used: set[str] = set()
     for i, seg in enumerate(block.segments):

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import EmptySignalError, RecordingFormatError
-from ..storage import sha256_of
+from ..storage import check_input_file, sha256_of
 from .channels import channel_names
 from .neo_files_reader import restore_nwb, strip_nix_names
 
@@ -178,6 +178,8 @@ def open_source(source) -> Source:
         if not path.exists():
             raise RecordingNotFoundError(f"Recording file {str(path)!r} does not exist; check the path "
                                          f"(relative paths start at {os.getcwd()!r}).")
+        if not path.is_dir():  # a folder may be a recording (some formats are folders); a FIFO would hang
+            check_input_file(path, "Recording file")
         original, fmt = read_file(path)
         sha = sha256_of(path) if path.is_file() else None
         segments = [(i, seg) for i, seg in enumerate(s for b in original for s in b.segments)]

@@ -39,7 +39,7 @@ from . import convert
 from .channels import channel_listing, choose_channel, collect_channels, nwb_type, sweep_sort_key
 from .reading import RecordingNotFoundError, open_source
 from .stimulus_recovery import StimulusFinder, marked_stimuli, recover_stimuli, step_summary
-from .stimulus_specs import describe_step_family, describe_steps
+from .stimulus_specs import StimulusSpec, describe_step_family, describe_steps, parse_stimulus
 
 __all__ = ["load_recording", "Recording", "SweepInfo", "RecordingNotFoundError", "MODES"]
 
@@ -333,6 +333,7 @@ def load_recording(source, *, voltage_channel: str | int | None = None, stimulus
     marked = marked_stimuli(block, members)
     _mark_sweeps(block, members, role)
     if rec_mode == "current_clamp":
+        _check_spec_span(stimulus, members)
         sources, details, currents = recover_stimuli(block, members, stimulus, marked, notes, stimulus_finder)
     else:
         sources = details = currents = [None] * len(members)
@@ -347,6 +348,18 @@ def load_recording(source, *, voltage_channel: str | int | None = None, stimulus
     return Recording(block=block, original=src.original, sweeps=infos, path=src.path, sha256=src.sha256,
                      fmt=src.format, recording_mode=rec_mode, channel=str(display),
                      warnings_=[message for message, _ in notes], channels=channels, step_info=step_info)
+
+
+def _check_spec_span(stimulus, members) -> None:
+    """Refuse a user's spec (step, ramp, pulses) that acts outside every sweep's time span (it would inject nothing)."""
+    if isinstance(stimulus, str) and stimulus.strip().lower() in ("auto", "zero", "none"):
+        return
+    if not isinstance(stimulus, (str, StimulusSpec)):
+        return
+    spec = parse_stimulus(stimulus)
+    for k, (_, sig) in enumerate(members):
+        last = (sig.shape[0] - 1) * 1000.0 / convert.clean_rate(float(sig.sampling_rate.rescale("Hz").magnitude))
+        spec.check_span(0.0, last, f"sweep {k}")
 
 
 def _check_mode(chan, chans, rec_mode: str, mode: str, path) -> None:

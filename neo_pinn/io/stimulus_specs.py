@@ -10,19 +10,21 @@ Accepted forms (``parse_stimulus``)::
     zero                                     no injected current (alias: none)
     const:amp=60pA                           constant current (alias: constant)
     step:amp=48pA,start=100ms,stop=900ms     base + amp for start <= t < stop (start 0, stop inf,
-                                             base 0 by default; optional base=...)
+                                             base 0 by default; optional base=...); start or stop
+                                             is required (without either it would be a constant)
     ramp:start=100ms,stop=900ms,from=0pA,to=200pA
                                              linear from ``from`` at start to ``to`` at stop,
                                              base (default 0) outside
     pulses:amp=500pA,start=100ms,width=2ms,period=10ms,n=20
                                              n rectangular pulses (n omitted: unlimited), base outside
-    csv:FILE  or a path ending in .csv       two columns t_ms,i_pA (an optional header line), linearly
-                                             interpolated, end values held outside the table
+    csv:FILE  or a path ending in .csv       two columns t_ms,i_pA (an optional header line), each row
+                                             held until the next, end values held outside the table
 
 :func:`summarize_steps` turns a sampled current (a protocol or a recorded channel) into piecewise-
 constant epochs; :func:`describe_steps` writes them as compact text; :func:`step_amplitudes` finds the
 step that changes from sweep to sweep in a family of sweeps (the "steps -50 to +100 pA" of an I–V or
-F–I protocol); :func:`compare_stimuli` is the tolerance test used to warn when two sources disagree.
+F–I protocol); :func:`compare_stimuli` is the tolerance test used to warn when two sources disagree. Those
+summaries live in :mod:`neo_pinn.io.stimulus_steps` and are exported here too.
 """
 
 from __future__ import annotations
@@ -32,13 +34,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from ..errors import StimulusError, UnitsError
 from ..trace import zero_order_hold
 from ..units import parse_quantity
+from .stimulus_steps import compare_stimuli, describe_step_family, describe_steps, step_amplitudes, summarize_steps
 
 __all__ = [
     "StimulusSpec",
@@ -49,6 +51,7 @@ __all__ = [
     "describe_step_family",
     "compare_stimuli",
     "STIMULUS_SYNTAX",
+    "STIMULUS_FORMS",
 ]
 
 STIMULUS_SYNTAX = (
@@ -60,6 +63,11 @@ STIMULUS_SYNTAX = (
     "  pulses:amp=500pA,start=100ms,width=2ms,period=10ms[,n=20][,base=0pA]\n"
     "  csv:FILE  (or a path ending in .csv; columns t_ms,i_pA, optional header)"
 )
+
+#: the accepted forms on one line, for error messages (which are one line each)
+STIMULUS_FORMS = ("accepted: zero | const:amp=60pA | step:amp=48pA,start=100ms,stop=900ms[,base=0pA] | "
+                  "ramp:start=100ms,stop=900ms,from=0pA,to=200pA[,base=0pA] | "
+                  "pulses:amp=500pA,start=100ms,width=2ms,period=10ms[,n=20][,base=0pA] | csv:FILE (t_ms,i_pA)")
 
 # kind -> {parameter: (dimension, default or None if required)}
 _KINDS: dict[str, dict[str, tuple[str, float | None]]] = {
@@ -115,7 +123,7 @@ class StimulusSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
-            raise StimulusError(f"Unknown stimulus kind {self.kind!r}.\n{STIMULUS_SYNTAX}")
+            raise StimulusError(f"Unknown stimulus kind {self.kind!r}; {STIMULUS_FORMS}.")
         if self.kind == "csv" and self.table is None:
             raise StimulusError("A csv stimulus needs its table; build it with parse_stimulus('csv:FILE').")
 
@@ -138,13 +146,43 @@ class StimulusSpec:
         for key in _ORDER[self.kind]:
             value = self.get(key)
             default = defaults[key][1]
-            if default is not None and value == default:
+            if default is not None and value == default and not (self.kind == "step" and key == "start"):
                 continue
-            parts.append(f"{key}={_fmt(value)}{_UNIT_OF[defaults[key][0]]}")
+            unit = "" if math.isinf(value) else _UNIT_OF[defaults[key][0]]
+            parts.append(f"{key}={_fmt(value)}{unit}")
         return f"{self.kind}:" + ",".join(parts)
 
     def __str__(self) -> str:
         return self.to_string()
+
+    def check_span(self, t_first: float, t_last: float, what: str = "the sweep") -> None:
+        """Refuse a spec whose timed part (step, ramp, pulses) lies wholly outside a sweep's time span.
+
+        Such a spec would inject only its base current: a step at 1000 ms on a 500 ms sweep is a typo (s for
+        ms, or the wrong sweep), not a zero current.
+
+        Parameters
+        ----------
+        t_first, t_last : float
+            The sweep's first and last sample time, ms since its start (the spec's time).
+        what : str
+            The sweep, for the message (``"sweep 3"``).
+
+        Raises
+        ------
+        StimulusError
+            Naming the spec's times and the sweep's span.
+        """
+        if self.kind not in ("step", "ramp", "pulses"):
+            return
+        start = self.get("start")
+        stop = self.get("stop") if self.kind != "pulses" else start + self.get("period") * self.get("n")
+        if start <= t_last and stop > t_first:
+            return
+        raise StimulusError(
+            f"The stimulus {self.to_string()!r} acts from {_fmt(start)} to {_fmt(stop)} ms, outside {what}, which "
+            f"spans {t_first:.6g}–{t_last:.6g} ms (times in a spec count from the sweep's start): it would inject no "
+            "step at all. Check the times and their units (e.g. start=0.1s is 100 ms).")
 
     # ------------------------------------------------------------------ evaluation
     def __call__(self, t):
@@ -199,23 +237,27 @@ def _read_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not path.is_file():
         raise StimulusError(f"Stimulus CSV {str(path)!r} does not exist; give an existing file with columns "
                             "t_ms,i_pA.")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise StimulusError(f"Stimulus CSV {path.name} is not text (UTF-8); write t_ms,i_pA pairs, one per "
+                            "line.") from None
     rows: list[tuple[float, float]] = []
-    with open(path, "r", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            text = line.strip()
-            if not text or text.startswith("#"):
+    for lineno, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        cells = [c for c in re.split(r"[,;\t ]+", text) if c]
+        try:
+            values = [float(c) for c in cells]
+        except ValueError:
+            if not rows:  # one header line is allowed
                 continue
-            cells = [c for c in re.split(r"[,;\t ]+", text) if c]
-            try:
-                values = [float(c) for c in cells]
-            except ValueError:
-                if not rows:  # one header line is allowed
-                    continue
-                raise StimulusError(f"{path.name}, line {lineno}: {text!r} is not two numbers (t_ms, i_pA).") \
-                    from None
-            if len(values) < 2:
-                raise StimulusError(f"{path.name}, line {lineno}: need two columns t_ms,i_pA, got {text!r}.")
-            rows.append((values[0], values[1]))
+            raise StimulusError(f"{path.name}, line {lineno}: {text!r} is not two numbers (t_ms, i_pA).") \
+                from None
+        if len(values) < 2:
+            raise StimulusError(f"{path.name}, line {lineno}: need two columns t_ms,i_pA, got {text!r}.")
+        rows.append((values[0], values[1]))
     if len(rows) < 2:
         raise StimulusError(f"Stimulus CSV {path.name} holds fewer than two rows; write t_ms,i_pA pairs.")
     arr = np.asarray(rows, dtype=float)
@@ -251,10 +293,10 @@ def parse_stimulus(spec) -> StimulusSpec:
         path = Path(spec)
         return StimulusSpec("csv", path=str(path), table=_read_csv(path))
     if not isinstance(spec, str):
-        raise StimulusError(f"Cannot read a stimulus from a {type(spec).__name__}.\n{STIMULUS_SYNTAX}")
+        raise StimulusError(f"Cannot read a stimulus from a {type(spec).__name__}; {STIMULUS_FORMS}.")
     text = spec.strip()
     if not text:
-        raise StimulusError(f"Empty stimulus spec.\n{STIMULUS_SYNTAX}")
+        raise StimulusError(f"Empty stimulus spec; {STIMULUS_FORMS}.")
     if text.lower().startswith("csv:"):
         path = Path(text[4:].strip())
         return StimulusSpec("csv", path=str(path), table=_read_csv(path))
@@ -264,17 +306,17 @@ def parse_stimulus(spec) -> StimulusSpec:
     kind, _, rest = text.partition(":")
     kind = _ALIASES.get(kind.strip().lower(), kind.strip().lower())
     if kind not in _KINDS or kind == "csv":
-        raise StimulusError(f"Unknown stimulus kind {text.partition(':')[0]!r} in {spec!r}.\n{STIMULUS_SYNTAX}")
+        raise StimulusError(f"Unknown stimulus kind {text.partition(':')[0]!r} in {spec!r}; {STIMULUS_FORMS}.")
     allowed = _KINDS[kind]
     given: dict[str, float] = {}
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, eq, value = item.partition("=")
         key = key.strip().lower()
         if not eq or not value.strip():
-            raise StimulusError(f"{item!r} in {spec!r} is not key=value.\n{STIMULUS_SYNTAX}")
+            raise StimulusError(f"{item!r} in {spec!r} is not key=value; {STIMULUS_FORMS}.")
         if key not in allowed:
             names = ", ".join(allowed) or "none"
-            raise StimulusError(f"{kind!r} has no parameter {key!r} (it takes: {names}).\n{STIMULUS_SYNTAX}")
+            raise StimulusError(f"{kind!r} has no parameter {key!r} (it takes: {names}); {STIMULUS_FORMS}.")
         if key in given:
             raise StimulusError(f"Parameter {key!r} given twice in {spec!r}.")
         dim = allowed[key][0]
@@ -287,16 +329,20 @@ def parse_stimulus(spec) -> StimulusSpec:
         except UnitsError as exc:
             unit = _UNIT_OF[dim] or "a plain number"
             raise StimulusError(f"Cannot read {key}={value!r} in {spec!r}: {exc} ({key} is a {dim}; "
-                                f"e.g. {key}=10{_UNIT_OF[dim]} — {unit}).\n{STIMULUS_SYNTAX}") from exc
+                                f"e.g. {key}=10{_UNIT_OF[dim]} — {unit}); {STIMULUS_FORMS}.") from exc
     params = []
     for key, (dim, default) in allowed.items():
         if key in given:
             params.append((key, float(given[key])))
         elif default is None:
-            raise StimulusError(f"{kind!r} stimulus {spec!r} lacks {key}=...\n{STIMULUS_SYNTAX}")
+            raise StimulusError(f"{kind!r} stimulus {spec!r} lacks {key}=...; {STIMULUS_FORMS}.")
         else:
             params.append((key, float(default)))
     p = dict(params)
+    if kind == "step" and "start" not in given and "stop" not in given:
+        raise StimulusError(f"{spec!r} has neither start nor stop, so it would inject a constant current all sweep "
+                            f"long: give the step's edges (e.g. step:amp={_fmt(p['amp'])}pA,start=100ms,stop=900ms), "
+                            f"or write const:amp={_fmt(p['amp'])}pA for a constant current.")
     if kind in ("step", "ramp") and not p["stop"] > p["start"]:
         raise StimulusError(f"In {spec!r} stop must come after start.")
     if kind == "pulses":
@@ -308,380 +354,3 @@ def parse_stimulus(spec) -> StimulusSpec:
         if math.isnan(value) or (math.isinf(value) and key not in ("stop", "n")):
             raise StimulusError(f"In {spec!r} {key} must be finite.")
     return StimulusSpec(kind, tuple(params))
-
-
-# ---------------------------------------------------------------------- step summaries
-def _noise_sigma(x: np.ndarray) -> float:
-    """Robust sample-to-sample noise level (0 for noise-free commands)."""
-    if x.size < 3:
-        return 0.0
-    d = np.diff(x)
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2.0))
-
-
-def _odd_window(n: int, cap: int = 201) -> int:
-    n = int(max(1, min(n, cap)))
-    return n if n % 2 else n + 1
-
-
-def _median_filter(x: np.ndarray, size: int) -> np.ndarray:
-    if size <= 1 or x.size < size:
-        return x
-    from scipy.ndimage import median_filter
-
-    return median_filter(x, size=size, mode="nearest")
-
-
-def _tolerance(x: np.ndarray, tol_pA: float | None) -> float:
-    if tol_pA is not None:
-        return float(tol_pA)
-    lo, hi = np.percentile(x, [0.1, 99.9]) if x.size > 1000 else (x.min(), x.max())
-    return float(max(5.0 * _noise_sigma(x), 0.005 * (hi - lo), 0.1))
-
-
-def summarize_steps(t_ms, i_pA, min_duration_ms: float = 1.0, tol_pA: float | None = None) -> list[dict]:
-    """Split a current into piecewise-constant epochs.
-
-    Parameters
-    ----------
-    t_ms : array_like
-        Sample times in ms, shape (T,), uniformly spaced.
-    i_pA : array_like
-        Current in pA, shape (T,): a protocol waveform or a (noisy) recorded current channel.
-    min_duration_ms : float
-        Epochs shorter than this (ms) are glitches and are merged into their neighbour.
-    tol_pA : float, optional
-        Two levels closer than this (pA) are the same epoch. Default: the larger of five times the
-        sample-to-sample noise, 0.5 % of the (0.1–99.9 percentile) range and 0.1 pA.
-
-    Returns
-    -------
-    list of dict
-        ``{"start_ms", "stop_ms", "amplitude_pA", "kind"}`` per epoch, in time order; ``stop_ms`` is the
-        time of the first sample after the epoch (or the last time + dt), amplitude the epoch's median,
-        ``kind`` ``"step"``; ``"ramp"`` (then also ``from_pA`` and ``to_pA``) for a run of at least
-        four small same-direction changes; ``"pulses"`` (then also ``n``, ``base_pA``, ``width_ms`` and
-        ``period_ms``; amplitude is the pulses' level) for a regular train of at least three pulses.
-    """
-    t = np.asarray(t_ms, dtype=float).reshape(-1)
-    x = np.asarray(i_pA, dtype=float).reshape(-1)
-    if t.size != x.size:
-        raise StimulusError(f"summarize_steps: t ({t.size}) and current ({x.size}) differ in length.")
-    if t.size == 0:
-        return []
-    if t.size == 1:
-        return [{"start_ms": float(t[0]), "stop_ms": float(t[0]), "amplitude_pA": float(x[0])}]
-    dt = float((t[-1] - t[0]) / (t.size - 1))
-    tol = _tolerance(x, tol_pA)
-    min_n = max(1, int(round(min_duration_ms / dt))) if dt > 0 else 1
-    f = _median_filter(x, _odd_window(min_n))
-    # Greedy segmentation on the filtered signal: an epoch lasts while it stays within tol of its start.
-    bounds = [0]
-    s = 0
-    n = f.size
-    while s < n:
-        away = np.flatnonzero(np.abs(f[s:] - f[s]) > tol)
-        if away.size == 0:
-            break
-        s = s + int(away[0])
-        bounds.append(s)
-    bounds.append(n)
-    # Merge epochs shorter than the minimum duration into the previous one (the first into the next).
-    edges = list(bounds)
-    changed = True
-    while changed and len(edges) > 2:
-        changed = False
-        for k in range(len(edges) - 1):
-            if edges[k + 1] - edges[k] < min_n:
-                del edges[k + 1 if k == 0 else k]
-                changed = True
-                break
-    levels = [float(np.median(x[a:b])) for a, b in zip(edges[:-1], edges[1:])]
-    # Merge neighbours whose levels now agree.
-    merged_edges, merged_levels = [edges[0]], []
-    for k, level in enumerate(levels):
-        if merged_levels and abs(level - merged_levels[-1]) <= tol:
-            a = merged_edges[-2]
-            merged_levels[-1] = float(np.median(x[a:edges[k + 1]]))
-            merged_edges[-1] = edges[k + 1]
-        else:
-            merged_levels.append(level)
-            merged_edges.append(edges[k + 1])
-    out = []
-    for k, level in enumerate(merged_levels):
-        a, b = merged_edges[k], merged_edges[k + 1]
-        stop = float(t[b]) if b < n else float(t[-1] + dt)
-        out.append({"start_ms": float(t[a]), "stop_ms": stop, "amplitude_pA": level, "kind": "step",
-                    "_a": a, "_b": b})
-    out = _join_ramps(out, x, tol)
-    out = _join_pulses(out, tol, dt)
-    for e in out:
-        e.pop("_a"), e.pop("_b")
-    return out
-
-
-def _join_pulses(epochs: list[dict], tol: float, dt: float, min_pulses: int = 3) -> list[dict]:
-    """Collapse a regular train (on, off, on, off, ..., on) of at least ``min_pulses`` pulses into one epoch."""
-    def dur(e):
-        return e["stop_ms"] - e["start_ms"]
-
-    def like(a, b):
-        return (a.get("kind") == b.get("kind") == "step" and abs(a["amplitude_pA"] - b["amplitude_pA"]) <= tol
-                and abs(dur(a) - dur(b)) <= max(2.5 * dt, 0.1 * dur(b)))
-
-    out: list[dict] = []
-    k = 0
-    while k < len(epochs):
-        n, j = 1, k
-        while j + 2 < len(epochs) and like(epochs[j + 2], epochs[k]) and like(epochs[j + 1], epochs[k + 1]):
-            j += 2
-            n += 1
-        if n >= min_pulses:
-            on, off = epochs[k], epochs[k + 1]
-            out.append({"start_ms": on["start_ms"], "stop_ms": epochs[j]["stop_ms"],
-                        "amplitude_pA": on["amplitude_pA"], "kind": "pulses", "n": n,
-                        "base_pA": off["amplitude_pA"], "width_ms": dur(on), "period_ms": dur(on) + dur(off),
-                        "_a": on["_a"], "_b": epochs[j]["_b"]})
-            k = j + 1
-        else:
-            out.append(epochs[k])
-            k += 1
-    return out
-
-
-def _join_ramps(epochs: list[dict], x: np.ndarray, tol: float, min_run: int = 4) -> list[dict]:
-    """Collapse runs of small same-direction level changes (a ramp drawn as many steps) into one epoch."""
-    if len(epochs) < min_run:
-        return epochs
-    levels = np.array([e["amplitude_pA"] for e in epochs])
-    d = np.diff(levels)
-    small = np.abs(d) <= 3.0 * tol
-    out: list[dict] = []
-    k = 0
-    while k < len(epochs):
-        j = k
-        while j < len(d) and small[j] and (j == k or np.sign(d[j]) == np.sign(d[k])):
-            j += 1
-        if j - k + 1 >= min_run:
-            first, last = epochs[k], epochs[j]
-            a, b = first["_a"], last["_b"]
-            out.append({"start_ms": first["start_ms"], "stop_ms": last["stop_ms"],
-                        "amplitude_pA": float(np.median(x[a:b])), "kind": "ramp",
-                        "from_pA": float(x[a]), "to_pA": float(x[b - 1]), "_a": a, "_b": b})
-            k = j + 1
-        else:
-            out.append(epochs[k])
-            k += 1
-    return out
-
-
-def _fmt_pA(x: float) -> str:
-    if abs(x) >= 1000:
-        return f"{round(x / 1000, 4):g} nA"
-    return f"{round(x, 2):g} pA"
-
-
-def _fmt_time(ms: float) -> str:
-    text = f"{ms / 1000:.3f}".rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
-
-
-def describe_steps(t_ms, i_pA=None, min_duration_ms: float = 1.0, tol_pA: float | None = None,
-                   max_epochs: int = 12) -> str:
-    """Compact text of a step protocol, e.g. ``"0 pA; 0.147–0.647 s: -50 pA; 0.647–1.147 s: 0 pA"``.
-
-    Parameters
-    ----------
-    t_ms : array_like or list of dict
-        Times in ms (then ``i_pA`` is required), or the epochs returned by :func:`summarize_steps`.
-    i_pA : array_like, optional
-        Current in pA.
-    min_duration_ms, tol_pA : float
-        As in :func:`summarize_steps`.
-    max_epochs : int
-        Longer descriptions are cut with "… (N epochs)".
-
-    Returns
-    -------
-    str
-        The first epoch's level, then ``start–stop s: level`` for every later epoch. Times are those of
-        ``t_ms`` (pass times since sweep start for per-sweep descriptions).
-    """
-    if i_pA is None:
-        epochs = list(t_ms)
-    else:
-        epochs = summarize_steps(t_ms, i_pA, min_duration_ms=min_duration_ms, tol_pA=tol_pA)
-    if not epochs:
-        return "empty"
-    def level(e: dict) -> str:
-        if e.get("kind") == "ramp":
-            return f"ramp {_fmt_pA(e['from_pA'])} → {_fmt_pA(e['to_pA'])}"
-        if e.get("kind") == "pulses":
-            return (f"{e['n']} pulses of {_fmt_pA(e['amplitude_pA'])} ({e['width_ms']:.3g} ms every "
-                    f"{e['period_ms']:.3g} ms)")
-        return _fmt_pA(e["amplitude_pA"])
-
-    parts = [level(epochs[0])]
-    for e in epochs[1:max_epochs]:
-        parts.append(f"{_fmt_time(e['start_ms'])}–{_fmt_time(e['stop_ms'])} s: {level(e)}")
-    if len(epochs) > max_epochs:
-        parts.append(f"… ({len(epochs)} epochs)")
-    return "; ".join(parts)
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    if not mask.any():
-        return []
-    m = np.concatenate([[False], mask, [False]]).astype(np.int8)
-    d = np.diff(m)
-    return list(zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1)))
-
-
-def step_amplitudes(sweeps: Sequence[tuple[Any, Any]], min_duration_ms: float = 1.0,
-                    tol_pA: float | None = None) -> dict:
-    """The main step amplitude of every sweep of a protocol family.
-
-    Parameters
-    ----------
-    sweeps : sequence of (t_ms, i_pA)
-        Per sweep: times in ms **since the sweep's start** and the current in pA. None for a sweep
-        without a stimulus.
-    min_duration_ms : float
-        Shortest epoch (ms) that counts as a step.
-    tol_pA : float, optional
-        Level tolerance in pA (default as in :func:`summarize_steps`).
-
-    Returns
-    -------
-    dict
-        ``amplitudes_pA`` (list, one float or None per sweep), ``window_ms`` ([start, stop] of the step
-        or None) and ``method``. When two or more sweeps share one time base, the main step is the first
-        epoch (at least ``min_duration_ms`` long) where the current differs between sweeps, and each
-        sweep's amplitude is its median current there — so a sweep whose step is 0 pA reads 0. Otherwise
-        each sweep's amplitude is its first epoch that departs from its starting level (its starting
-        level when none does).
-    """
-    n = len(sweeps)
-    present = [k for k, s in enumerate(sweeps) if s is not None]
-    result: dict = {"amplitudes_pA": [None] * n, "window_ms": None, "method": "none"}
-    if not present:
-        return result
-    arrays = {k: (np.asarray(sweeps[k][0], dtype=float).reshape(-1), np.asarray(sweeps[k][1], dtype=float).reshape(-1))
-              for k in present}
-    lengths = {arrays[k][1].size for k in present}
-    if len(present) >= 2 and len(lengths) == 1:
-        t0 = arrays[present[0]][0]
-        same_time = all(np.allclose(arrays[k][0], t0, rtol=0, atol=1e-6 * max(1.0, abs(t0[-1])))
-                        for k in present)
-        if same_time and t0.size > 1:
-            stack = np.stack([arrays[k][1] for k in present])
-            dt = float((t0[-1] - t0[0]) / (t0.size - 1))
-            min_n = max(1, int(round(min_duration_ms / dt))) if dt > 0 else 1
-            win = _odd_window(min_n)
-            filt = np.stack([_median_filter(row, win) for row in stack])
-            tol = tol_pA if tol_pA is not None else max(_tolerance(row, None) for row in stack)
-            spread = filt.max(axis=0) - filt.min(axis=0)
-            runs = [(a, b) for a, b in _runs(spread > tol) if b - a >= min_n]
-            if runs:
-                a, b = runs[0]
-                amps = [None] * n
-                for row, k in zip(stack, present):
-                    amps[k] = float(np.median(row[a:b]))
-                stop = float(t0[b]) if b < t0.size else float(t0[-1] + dt)
-                return {"amplitudes_pA": amps, "window_ms": [float(t0[a]), stop], "method": "varying-epoch"}
-    amps = [None] * n
-    for k in present:
-        t, x = arrays[k]
-        epochs = summarize_steps(t, x, min_duration_ms=min_duration_ms, tol_pA=tol_pA)
-        if not epochs:
-            continue
-        base = epochs[0]["amplitude_pA"]
-        tol = _tolerance(x, tol_pA)
-        main = next((e for e in epochs[1:] if abs(e["amplitude_pA"] - base) > tol), epochs[0])
-        amps[k] = float(main["amplitude_pA"])
-    result.update(amplitudes_pA=amps, method="first-departure")
-    return result
-
-
-def describe_step_family(amplitudes_pA: Iterable[float | None]) -> str:
-    """Text such as ``"steps -50 to +100 pA (+10 pA per sweep)"`` from per-sweep step amplitudes.
-
-    Parameters
-    ----------
-    amplitudes_pA : iterable of float or None
-        The main step amplitude of each sweep in pA (see :func:`step_amplitudes`).
-
-    Returns
-    -------
-    str
-        ``"no stimulus"``, ``"constant X pA"``, ``"step X pA"`` for one sweep, or the family's range and,
-        when regular, its increment.
-    """
-    amps = [a for a in amplitudes_pA if a is not None]
-    if not amps:
-        return "no stimulus"
-    if len(amps) == 1:
-        return f"step {_fmt_pA(amps[0])}"
-    arr = np.asarray(amps, dtype=float)
-    if np.ptp(arr) < 1e-6 * max(1.0, np.abs(arr).max()):
-        return f"constant step {_fmt_pA(arr[0])} in every sweep"
-    nano = np.abs(arr).max() >= 1000
-
-    def f(x: float) -> str:
-        value = round(x / 1000, 4) if nano else round(x, 2)
-        return "0" if value == 0 else f"{value:+g}"
-
-    unit = "nA" if nano else "pA"
-    inc = np.diff(arr)
-    text = f"steps {f(arr[0])} to {f(arr[-1])} {unit}"
-    if np.allclose(inc, inc[0], rtol=0.01, atol=0.5):
-        text += f" ({f(float(np.mean(inc)))} {unit} per sweep)"
-    return text
-
-
-def compare_stimuli(a_pA, b_pA, rel_tol: float = 0.05, abs_tol_pA: float = 1.0, dt_ms: float | None = None,
-                    jitter_ms: float = 0.5) -> dict:
-    """Decide whether two current waveforms of one sweep agree.
-
-    Parameters
-    ----------
-    a_pA, b_pA : array_like
-        Two currents in pA at the same sample times, shape (T,).
-    rel_tol : float
-        Allowed difference as a fraction of the larger of the two ranges.
-    abs_tol_pA : float
-        Allowed difference added in pA (plus five times the sample-to-sample noise of each waveform).
-    dt_ms : float, optional
-        Sampling interval in ms; with it, edges may be off by ``jitter_ms`` (a recorded current monitor
-        is filtered and lags the command). Without it, 3 samples.
-    jitter_ms : float
-        Timing tolerance of edges in ms.
-
-    Returns
-    -------
-    dict
-        ``agree`` (bool), ``max_abs_diff_pA`` (the largest distance of either waveform from the other's
-        local min–max envelope, median-filtered over 3 samples to ignore single-sample spikes) and
-        ``tolerance_pA``.
-    """
-    from scipy.ndimage import maximum_filter1d, minimum_filter1d
-
-    a = np.asarray(a_pA, dtype=float).reshape(-1)
-    b = np.asarray(b_pA, dtype=float).reshape(-1)
-    if a.size != b.size:
-        return {"agree": False, "max_abs_diff_pA": float("inf"), "tolerance_pA": 0.0}
-    if a.size == 0:
-        return {"agree": True, "max_abs_diff_pA": 0.0, "tolerance_pA": 0.0}
-    m = 3 if not dt_ms else max(1, int(round(jitter_ms / dt_ms)))
-    size = 2 * m + 1
-
-    def excess(x, y):
-        hi = maximum_filter1d(y, size, mode="nearest")
-        lo = minimum_filter1d(y, size, mode="nearest")
-        return np.maximum(np.maximum(x - hi, lo - x), 0.0)
-
-    worst_series = np.maximum(excess(a, b), excess(b, a))
-    worst = float(np.max(_median_filter(worst_series, 3)))
-    rng = max(float(np.ptp(_median_filter(a, 7))), float(np.ptp(_median_filter(b, 7))))
-    tol = rel_tol * rng + abs_tol_pA + 5.0 * (_noise_sigma(a) + _noise_sigma(b))
-    return {"agree": bool(worst <= tol), "max_abs_diff_pA": worst, "tolerance_pA": float(tol)}

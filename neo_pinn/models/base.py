@@ -8,15 +8,18 @@ autograd, GPU) and numpy arrays (scipy reference) from the same code.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from ..errors import ConfigurationError, UnknownNameError
+from ..errors import ConfigurationError, ParameterDomainError, UnknownNameError
+from ..units import magnitude_in
 
-__all__ = ["StateSpec", "ParameterSpec", "Preset", "NeuronModel", "gate_mask", "quasi_steady_states", "PASSIVE"]
+__all__ = ["StateSpec", "Domain", "ParameterSpec", "Preset", "NeuronModel", "gate_mask", "quasi_steady_states",
+           "PASSIVE", "POSITIVE", "NON_NEGATIVE", "ANY_FINITE", "default_domain"]
 
 #: the usual names of the passive membrane parameters, by role (see ``NeuronModel.passive_parameters``)
 PASSIVE: Mapping[str, str] = {"capacitance": "C", "leak_conductance": "gL", "leak_reversal": "EL"}
@@ -45,6 +48,72 @@ class StateSpec:
 
 
 @dataclass(frozen=True)
+class Domain:
+    """The values a parameter may take at all (physics, not plausibility: that is the bounds' job).
+
+    Parameters
+    ----------
+    lo, hi : float
+        Ends of the interval (canonical units); ``-inf``/``inf`` for none.
+    lo_open, hi_open : bool
+        Whether the end itself is excluded (a capacitance: ``lo=0, lo_open=True``, i.e. > 0).
+
+    Every value must also be finite.
+    """
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __post_init__(self) -> None:
+        if not float(self.lo) < float(self.hi):
+            raise ConfigurationError(f"A parameter domain needs lo < hi; got ({self.lo}, {self.hi}).")
+
+    def contains(self, x: float) -> bool:
+        """Whether ``x`` is a finite value inside the domain."""
+        return bool(self.inside(np.asarray(float(x))))
+
+    def inside(self, x: np.ndarray) -> np.ndarray:
+        """Element-wise :meth:`contains` of a float array (bool array of the same shape)."""
+        above = x > self.lo if self.lo_open else x >= self.lo
+        below = x < self.hi if self.hi_open else x <= self.hi
+        return np.isfinite(x) & above & below
+
+    def describe(self) -> str:
+        """``"> 0"``, ``"≥ 0"``, ``"any finite value"`` or ``"in (0, 1]"``."""
+        if math.isinf(self.lo) and math.isinf(self.hi):
+            return "any finite value"
+        if math.isinf(self.hi):
+            return f"{'>' if self.lo_open else '≥'} {self.lo:g}"
+        if math.isinf(self.lo):
+            return f"{'<' if self.hi_open else '≤'} {self.hi:g}"
+        return f"in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}{')' if self.hi_open else ']'}"
+
+
+#: > 0: capacitances, rates, time constants, slopes, any log-scale parameter
+POSITIVE = Domain(0.0, math.inf, lo_open=True)
+#: ≥ 0: maximal conductances (0 is a blocked channel)
+NON_NEGATIVE = Domain(0.0, math.inf)
+#: any finite value: reversal potentials, half-activation voltages, currents
+ANY_FINITE = Domain()
+
+_UNIT_DOMAINS: Mapping[str, Domain] = {"nS": NON_NEGATIVE, "pF": POSITIVE, "ms": POSITIVE, "1/ms": POSITIVE,
+                                       "s": POSITIVE, "Hz": POSITIVE}
+
+
+def default_domain(unit: str, log_scale: bool) -> Domain:
+    """The domain of a parameter that declares none, by its role (unit) — so third-party models get one too.
+
+    Conductances (nS) ≥ 0; capacitances (pF), time constants (ms, s) and rates (1/ms, Hz) > 0; any other
+    log-scale parameter (a slope, a scale) > 0; everything else (voltages, currents) any finite value.
+    """
+    if unit in _UNIT_DOMAINS:
+        return _UNIT_DOMAINS[unit]
+    return POSITIVE if log_scale else ANY_FINITE
+
+
+@dataclass(frozen=True)
 class ParameterSpec:
     """A model parameter.
 
@@ -62,6 +131,9 @@ class ParameterSpec:
         Whether the parameter is positive and best searched on a log scale.
     description : str
         One line for reports.
+    domain : Domain or (float, float), optional
+        The values the parameter may take at all (a pair: a closed interval); None: by its role
+        (:func:`default_domain`). The default and both bounds must lie in it.
     """
 
     name: str
@@ -70,6 +142,7 @@ class ParameterSpec:
     bounds: tuple[float, float]
     log_scale: bool = True
     description: str = ""
+    domain: Domain | tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         lo, hi = self.bounds
@@ -77,6 +150,16 @@ class ParameterSpec:
             raise ConfigurationError(f"Parameter {self.name}: bounds {self.bounds} must satisfy low < high.")
         if self.log_scale and lo <= 0:
             raise ConfigurationError(f"Parameter {self.name}: a log-scale parameter needs positive bounds.")
+        dom = self.domain
+        if dom is None:
+            dom = default_domain(self.unit, self.log_scale)
+        elif not isinstance(dom, Domain):
+            dom = Domain(float(dom[0]), float(dom[1]))
+        object.__setattr__(self, "domain", dom)
+        for what, x in (("default", self.default), ("lower bound", lo), ("upper bound", hi)):
+            if not dom.contains(x):
+                raise ConfigurationError(f"Parameter {self.name}: its {what} {x} lies outside its domain "
+                                         f"({dom.describe()}).")
 
 
 @dataclass(frozen=True)
@@ -235,6 +318,85 @@ class NeuronModel:
                 return p
         raise UnknownNameError(f"Model {self.name!r} has no parameter {name!r}; it has: {', '.join(self.param_names)}.")
 
+    def canonical_values(self, values: Mapping[str, Any] | None, what: str = "value") -> dict[str, Any]:
+        """Parameter values by name with quantities rescaled to each parameter's unit (numbers are canonical already).
+
+        Parameters
+        ----------
+        values : mapping of str to float or quantities.Quantity, optional
+        what : str
+            What the values are, for messages.
+
+        Returns
+        -------
+        dict
+            Name → number (or the value unchanged when it is neither: :meth:`check_parameter_values` refuses it).
+
+        Raises
+        ------
+        UnitsError
+            A quantity whose dimension is not the parameter's (a conductance given in mV).
+        UnknownNameError
+            A name the model does not have.
+        """
+        out = {}
+        for k, v in dict(values or {}).items():
+            spec = self.param_spec(k)
+            out[k] = magnitude_in(v, spec.unit, f"{what} {k}")
+        return out
+
+    def check_parameter_values(self, values: Any, what: str = "value") -> None:
+        """Refuse parameter values outside their domains (:attr:`ParameterSpec.domain`) or not finite.
+
+        The one check of parameter values, run alike on a fit's fixed values, initial guesses and bounds and on
+        the parameters of a simulation.
+
+        Parameters
+        ----------
+        values : mapping of str to float, or array_like
+            Values by name (canonical units), or parameter vectors (..., P) in :attr:`param_names` order.
+        what : str
+            What the values are, for the message (``"--set/values"``, ``"initial guess"``, ``"lower bound"``).
+
+        Raises
+        ------
+        ParameterDomainError
+            Naming the parameter, its value, its domain and what to give instead.
+        UnknownNameError
+            A name the model does not have.
+        """
+        if isinstance(values, Mapping):
+            items = [(k, v) for k, v in values.items()]
+        else:
+            if isinstance(values, torch.Tensor):
+                values = values.detach().cpu().numpy()
+            try:
+                arr = np.asarray(values, dtype=float)
+            except (TypeError, ValueError):
+                raise ParameterDomainError(f"{what}: parameter vectors of {self.name} must hold numbers "
+                                           f"({', '.join(self.param_names)}).") from None
+            if arr.ndim == 0 or arr.shape[-1] != self.n_params:
+                raise ConfigurationError(f"Parameter vectors of {self.name} have {self.n_params} entries "
+                                         f"({', '.join(self.param_names)}); got shape {arr.shape}.")
+            cols = arr.reshape(-1, self.n_params)
+            items = []
+            for k, n in enumerate(self.param_names):
+                bad = np.flatnonzero(~self.parameters[k].domain.inside(cols[:, k]))
+                items.append((n, cols[bad[0] if bad.size else 0, k]))  # the first offending row, if any
+        for name, x in items:
+            spec = self.param_spec(name)
+            try:
+                ok = spec.domain.contains(x)
+            except (TypeError, ValueError):
+                raise ParameterDomainError(f"{what} {name}={x!r} is not a number; give {spec.domain.describe()} "
+                                           f"({spec.unit}).") from None
+            if not ok:
+                reason = "is not finite" if not math.isfinite(float(x)) else "lies outside its domain"
+                raise ParameterDomainError(
+                    f"{what} {name} = {float(x):g} {spec.unit} {reason}: {name} ({spec.description or spec.unit}) "
+                    f"must be {spec.domain.describe()}; give a value in that range (its plausible range is "
+                    f"{spec.bounds[0]:g} … {spec.bounds[1]:g} {spec.unit}).")
+
     def param_index(self, name: str) -> int:
         """Position of parameter ``name`` in theta vectors."""
         self.param_spec(name)
@@ -282,7 +444,8 @@ class NeuronModel:
             "reference": self.reference,
             "states": [dict(vars(s)) for s in self.states],
             "parameters": [{"name": p.name, "unit": p.unit, "default": p.default, "bounds": list(p.bounds),
-                            "log_scale": p.log_scale, "description": p.description} for p in self.parameters],
+                            "log_scale": p.log_scale, "domain": p.domain.describe(), "description": p.description}
+                           for p in self.parameters],
             "presets": {k: {"regime": v.regime, "i_ext_pA": v.i_ext, "params": dict(v.params),
                             "y0": list(v.y0), "description": v.description} for k, v in self.presets.items()},
         }

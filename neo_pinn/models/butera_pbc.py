@@ -6,11 +6,13 @@ Equations and values: ``shared/reference/models.md`` §4 (whole-cell units pF, n
 from __future__ import annotations
 
 from . import elementwise as m
-from .base import PASSIVE, NeuronModel, ParameterSpec, Preset, StateSpec
+from .base import PASSIVE, Domain, NeuronModel, ParameterSpec, Preset, StateSpec
 
 __all__ = ["ButeraPBC"]
 
 _Y0 = (-60.0, 0.0, 0.6)
+#: an activation slope is negative (a positive one would turn the gate into an inactivation; 0 divides by zero)
+_ACTIVATION_SLOPE = Domain(hi=0.0, hi_open=True)
 
 
 def _x_inf(V, theta, sigma):
@@ -45,12 +47,13 @@ class ButeraPBC(NeuronModel):
         ParameterSpec("gtonic", "nS", 0.0, (0.0, 20.0), False, "tonic excitatory synaptic conductance"),
         ParameterSpec("Esyn", "mV", 0.0, (-20.0, 20.0), False, "tonic synaptic reversal"),
         ParameterSpec("theta_m", "mV", -34.0, (-80.0, 0.0), False, "fast Na+ half-activation"),
-        ParameterSpec("sigma_m", "mV", -5.0, (-20.0, -0.5), False, "fast Na+ slope (negative: activation)"),
+        ParameterSpec("sigma_m", "mV", -5.0, (-20.0, -0.5), False, "fast Na+ slope (negative: activation)",
+                      domain=_ACTIVATION_SLOPE),
         ParameterSpec("theta_n", "mV", -29.0, (-80.0, 0.0), False, "K+ half-activation"),
-        ParameterSpec("sigma_n", "mV", -4.0, (-20.0, -0.5), False, "K+ slope"),
+        ParameterSpec("sigma_n", "mV", -4.0, (-20.0, -0.5), False, "K+ slope", domain=_ACTIVATION_SLOPE),
         ParameterSpec("tau_n", "ms", 10.0, (0.5, 100.0), True, "K+ time constant"),
         ParameterSpec("theta_mp", "mV", -40.0, (-80.0, 0.0), False, "NaP half-activation"),
-        ParameterSpec("sigma_mp", "mV", -6.0, (-20.0, -0.5), False, "NaP slope"),
+        ParameterSpec("sigma_mp", "mV", -6.0, (-20.0, -0.5), False, "NaP slope", domain=_ACTIVATION_SLOPE),
         ParameterSpec("theta_h", "mV", -48.0, (-80.0, 0.0), False, "NaP half-inactivation"),
         ParameterSpec("sigma_h", "mV", 6.0, (0.5, 20.0), True, "NaP inactivation slope (positive)"),
         ParameterSpec("tau_h", "ms", 10000.0, (100.0, 100000.0), True, "NaP inactivation time constant"),

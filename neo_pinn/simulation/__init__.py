@@ -5,9 +5,10 @@
 The fused population kernel (:mod:`neo_pinn.simulation.fused`) is imported on demand only.
 """
 
-from .budget import available_memory_bytes, check_simulation_size
+from .budget import available_memory_bytes, check_simulation_size, check_simulation_work
 from .integrators import METHODS, choose_dt, step
 from .simulator import Simulation, as_batch, resolve_device, simulate, stimulus_half_grid, theta_batch
 
 __all__ = ["simulate", "Simulation", "resolve_device", "METHODS", "step", "choose_dt", "theta_batch",
-           "stimulus_half_grid", "as_batch", "check_simulation_size", "available_memory_bytes"]
+           "stimulus_half_grid", "as_batch", "check_simulation_size", "check_simulation_work",
+           "available_memory_bytes"]

@@ -7,7 +7,7 @@ import os
 
 from ..errors import ConfigurationError
 
-__all__ = ["check_simulation_size", "available_memory_bytes"]
+__all__ = ["check_simulation_work", "MAX_RATE_HZ", "MAX_SIMULATION_STEPS", "check_simulation_size", "available_memory_bytes"]
 
 
 def available_memory_bytes() -> int:
@@ -49,3 +49,29 @@ def check_simulation_size(n_values: float, *, what: str, itemsize: int = 8, frac
             f"{what} would need about {need / 2**30:.3g} GiB of memory, more than {limit / 2**30:.3g} GiB "
             f"({fraction:.0%} of this machine's); {hint}.")
     return int(need)
+
+
+#: a sampling rate above this (Hz) is faster than any amplifier digitises
+MAX_RATE_HZ = 1e6
+#: integration steps in all beyond which a simulation would take hours
+MAX_SIMULATION_STEPS = 2e8
+
+
+def check_simulation_work(rate_hz: float, steps: float, *, what: str, hint: str) -> None:
+    """Raise :class:`ConfigurationError` for a sampling rate no amplifier has or work that would take hours.
+
+    Parameters
+    ----------
+    rate_hz : float
+        Sampling rate, Hz.
+    steps : float
+        Integration steps in all (steps per sweep × sweeps).
+    what, hint : str
+        The work and what the user can change, for the message.
+    """
+    if rate_hz > MAX_RATE_HZ:
+        raise ConfigurationError(f"{what}: a sampling rate of {rate_hz:g} Hz is above {MAX_RATE_HZ:g} Hz, faster than "
+                                 "any amplifier digitises; give the recording's sampling rate (e.g. 20000 Hz).")
+    if steps > MAX_SIMULATION_STEPS:
+        raise ConfigurationError(f"{what} needs {steps:.3g} integration steps, more than {MAX_SIMULATION_STEPS:.0e} "
+                                 f"(hours of work); {hint}.")

@@ -10,6 +10,7 @@ The computation is differentiable with respect to ``theta``, ``y0`` and a tensor
 
 from __future__ import annotations
 
+import math
 import threading
 import warnings
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import torch
 
 from ..errors import ConfigurationError, NonFiniteDataError
 from ..models.base import NeuronModel
+from .budget import check_simulation_size
 from .integrators import METHODS, step
 
 __all__ = ["simulate", "Simulation", "resolve_device", "theta_batch", "stimulus_half_grid", "as_batch"]
@@ -34,9 +36,19 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """Resolve ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` or a torch device."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigurationError(f"device {device!r} is not a device; use 'auto', 'cpu', 'cuda' or 'cuda:N'.") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigurationError(f"device {device!r} is not supported (the models run on 'cpu' or 'cuda'); use "
+                                 "'auto', 'cpu', 'cuda' or 'cuda:N'.")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigurationError("device='cuda' was requested but CUDA is not available; use device='auto' or 'cpu'.")
+        raise ConfigurationError(f"device={str(device)!r} was requested but CUDA is not available; use device='auto' "
+                                 "or 'cpu'.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigurationError(f"device={str(device)!r}: this machine has {torch.cuda.device_count()} CUDA "
+                                 "device(s); use 'cuda' or a smaller index.")
     return dev
 
 
@@ -92,7 +104,8 @@ def _make_chunk(model: NeuronModel, method: str, n_steps: int, record_every: int
         out = []
         for j in range(n_steps):
             t = t0 + j * dt
-            ys = step(model, method, t, ys, p, i_seg[..., 2 * j], i_seg[..., 2 * j + 1], i_seg[..., 2 * j + 2], dt)
+            i_held = i_seg[..., 2 * j + 1]  # the current held over the whole step (zero-order hold)
+            ys = step(model, method, t, ys, p, i_held, i_held, i_held, dt)
             if record_every is not None and (j + 1) % record_every == 0:
                 out.append(torch.stack([ys[k] for k in rec_idx], -1))
         return ys, (torch.stack(out, 1) if out else None)
@@ -129,34 +142,58 @@ def theta_batch(model: NeuronModel, theta, preset: str | None, dtype: torch.dtyp
     return as_batch(theta, dtype, device, model.n_params, "theta")
 
 
+def _positive_times(dt: Any, duration: Any) -> tuple[float, float]:
+    """(dt, duration) as floats (ms), or a ConfigurationError when either is not a positive, finite number."""
+    dt, duration = float(dt), float(duration)
+    if not (math.isfinite(dt) and math.isfinite(duration) and dt > 0 and duration > 0):
+        raise ConfigurationError(f"duration ({duration}) and dt ({dt}) must be positive, finite numbers of ms.")
+    return dt, duration
+
+
+def _check_memory(duration: float, dt: float, n_steps: int, record_every: int, B: int, n_rec: int,
+                  dtype: torch.dtype) -> None:
+    """Refuse a simulation whose stimulus grid and recorded states cannot fit in memory, before allocating."""
+    check_simulation_size(2 * n_steps + 1 + B * (n_steps // record_every + 1) * n_rec,
+                          what=f"a {duration:g} ms simulation of {B} cell(s) at dt {dt:g} ms",
+                          itemsize=torch.empty((), dtype=dtype).element_size(),
+                          hint="shorten the duration, record fewer states or raise record_every")
+
+
 def stimulus_half_grid(i_ext, model: NeuronModel, preset: str | None, n_steps: int, dt: float, t0: float, B: int,
                        dtype: torch.dtype, device) -> torch.Tensor:
-    """Injected current (pA) on the half-step grid t0 + k·dt/2, k = 0..2N, shape (1 or B, 2N+1)."""
+    """Injected current (pA) on the half-step grid t0 + k·dt/2, k = 0..2N, shape (1 or B, 2N+1).
+
+    The current is held over each step, as an amplifier holds its command between samples: entry 2n+1
+    (the step's middle) is the current over the whole step n and entry 2n its value at the step's start.
+    An array at the step times gives [a0, a0, a1, a1, …, a_N]; a callable is read at the step middles,
+    so a protocol step whose edges fall on the step grid is applied exactly.
+    """
     if i_ext is None:
         i_ext = model.preset(preset).i_ext if (preset or model.default_preset) else 0.0
     if isinstance(i_ext, (int, float)):
         return torch.full((1, 1), float(i_ext), dtype=dtype, device=device).expand(1, 2 * n_steps + 1)
     if callable(i_ext) and not isinstance(i_ext, (np.ndarray, torch.Tensor)):
-        th = t0 + 0.5 * dt * torch.arange(2 * n_steps + 1, dtype=torch.float64, device=device)
-        vals = i_ext(th)
+        tm = t0 + dt * (torch.arange(n_steps + 1, dtype=torch.float64, device=device) + 0.5)
+        vals = i_ext(tm)
         vals = vals if isinstance(vals, torch.Tensor) else torch.as_tensor(np.asarray(vals, dtype=float))
-        vals = vals.to(dtype=dtype, device=device)
-        return vals.reshape(1, -1) if vals.ndim == 1 else vals
-    arr = i_ext if isinstance(i_ext, torch.Tensor) else torch.as_tensor(np.asarray(i_ext, dtype=float))
-    arr = arr.to(dtype=dtype, device=device)
-    if arr.ndim == 0:
-        return arr.reshape(1, 1).expand(1, 2 * n_steps + 1)
-    if arr.ndim == 1:
-        arr = arr.unsqueeze(0)
-    if arr.shape[-1] != n_steps + 1:
-        raise ConfigurationError(
-            f"An array stimulus needs one value per step time (n_steps + 1 = {n_steps + 1}); got {arr.shape[-1]}. "
-            "Resample it to dt, or pass a callable of t (ms)."
-        )
+        arr = vals.to(dtype=dtype, device=device)
+        arr = arr.reshape(1, -1) if arr.ndim <= 1 else arr
+        arr = arr.expand(1, n_steps + 1) if arr.shape[-1] == 1 else arr
+    else:
+        arr = i_ext if isinstance(i_ext, torch.Tensor) else torch.as_tensor(np.asarray(i_ext, dtype=float))
+        arr = arr.to(dtype=dtype, device=device)
+        if arr.ndim == 0:
+            return arr.reshape(1, 1).expand(1, 2 * n_steps + 1)
+        if arr.ndim == 1:
+            arr = arr.unsqueeze(0)
+        if arr.shape[-1] != n_steps + 1:
+            raise ConfigurationError(
+                f"An array stimulus needs one value per step time (n_steps + 1 = {n_steps + 1}); got {arr.shape[-1]}. "
+                "Resample it to dt, or pass a callable of t (ms)."
+            )
     if B != 1 and arr.shape[0] not in (1, B):  # B == 1: theta and y0 broadcast to the stimulus batch
         raise ConfigurationError(f"Stimulus batch {arr.shape[0]} does not match B = {B}.")
-    mid = 0.5 * (arr[:, :-1] + arr[:, 1:])  # value at the half step for RK4/Heun
-    out = torch.stack([arr[:, :-1], mid], -1).reshape(arr.shape[0], -1)
+    out = torch.stack([arr[:, :-1], arr[:, :-1]], -1).reshape(arr.shape[0], -1)
     return torch.cat([out, arr[:, -1:]], -1)
 
 
@@ -230,8 +267,7 @@ def simulate(
     """
     if method not in METHODS:
         raise ConfigurationError(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
-    if dt <= 0 or duration <= 0:
-        raise ConfigurationError("duration and dt must be positive (ms).")
+    dt, duration = _positive_times(dt, duration)
     record_every = int(record_every)
     if record_every < 1:
         raise ConfigurationError("record_every must be a positive integer.")
@@ -246,6 +282,7 @@ def simulate(
         y0 = model.initial_state(preset)
     y0t = as_batch(y0, dtype, dev, model.n_states, "y0")
     B = max(th.shape[0], y0t.shape[0])
+    _check_memory(duration, dt, n_steps, record_every, B, model.n_states if states is None else len(states), dtype)
     i_half = stimulus_half_grid(i_ext, model, preset, n_steps, dt, t0, B, dtype, dev)
     B = max(B, i_half.shape[0])
     for name, tens in (("theta", th), ("y0", y0t), ("i_ext", i_half)):

@@ -134,7 +134,8 @@ def integrate_segments(
                 pv = fwAD.unpack_dual(ys[0])
                 rec_v.append(pv.primal[0])
                 rec_dv.append(pv.tangent)
-            ys = step(model, method, j * dt, ys, p, stim[2 * j], stim[2 * j + 1], stim[2 * j + 2], dt)
+            i_held = stim[2 * j + 1]  # the current held over the whole step (zero-order hold)
+            ys = step(model, method, j * dt, ys, p, i_held, i_held, i_held, dt)
         ends = [fwAD.unpack_dual(y) for y in ys]
     v = torch.stack(rec_v, -1)
     dv = torch.stack(rec_dv, -1)

@@ -58,14 +58,14 @@ def _step_code(tr: TracedDerivatives, method: str, indent: str) -> list[str]:
         out += [f"{indent}y{j} = y{j} + dt * ka{j}" for j in range(S)]
     elif method == "heun":
         out += _inline(tr, "ka", "t", ys, "i0", indent)
-        out += _inline(tr, "kb", "t1", [f"y{j} + dt * ka{j}" for j in range(S)], "i1", indent)
+        out += _inline(tr, "kb", "t1", [f"y{j} + dt * ka{j}" for j in range(S)], "i0", indent)
         out += [f"{indent}y{j} = y{j} + h * (ka{j} + kb{j})" for j in range(S)]
     else:
-        out.append(f"{indent}ih = 0.5 * (i0 + i1)")  # the half-step current, as stimulus_half_grid builds it
+        # the current is held over the whole step (zero-order hold), as stimulus_half_grid builds it
         out += _inline(tr, "ka", "t", ys, "i0", indent)
-        out += _inline(tr, "kb", "th", [f"y{j} + h * ka{j}" for j in range(S)], "ih", indent)
-        out += _inline(tr, "kc", "th", [f"y{j} + h * kb{j}" for j in range(S)], "ih", indent)
-        out += _inline(tr, "kd", "t1", [f"y{j} + dt * kc{j}" for j in range(S)], "i1", indent)
+        out += _inline(tr, "kb", "th", [f"y{j} + h * ka{j}" for j in range(S)], "i0", indent)
+        out += _inline(tr, "kc", "th", [f"y{j} + h * kb{j}" for j in range(S)], "i0", indent)
+        out += _inline(tr, "kd", "t1", [f"y{j} + dt * kc{j}" for j in range(S)], "i0", indent)
         out += [f"{indent}y{j} = y{j} + dt6 * (ka{j} + 2.0 * kb{j} + 2.0 * kc{j} + kd{j})" for j in range(S)]
     return out
 

@@ -248,7 +248,7 @@ _COMMON_DOC = """
         device is used when ``device="auto"``.
     i_table : array_like
         Injected currents in pA at the step times t0 + k·dt, k = 0..n_steps: shape (n_stim, n_steps + 1),
-        or (n_steps + 1,) for one stimulus. RK4/Heun use the mid-point mean at half steps, exactly as
+        or (n_steps + 1,) for one stimulus. Each value is held over its step (zero-order hold), exactly as
         :func:`neo_pinn.simulation.simulate` does for an array stimulus.
     stim_index : array_like of int
         (B,) row of ``i_table`` each neuron receives (None: all row 0 when there is one stimulus).
