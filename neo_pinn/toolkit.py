@@ -10,6 +10,8 @@ integration                        :func:`simulate` (batched, differentiable), :
 parameter coordinates              :class:`UnitCube`, :class:`LogLogit`, :class:`LogLinear` —
                                    :mod:`neo_pinn.transforms`
 hidden states at rest              :func:`quasi_steady_states`, :func:`gate_mask` — :mod:`neo_pinn.models.base`
+hidden states of a recording       :func:`driven_hidden_states` (integrated with the recorded voltage in place
+                                   of V), :func:`quasi_steady_hidden` — :mod:`neo_pinn.simulation.driven`
 residuals and noise                :func:`voltage_residuals`, :func:`voltage_rmse`, :func:`rms`,
                                    :func:`noise_from_residuals` — :mod:`neo_pinn.residuals`
 recorded spikes                    :func:`box_smooth` (the box filter), :func:`spike_preserving_width`
@@ -31,12 +33,13 @@ from .models.base import gate_mask, quasi_steady_states
 from .residuals import noise_from_residuals, rms, voltage_residuals, voltage_rmse
 from .result import EstimationResult
 from .simulation import METHODS, Simulation, choose_dt, resolve_device, simulate, step
+from .simulation.driven import driven_hidden_states, quasi_steady_hidden
 from .transforms import LogLinear, LogLogit, UnitCube, free_bounds
 
 __all__ = [
     "simulate", "Simulation", "step", "choose_dt", "resolve_device", "METHODS",
     "UnitCube", "LogLogit", "LogLinear", "free_bounds",
-    "quasi_steady_states", "gate_mask",
+    "quasi_steady_states", "gate_mask", "driven_hidden_states", "quasi_steady_hidden",
     "voltage_residuals", "voltage_rmse", "rms", "noise_from_residuals",
     "BackendConfig", "OptionGroup", "Check", "option", "group", "one_of", "optional", "either", "between",
     "POSITIVE_INT", "NON_NEGATIVE_INT", "POSITIVE", "NON_NEGATIVE", "FINITE", "BOOL", "STRINGS", "MAPPING",

@@ -42,14 +42,19 @@ from neo_pinn.problem import EstimationProblem
 from neo_pinn.residuals import noise_from_residuals
 from neo_pinn.result import EstimationResult
 from neo_pinn.simulation import simulate
+from neo_pinn.toolkit import driven_hidden_states
 from neo_pinn.transforms import LogLogit
 
 from .config import LsqConfig
 from .homotopy import Homotopy, Shooting
+from .linear_start import linear_start
 from .shooting import Condensed, condensed, make_layout
 from .transforms import StateTransform
 
 __all__ = ["LeastSquares", "LsqConfig"]
+
+#: times the automatic integration step may be halved when most starts diverge at the first evaluation
+MAX_DT_HALVINGS = 3
 
 
 class LeastSquares(Estimator):
@@ -65,27 +70,38 @@ class LeastSquares(Estimator):
     config: LsqConfig
 
     def _fit(self, problem: EstimationProblem, ctx: FitContext) -> EstimationResult:
-        sh = self._shooting(problem, ctx)
         theta0 = self._starts(problem, ctx.rng)                                 # (n, F)
         n = theta0.shape[0]
-        z = sh.ptf.clip(torch.as_tensor(sh.ptf.to_z(theta0), **sh.kw))
-        u = self._init_nodes(problem, sh, z)
-        rho = torch.full((n,), float(problem.noise.rho), **sh.kw) if isinstance(problem.noise, AR1Noise) else None
-        fit = Homotopy(sh, self.config, z, u, rho)
+        given = theta0  # the starts as drawn (reported as each start's init)
+        if self.config.linear_start:
+            theta0 = self._linear_start(problem, theta0)
+        max_dt = self.config.max_dt
+        for halving in range(MAX_DT_HALVINGS + 1):
+            sh = self._shooting(problem, ctx, max_dt)
+            z = sh.ptf.clip(torch.as_tensor(sh.ptf.to_z(theta0), **sh.kw))
+            u = self._init_nodes(problem, sh, z)
+            rho = torch.full((n,), float(problem.noise.rho), **sh.kw) if isinstance(problem.noise, AR1Noise) else None
+            fit = Homotopy(sh, self.config, z, u, rho)
+            # A stiff model far from its parameters (large conductances) can be unstable at the automatic step:
+            # where most starts' segments diverge at once, the step is halved (a given dt is never changed).
+            finite = torch.isfinite(fit.raw.v).flatten(1).all(1) & torch.isfinite(fit.raw.end).flatten(1).all(1)
+            if self.config.dt is not None or halving == MAX_DT_HALVINGS or 2 * int(finite.sum()) > n:
+                break
+            max_dt = sh.lay.dt / 2
         if ctx.progress:
             fit.lm.show_progress(f"lsq {problem.model.name} ×{n} starts")
         cs = fit.solve()
-        return self._result(problem, sh, fit, cs, theta0)
+        return self._result(problem, sh, fit, cs, given)
 
     # ------------------------------------------------------------------ steps of the fit
-    def _shooting(self, problem: EstimationProblem, ctx: FitContext) -> Shooting:
-        """Segment layout, coordinates and fixed parameters of this problem."""
+    def _shooting(self, problem: EstimationProblem, ctx: FitContext, max_dt: float) -> Shooting:
+        """Segment layout, coordinates and fixed parameters of this problem (integration step ≤ ``max_dt``, ms)."""
         c = self.config
         model = problem.model
         dev, dtype = ctx.device, ctx.dtype
         kw = dict(dtype=dtype, device=dev)
         gates = gate_mask(model, c.gate_states)
-        lay = make_layout(problem.traces, c.dt, c.max_dt, c.segment_ms, c.subsample)
+        lay = make_layout(problem.traces, c.dt, max_dt, c.segment_ms, c.subsample)
         lay_t = {"valid": torch.as_tensor(lay.valid, device=dev), "v_obs": torch.as_tensor(lay.v_obs, **kw),
                  "has_next": torch.as_tensor(lay.has_next, device=dev),
                  "first": torch.as_tensor(lay.first, device=dev)}
@@ -107,6 +123,18 @@ class LeastSquares(Estimator):
         c = self.config
         return problem.starting_points(int(c.n_starts), rng, c.random_starts, float(c.jitter))
 
+    def _linear_start(self, problem: EstimationProblem, theta0: np.ndarray) -> np.ndarray:
+        """The starts (n, F) with their linear free parameters solved from the recording (:mod:`.linear_start`)."""
+        model = problem.model
+        free_index = [model.param_index(name) for name in problem.free_names]
+        full = np.repeat(np.asarray(problem.theta_full({f.name: _mid(f) for f in problem.free}), float)[None],
+                         theta0.shape[0], 0)
+        full[:, free_index] = theta0
+        bounds = np.array([f.bounds for f in problem.free], dtype=float)
+        solved = linear_start(model, full, free_index, problem.traces, gate_mask(model, self.config.gate_states),
+                              bounds, self.config.max_dt)
+        return solved[:, free_index]
+
     def _init_nodes(self, problem: EstimationProblem, sh: Shooting, z: torch.Tensor) -> torch.Tensor:
         """Node coordinates u (n, M, S): voltage from the recording, hidden states quasi-steady there."""
         model, lay = problem.model, sh.lay
@@ -124,6 +152,13 @@ class LeastSquares(Estimator):
             return sh.stf.to_u(V.reshape(n, M, 1))
         x = quasi_steady_states(model, th, V, i0, preset, gates=sh.gates, iterations=6,
                                 gate_margin=1e-4).reshape(n, M, S)
+        if self.config.node_states == "driven":  # the gates as the recorded voltage drove them, at every node
+            theta_np = theta.detach().cpu().double().numpy()
+            for q, tr in enumerate(problem.traces):
+                seg = np.flatnonzero(lay.sweep == q)
+                hidden = driven_hidden_states(model, theta_np, tr.t, tr.v, tr.i_ext, sh.gates,
+                                              max_dt=self.config.max_dt)
+                x[:, seg, 1:] = torch.as_tensor(hidden[:, lay.sample0[seg], :], **kw)
         if not sh.fit_x0:
             x0 = model.initial_state(problem.preset) if isinstance(problem.initial_state, str) else \
                 np.asarray(problem.initial_state, dtype=float)

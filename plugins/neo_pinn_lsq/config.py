@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from neo_pinn.config import (POSITIVE, POSITIVE_INT, STRINGS, BackendConfig, Check, is_number, one_of, option,
+from neo_pinn.config import (BOOL, POSITIVE, POSITIVE_INT, STRINGS, BackendConfig, Check, is_number, one_of, option,
                              optional)
 from neo_pinn.simulation import METHODS
 
@@ -51,6 +51,11 @@ class LsqConfig(BackendConfig):
     abandon: float = option(10.0, POSITIVE, "exact phase: stop polishing starts whose cost exceeds this × the best")
     lambda0: float = option(1e-2, POSITIVE, "initial Levenberg–Marquardt damping")
     max_step: float = option(1.0, POSITIVE, "largest change of a search coordinate per iteration (log units if log-scale)")
+    linear_start: bool = option(True, BOOL, "solve each start's parameters that enter the voltage equation "
+                                "linearly (conductances) from the recording, with the hidden states driven by it")
+    node_states: str = option("driven", one_of("driven", "quasi_steady"),
+                              "hidden states at the shooting nodes: integrated with the recorded voltage in place of V "
+                              "('driven') or at rest at the node's voltage ('quasi_steady')")
     gate_states: tuple[str, ...] | None = option(None, optional(STRINGS),
                                                  "states kept in (0, 1) by a logistic (None: the model's gates)")
     num_threads: int | None = option(1, optional(POSITIVE_INT),
