@@ -1,11 +1,15 @@
 """Accuracy and speed of the ``ga`` backend, and the batched population against a scipy per-individual loop.
 
-Accuracy: for every case, ``--seeds`` synthetic recordings (``neo_pinn.api.synthetic_trace``, the function
-behind ``neo-pinn simulate``; 1 mV white noise, a different noise seed each) are fitted with bounds
-0.25×–4× the truth on every free parameter and no initial guess (the first population is a Latin
-hypercube over the bounds). The synthetic recordings start from the preset's initial state, which the
-problem is given (``initial_state="preset"``). Per case: the median over seeds of each parameter's
-relative error, the success count (every parameter within ``--tol``, 5 %) and the median wall time.
+Accuracy: for every case, ``--seeds`` recordings (1 mV white noise, a different noise seed each) are fitted
+with bounds 0.25×–4× the truth on every free parameter and no initial guess (the first population is a
+Latin hypercube over the bounds). The recordings are never made by the simulator the fit uses (the
+"inverse crime"): they are solved by an independent reference solver (scipy Radau, rtol 1e-10, atol 1e-12;
+:mod:`neo_pinn.testing.reference_recordings`) under the preset's constant current, written to NWB once
+per case, length, rate and seed in ``--recordings DIR`` (reused when present, so an older checkout can fit
+the very same files) and read back through :func:`neo_pinn.api.load_recording`, as a user's file would be.
+They start from the preset's initial state, which the problem is given (``initial_state="preset"``); the
+truth is the preset's. Per case: the median over seeds of each parameter's relative error, the success
+count (every parameter within ``--tol``, 5 %) and the median wall time.
 
 Speed: the same NSGA-II (:func:`neo_pinn_ga.search.run_nsga2`, same seed, population and number of
 generations) scores its population either with the batched simulator (one call per generation) or with
@@ -16,6 +20,7 @@ both and their ratio.
 
     python benchmarks/bench_ga.py [--cases ml_snlc hh ...] [--seeds 5] [--pop 64] [--gens 60] [--screen 1024]
                                   [--rate 20000] [--device auto] [--speed-gens 2] [--no-speed] [--out DIR]
+                                  [--recordings DIR]
 
 Prints Markdown tables; with ``--out DIR`` writes ``DIR/bench_ga_rows.json`` (one row per fit, and the
 speed rows) as the runs finish.
@@ -34,7 +39,7 @@ import numpy as np
 import torch
 
 from neo_pinn import EstimationProblem
-from neo_pinn.api import get_backend, get_model, synthetic_trace
+from neo_pinn.api import get_backend, get_model, load_recording
 
 #: case → model, preset, free parameters, recording length (ms)
 CASES = {
@@ -45,16 +50,40 @@ CASES = {
     "hh": ("hodgkin_huxley", "tonic", ("gNa", "gK", "gL"), 200.0),
     "butera": ("butera_pbc", "bursting_fast", ("gNaP", "gK", "gL"), 6000.0),
 }
+NOISE, NOISE_TAG = "white:sigma=1mV", "white1mV"  # the recordings' noise, and its tag in their file names
+#: the line printed with every table
+SOURCE_LINE = ("Recordings: solved by the independent reference solver (scipy Radau, rtol 1e-10, atol 1e-12; "
+               "neo_pinn.testing.reference_recordings), not by the fit's simulator; read back from NWB.")
 
 
-def make_problem(case: str, seed: int, rate_hz: float, duration: float | None = None) -> EstimationProblem:
-    """The synthetic estimation problem of ``case`` with noise seed ``seed``."""
-    model_name, preset, free, length = CASES[case]
+def reference_recording(folder: Path, case: str, seed: int, rate_hz: float, duration: float | None = None) -> Path:
+    """The case's recording from the reference solver, written once to ``folder`` and reused.
+
+    The file name encodes case, length, rate, noise and seed; an existing file is read as it is (only
+    :func:`load_recording` is needed then, so a checkout without the reference solver can fit it).
+    """
+    model_name, preset, _free, length = CASES[case]
+    duration = duration or length
+    path = Path(folder) / f"{case}_{duration:g}ms_{rate_hz:g}Hz_{NOISE_TAG}_seed{seed}.nwb"
+    if not path.exists():
+        from neo_pinn.testing.reference_recordings import write_reference_recording
+
+        model = get_model(model_name)
+        # the preset's constant current from the preset's initial state (settle_ms=0), as the problem assumes
+        stimulus = f"const:amp={model.preset(preset).i_ext!r}pA"
+        write_reference_recording(path, model, [stimulus], duration=duration, rate_hz=rate_hz, preset=preset,
+                                  noise=NOISE, seed=seed, settle_ms=0.0)
+    return path
+
+
+def make_problem(case: str, seed: int, rate_hz: float, folder: Path, duration: float | None = None
+                 ) -> EstimationProblem:
+    """The estimation problem of ``case`` on its reference recording with noise seed ``seed``."""
+    model_name, preset, free, _length = CASES[case]
     model = get_model(model_name)
     truth_all = model.param_values(preset)
     truth = {k: truth_all[k] for k in free}
-    trace, _ = synthetic_trace(model, preset=preset, duration=duration or length, rate_hz=rate_hz,
-                               noise="white:sigma=1mV", seed=seed)
+    trace = load_recording(reference_recording(folder, case, seed, rate_hz, duration)).traces()[0]
     bounds = {k: (0.25 * v, 4.0 * v) for k, v in truth.items()}
     return EstimationProblem.build(model, trace, list(free), preset=preset, bounds=bounds, truth=truth,
                                    initial_state="preset")
@@ -99,10 +128,11 @@ def speed_row(case: str, args) -> dict:
     from neo_pinn_ga.evaluate import PopulationEvaluator
     from neo_pinn_ga.search import run_nsga2
 
-    problem = make_problem(case, 0, args.rate)
+    problem = make_problem(case, 0, args.rate, args.recordings)
     config = get_backend("ga")(pop_size=args.pop).config
     dev = resolve_device(args.device)
-    out = {"case": case, "kind": "speed", "pop": args.pop, "generations": args.speed_gens, "device": str(dev)}
+    out = {"case": case, "kind": "speed", "recordings": "reference", "pop": args.pop, "generations": args.speed_gens,
+           "device": str(dev)}
     space = UnitCube(problem)
     F = len(problem.free)
     for name in ("batched", "scipy"):
@@ -129,12 +159,23 @@ def speed_row(case: str, args) -> dict:
     return out
 
 
+def _source_line(rows: list[dict]) -> str:
+    """Where the recordings of ``rows`` came from (rows saved before the reference solver carry no mark)."""
+    if all(r.get("recordings") == "reference" for r in rows):
+        return SOURCE_LINE
+    return ("Recordings: (some of) these rows were saved before the benchmark used the reference solver; their "
+            "recordings came from synthetic_trace, the fit's own simulator.")
+
+
 def print_summary(rows: list[dict], tol: float) -> None:
     """Per case: median relative error per parameter over its seeds, success count, median wall time.
 
     With ``--refine`` (lsq or cmaes) a second row per case gives the GA's own estimates (before the refinement)
     from the same fits.
     """
+    acc = [r for r in rows if r.get("kind") == "accuracy"]
+    if acc:
+        print("\n" + _source_line(acc))
     print("\n| case | free | median relative error per parameter | success | median wall (s) |")
     print("|---|---|---|---|---|")
     for case in dict.fromkeys(r["case"] for r in rows if r.get("kind") == "accuracy"):
@@ -150,6 +191,7 @@ def print_summary(rows: list[dict], tol: float) -> None:
             succ = sum(max(g.values()) < tol for g in staged)
             print(f"| {case} (GA stage, before refine) | {', '.join(names)} | {med} | {succ}/{len(staged)} | |")
     for row in (r for r in rows if r.get("kind") == "speed"):
+        print("\n" + _source_line([row]))
         print("\n| case | device | pop × generations | batched s/eval | scipy solve_ivp s/eval | ratio |")
         print("|---|---|---|---|---|---|")
         print(f"| {row['case']} | {row['device']} | {row['pop']} × {row['generations']} | "
@@ -168,7 +210,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tol", type=float, default=0.05, help="success: every parameter within this relative error")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--trace", default="rmse", choices=("rmse", "phase_plane", "none"), help="the trace objective")
-    ap.add_argument("--refine", default="none", choices=("none", "lsq", "cmaes", "cmaes+lsq"))
+    ap.add_argument("--refine", default=None, choices=("none", "lsq", "cmaes", "cmaes+lsq"),
+                    help="the ga backend's refinement (default: the backend's default)")
     ap.add_argument("--screen", type=int, default=None,
                     help="individuals screened before the search (default: the backend's)")
     ap.add_argument("--speed-gens", type=int, default=2, help="generations of the batched-vs-scipy comparison")
@@ -176,12 +219,19 @@ def main(argv=None) -> int:
     ap.add_argument("--no-speed", action="store_true", help="skip the scipy comparison")
     ap.add_argument("--no-accuracy", action="store_true", help="skip the accuracy runs")
     ap.add_argument("--out", default=None, help="folder for bench_ga_rows.json")
+    ap.add_argument("--recordings", default=None, metavar="DIR",
+                    help="folder holding (or receiving) the reference recordings, reused when present "
+                         "(default: a fresh temporary folder)")
     ap.add_argument("--tables", nargs="+", default=None, metavar="ROWS.json",
                     help="print the summary tables of earlier runs' bench_ga_rows.json files (merged) and exit")
     args = ap.parse_args(argv)
     if args.tables:
         print_summary([r for f in args.tables for r in json.loads(Path(f).read_text())], args.tol)
         return 0
+    import tempfile
+
+    args.recordings = Path(args.recordings) if args.recordings else Path(tempfile.mkdtemp(prefix="bench_ga_"))
+    args.recordings.mkdir(parents=True, exist_ok=True)
 
     rows: list[dict] = []
     out_path = None
@@ -197,16 +247,17 @@ def main(argv=None) -> int:
 
     print(f"# ga benchmark — {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), torch "
           f"{torch.__version__}, device {args.device}, pop {args.pop}, ≤ {args.gens} generations, "
-          f"{args.rate:g} Hz, trace={args.trace}, refine={args.refine}, screen={args.screen or 'default'}\n")
+          f"{args.rate:g} Hz, trace={args.trace}, refine={args.refine or 'default'}, screen={args.screen or 'default'}\n")
     if not args.no_accuracy:
+        print(SOURCE_LINE + "\n")
         print("| case | seed | " + "relative errors | success | generations | evals/s | wall (s) |")
         print("|---|---|---|---|---|---|---|")
         for case in args.cases:
             for seed in range(args.seed_start, args.seed_start + args.seeds):
-                problem = make_problem(case, seed, args.rate)
-                extra = {} if args.screen is None else {"screen": args.screen}
-                est = get_backend("ga")(pop_size=args.pop, n_gen=args.gens, trace=args.trace, refine=args.refine,
-                                        **extra)
+                problem = make_problem(case, seed, args.rate, args.recordings)
+                extra = ({} if args.screen is None else {"screen": args.screen}) | \
+                    ({} if args.refine is None else {"refine": args.refine})
+                est = get_backend("ga")(pop_size=args.pop, n_gen=args.gens, trace=args.trace, **extra)
                 start = time.perf_counter()
                 res = est.fit(problem, seed=seed, device=args.device)
                 wall = time.perf_counter() - start
@@ -215,7 +266,8 @@ def main(argv=None) -> int:
                 ga_stage = res.history.get("refine", {}).get("ga")  # the GA's own estimate before refinement
                 ga_rel = ({k: abs(ga_stage[k] / problem.truth[k] - 1.0) for k in problem.free_names}
                           if ga_stage else None)
-                rows.append({"case": case, "kind": "accuracy", "seed": seed, "relative_error": rel,
+                rows.append({"case": case, "kind": "accuracy", "recordings": "reference", "seed": seed,
+                             "relative_error": rel,
                              "values": {k: res[k].value for k in problem.free_names},
                              "std": {k: res[k].std for k in problem.free_names}, "success": ok, "wall_s": wall,
                              "generations": res.metrics["generations"], "evaluations": res.metrics["evaluations"],
@@ -233,6 +285,7 @@ def main(argv=None) -> int:
                       f"{res.metrics['evals_per_s']:.0f} | {wall:.1f} |", flush=True)
         print_summary(rows, args.tol)
     if not args.no_speed:
+        print("\n" + SOURCE_LINE)
         print("\n| case | device | pop × generations | batched s/eval | scipy solve_ivp s/eval | ratio |")
         print("|---|---|---|---|---|---|")
         for case in args.speed_cases:

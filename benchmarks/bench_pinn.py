@@ -1,10 +1,17 @@
 """Accuracy, robustness and speed of the ``pinn`` backend (issue: PINN backend), with ``lsq`` side by side.
 
-For every case a synthetic recording is written by ``neo-pinn simulate`` (NWB, with the noise-free states
-in a ``--states`` JSON), started long enough before the window for the transient to die out. The fitted
-window is about two oscillation periods (two bursts for bursters). Noise is white with sigma = the given
-percentage of the window's noise-free peak-to-peak voltage. Initial guesses are drawn log-uniformly over
-0.25×–4× the truth (``--draws`` per case, the same draws for every method); bounds are the model's.
+For every case the recording is never made by the simulator the fits use (the "inverse crime"): it is
+solved by an independent reference solver (scipy Radau, rtol 1e-10, atol 1e-12;
+:mod:`neo_pinn.testing.reference_recordings`) under the preset's constant current from the preset's initial
+state, long enough before the window for the transient to die out, written to NWB and read back through
+``load_recording`` as a user's file would be. The noise-free states at the samples (for the hidden-state
+errors) and the noise sigma are saved beside it (``.states.npz``). Recordings are written once per case,
+length, rate, noise level and seed in ``--recordings DIR`` and reused when present (only ``load_recording``
+is needed then, so an older checkout can fit the very same files). The fitted window is about two
+oscillation periods (two bursts for bursters). Noise is white with sigma = the given percentage of the
+window's noise-free peak-to-peak voltage (from a noise-free reference solve made first). Initial guesses
+are drawn log-uniformly over 0.25×–4× the truth (``--draws`` per case, the same draws for every method);
+bounds are the model's.
 
 * **pinn**: one fit per draw with the backend's ensemble (``--members`` members started around the draw,
   see ``random_starts="jitter"``); all draws of a case are trained as one batch (members never interact,
@@ -18,7 +25,7 @@ with ``--real`` one sweep of ``17o05028_ic_steps.abf`` (needs ``../shared/data/r
 
     python benchmarks/bench_pinn.py [--cases ml_snlc,ml_hopf,...] [--noise 1,5] [--draws 10] [--members 6]
                                     [--steps2 8000] [--ablation] [--no-lsq] [--real] [--out DIR]
-                                    [--draw-slice A:B]
+                                    [--draw-slice A:B] [--recordings DIR]
                                     [--device auto] [--float64]
     python benchmarks/bench_pinn.py --tables DIR/bench_pinn_rows.json [...]   # reprint saved results
 """
@@ -38,7 +45,6 @@ import numpy as np
 import torch
 
 from neo_pinn.api import get_backend, get_model, simulate
-from neo_pinn.cli import main as cli_main
 from neo_pinn.estimator import FitContext
 from neo_pinn.io import load_recording
 from neo_pinn.problem import EstimationProblem
@@ -57,6 +63,9 @@ CASES = {
     "butera_bursting": ("butera_pbc", "bursting_fast", ("gNaP", "gK", "gL"), 30000.0, ("n", "h")),
 }
 REAL_FILE = "17o05028_ic_steps.abf"
+#: the line printed with every table of rows made on reference recordings
+SOURCE_LINE = ("Recordings: solved by the independent reference solver (scipy Radau, rtol 1e-10, atol 1e-12; "
+               "neo_pinn.testing.reference_recordings), not by the fit's simulator; read back from NWB.")
 
 
 def period_ms(model, preset: str) -> float:
@@ -67,43 +76,47 @@ def period_ms(model, preset: str) -> float:
     return 1000.0 / float(exp["rate_hz"])
 
 
-def make_recording(case: str, noise_pct: float, seed: int, workdir: Path, rate: float):
-    """Write the case's recording with ``neo-pinn simulate``; return (trace in the window, true states)."""
+def make_recording(case: str, noise_pct: float, seed: int, folder: Path, rate: float):
+    """The case's recording from the reference solver, written once to ``folder`` and reused.
+
+    Returns (model, trace in the window, true states in the window, noise sigma in mV, what made it).
+    """
     name, preset, _free, t_start, _hidden = CASES[case]
     model = get_model(name)
     window = 2.0 * period_ms(model, preset) * 1.02
     duration = t_start + window
-    out = workdir / f"{case}_{noise_pct:g}pct_seed{seed}.nwb"
-    states_json = out.with_suffix(".states.json")
-    # A recording written earlier with the same command is reused: the Butera simulation takes minutes, and
-    # the processes that share one row's draws (--draw-slice) must fit the very same recording.
-    made_by = out.with_suffix(".argv.json")
-    made = json.loads(made_by.read_text()) if made_by.exists() and out.exists() and states_json.exists() else None
-    if made is not None and made.get("key") == [case, noise_pct, seed, rate, duration]:
-        argv = made["argv"]
-        sigma = float(made["sigma"])
-    else:
-        tt, yy = simulate(model, preset=preset, duration=duration, dt=0.01, record_every=10, device="cpu").numpy()
-        vv = yy[0, :, 0]
-        ptp = float(np.ptp(vv[tt >= t_start]))
-        sigma = noise_pct / 100.0 * ptp
-        argv = ["simulate", "--model", name, "--preset", preset, "--duration", f"{duration:g}", "--rate", f"{rate:g}",
-                "--seed", str(seed), "--states", str(states_json), "--out", str(out), "--overwrite"]
-        if sigma > 0:
-            argv += ["--noise", f"white:sigma={sigma:.6g}mV"]
-        cli_main(argv)
-        tmp = made_by.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": [case, noise_pct, seed, rate, duration], "argv": argv, "sigma": sigma}))
-        tmp.replace(made_by)
+    stimulus = f"const:amp={model.preset(preset).i_ext!r}pA"
+    stem = f"{case}_{duration:g}ms_{rate:g}Hz_{noise_pct:g}pct_seed{seed}"
+    out, states_path = folder / f"{stem}.nwb", folder / f"{stem}.states.npz"
+    # A recording written earlier is reused: the Butera solve takes long, and the processes that share one
+    # row's draws (--draw-slice) must fit the very same recording. Reading one needs only load_recording.
+    if not (out.exists() and states_path.exists()):
+        from neo_pinn.testing.reference_recordings import reference_sweeps, write_reference_recording
+
+        # from the preset's initial state (settle_ms=0); the window starts after the transient
+        common = {"duration": duration, "rate_hz": rate, "preset": preset, "seed": seed, "settle_ms": 0.0}
+        clean, (states_all,) = reference_sweeps(model, [stimulus], noise=None, **common)
+        t_all = clean[0].t
+        sigma = float(f"{noise_pct / 100.0 * float(np.ptp(states_all[t_all >= t_start, 0])):.6g}")
+        noise = f"white:sigma={sigma:.6g}mV" if sigma > 0 else None
+        write_reference_recording(out, model, [stimulus], overwrite=True, noise=noise, **common)
+        tmp = states_path.with_name(states_path.name + ".part")
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, t_ms=t_all, states=states_all, state_names=np.array(model.state_names),
+                                sigma_mV=sigma, noise=str(noise), stimulus=stimulus)
+        os.replace(tmp, states_path)
+    with np.load(states_path) as z:
+        t_all, states_all, sigma = z["t_ms"], z["states"], float(z["sigma_mV"])
+        noise = str(z["noise"])
     rec = load_recording(out)
     trace = rec.traces(sweeps=[0], window=(t_start, t_start + window))[0]
-    js = json.loads(states_json.read_text())
-    t_all = np.asarray(js["t_ms"])
-    keep = (t_all >= trace.t[0] - 1e-9) & (t_all <= trace.t[-1] + 1e-9)
-    states = np.stack([np.asarray(js[s])[keep] for s in model.state_names], 1)
-    if states.shape[0] != trace.t.size:
-        raise RuntimeError(f"state/trace length mismatch {states.shape[0]} vs {trace.t.size}")
-    return model, trace, states, sigma, " ".join(["neo-pinn"] + argv)
+    idx = np.rint(trace.t * rate / 1000.0).astype(int)
+    if idx.max() >= t_all.size or np.abs(t_all[idx] - trace.t).max() > 1e-6:
+        raise RuntimeError(f"states of {states_path.name} do not match the samples of {out.name}")
+    states = states_all[idx]
+    made = (f"write_reference_recording({name}, preset {preset}, {stimulus}, {duration:g} ms at {rate:g} Hz, "
+            f"noise {noise}, seed {seed}, settle_ms=0) -> {out.name}")
+    return model, trace, states, sigma, made
 
 
 def draws_for(truth: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -180,7 +193,10 @@ def main(argv=None) -> None:
     ap.add_argument("--real", action="store_true", help=f"fit one sweep of {REAL_FILE}")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--float64", action="store_true")
-    ap.add_argument("--out", default=None, help="folder for recordings, JSON rows and the real-data report")
+    ap.add_argument("--out", default=None, help="folder for the JSON rows and the real-data report")
+    ap.add_argument("--recordings", default=None, metavar="DIR",
+                    help="folder holding (or receiving) the reference recordings, reused when present "
+                         "(default: the --out folder, itself a fresh temporary folder without --out)")
     ap.add_argument("--tables", nargs="+", default=None, metavar="ROWS.json",
                     help="only print the tables of earlier runs' bench_pinn_rows.json files")
     args = ap.parse_args(argv)
@@ -196,6 +212,8 @@ def main(argv=None) -> None:
         options[k] = json.loads(v)
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="bench_pinn_"))
     out.mkdir(parents=True, exist_ok=True)
+    recordings = Path(args.recordings) if args.recordings else out
+    recordings.mkdir(parents=True, exist_ok=True)
     print(f"# bench_pinn — {platform.node() and 'host'} {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, torch {torch.__version__}, device {device}, {str(dtype)[6:]}")
     print(f"draws {args.draws} (0.25×–4× truth, log-uniform), pinn members {args.members}, "
@@ -214,7 +232,7 @@ def main(argv=None) -> None:
         if ablation and args.real and not real_done:  # the real recording before the (long) ablations
             real_recording(out, options, args, device, dtype)
             real_done = True
-        model, trace, states, sigma, cmd = make_recording(case, lvl, args.seed, out, args.rate)
+        model, trace, states, sigma, cmd = make_recording(case, lvl, args.seed, recordings, args.rate)
         _, preset, free, _, hidden = CASES[case]
         truth_all = model.param_values(preset)
         truth = np.array([truth_all[k] for k in free])
@@ -232,7 +250,7 @@ def main(argv=None) -> None:
                "window_ms": float(trace.t[-1] - trace.t[0]), "median_abs_err": np.nanmedian(np.abs(errs), 0).tolist(),
                "success": int(ok.sum()), "draws": len(draws), "median_l2": np.nanmedian(l2, 0).tolist(),
                "hidden": list(hidden), "pinn_wall_s": wall, "errors": errs.tolist(), "l2": l2.tolist(),
-               "first_draw": first, "command": cmd}
+               "first_draw": first, "command": cmd, "recordings": "reference"}
         if not args.no_lsq and ablation is None:
             lres, lwall = run_lsq(problem, draws, args.seed, device)
             lerr, ll2, lok = score(lres, problem, truth, states, hidden, args.tol)
@@ -279,6 +297,14 @@ def merge_parts(rows) -> list:
     return out
 
 
+def _source_line(rows) -> str:
+    """Where the recordings of ``rows`` came from (rows saved before the reference solver carry no mark)."""
+    if all(r.get("recordings") == "reference" for r in rows):
+        return SOURCE_LINE
+    return ("Recordings: (some of) these rows were saved before the benchmark used the reference solver; their "
+            "recordings came from `neo-pinn simulate`, the fit's own simulator.")
+
+
 def print_tables(rows) -> None:
     """Markdown tables of benchmark rows (from a run, or read back with ``--tables``; draw slices of one
     row are merged)."""
@@ -288,6 +314,7 @@ def print_tables(rows) -> None:
         return "/".join(f"{100 * v:.2f}" for v in x)
 
     print("\n## Accuracy (median |relative error| per free parameter, %; success = draws with all within tol)\n")
+    print(_source_line([r for r in rows if r["ablation"] == "-"]) + "\n")
     print("| case | noise | free | median error % | pinn success | hidden L2 % (median) | lsq success | pinn wall s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -301,6 +328,7 @@ def print_tables(rows) -> None:
     if abl:
         cases = {r["case"] for r in abl}
         print("\n## Ablation (one technique off at a time)\n")
+        print(_source_line([r for r in rows if r["case"] in cases]) + "\n")
         print("| case | switched off | median error % | success |")
         print("|---|---|---|---|")
         for r in rows:

@@ -589,8 +589,8 @@ _COMMANDS = [
         ("--noise", dict(choices=["white", "ar1"], default=None, help="assumed observation-noise model")),
         ("--option", dict(action="append", metavar="K=V", help="backend option (JSON value), repeatable")),
         ("--refine", dict(choices=["none", "lsq", "cmaes", "cmaes+lsq"], default=None,
-                          help="local refinement of a global backend's best solutions (ga): lsq (gradient trajectory "
-                               "fit), cmaes (CMA-ES on the same objectives) or cmaes+lsq (one, then the other)")),
+                          help="local refinement of ga's best solutions: lsq (trajectory fit), cmaes (CMA-ES on "
+                               "ga's objectives), cmaes+lsq (one then the other; the default) or none")),
         ("--device", dict(default="auto", help="auto (default: CUDA when present), cpu, cuda or cuda:N")),
         ("--float32", dict(action="store_true", help="single precision (faster on GPU)")),
         ("--seed", _SEED),

@@ -22,7 +22,8 @@ class TestPinnCompliance(BackendCompliance):
 
 class TestGaCompliance(BackendCompliance):
     backend = "ga"
-    options = {"pop_size": 8, "n_gen": 2, "screen": 0, "max_dt": 0.1}
+    options = {"pop_size": 8, "n_gen": 2, "screen": 0, "max_dt": 0.1,  # the default refinement, kept short:
+               "refine_gens": 2, "refine_options": {"max_iter": 10}}
     step_options = {"max_dt": 0.05}
 
 

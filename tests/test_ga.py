@@ -53,7 +53,8 @@ def snlc_fit(model, truth):
     trace, states = synthetic_trace(model, preset="snlc", duration=250.0, rate_hz=5000.0, noise="white:sigma=1mV",
                                     seed=4)
     problem = _problem(model, trace, truth, init_factor=2.0)
-    result = get_backend("ga")(dt=0.2, pop_size=32, n_gen=10, patience=10).fit(problem, seed=0, device="cpu")
+    result = get_backend("ga")(dt=0.2, pop_size=32, n_gen=10, patience=10, refine="none").fit(problem, seed=0,
+                                                                                                device="cpu")
     return problem, result, states
 
 
@@ -97,7 +98,7 @@ def test_config_is_typed_frozen_and_reads_like_the_old_flat_options():
     c = est.config
     assert isinstance(c, GAConfig) and c.search.pop_size == c["pop_size"] == 8
     assert c["features"] == ("spike_count", "isi_cv")          # a command-line string becomes a list of names
-    assert dict(c["refine_options"]) == {"max_iter": 3} and c["refine"] == "none"
+    assert dict(c["refine_options"]) == {"max_iter": 3} and c["refine"] == "cmaes+lsq"  # the best measured default
     assert set(GeneticAlgorithm.default_config) == set(c.to_dict()) and len(c.to_dict()) == 32
     with pytest.raises(dataclasses.FrozenInstanceError):
         c.search.pop_size = 16
@@ -414,7 +415,7 @@ def test_refine_cmaes_lowers_the_compromise_score_and_moves_towards_the_truth(mo
     trace, _ = synthetic_trace(model, preset="snlc", duration=200.0, rate_hz=5000.0, noise="white:sigma=1mV", seed=7)
     problem = _problem(model, trace, truth, init_factor=1.3)
     opts = dict(dt=0.2, pop_size=12, n_gen=3, screen=0)
-    ga = get_backend("ga")(**opts).fit(problem, seed=2, device="cpu")
+    ga = get_backend("ga")(**opts, refine="none").fit(problem, seed=2, device="cpu")
     res = get_backend("ga")(**opts, refine="cmaes", refine_gens=20).fit(problem, seed=2, device="cpu")
     ref, m = res.history["refine"], res.metrics
     ga_values, values = ({k: r.values[k] for k in FREE} for r in (ga, res))
@@ -488,7 +489,7 @@ def test_cli_fit_of_a_steps_file_shows_the_fi_curve(tmp_path, capsys):
     html = tmp_path / "r.html"
     rc = main(["fit", str(SAMPLES / "hh_steps.nwb"), "--model", "hodgkin_huxley", "--backend", "ga", "--free", "gNa",
                "--sweep", "all", "--window", "0:100", "--option", "pop_size=4", "--option", "n_gen=1",
-               "--report", str(html), "--quiet"])
+               "--refine", "none", "--report", str(html), "--quiet"])
     assert rc in (0, 3), capsys.readouterr().err  # one generation of four may fail its verdict; the report is written
     text = html.read_text()
     assert "f–I curve" in text and "recorded rate (Hz)" in text

@@ -182,7 +182,7 @@ def test_ga_fused_engine_sees_the_raw_spikes_too(narrow):
 def test_ga_fit_reports_the_adjustment_in_its_diagnostics(narrow):
     sweeps = [(t[:1500], v[:1500], i[:1500], c[c < 150.0]) for t, v, i, c in narrow[:3]]
     problem = problem_of(sweeps)
-    est = get_backend("ga")(dt=DT, pop_size=8, n_gen=1, screen=0)
+    est = get_backend("ga")(dt=DT, pop_size=8, n_gen=1, screen=0, refine="none")
     with pytest.warns(RuntimeWarning, match="smooth_ms"):
         result = est.fit(problem, seed=0, device="cpu")
     smoothing = result.diagnostics["smoothing"]

@@ -81,7 +81,26 @@ def test_reference_recording_is_an_nwb_file_with_its_truth(tmp_path):
     meta = read_icephys_metadata(path)  # where `neo-pinn fit` finds the ground truth, as in simulate's files
     truth = meta["parameters"]
     assert meta["model"] == "morris_lecar" and "scipy" in meta["generator"]
+    assert len(meta["stimuli"]) == 2 and meta["stimuli"][0].startswith("step")
     assert truth["gK"] == 7.5 and truth["gCa"] == get_model("morris_lecar").param_values("snlc")["gCa"]
     with pytest.raises(Exception, match="exists"):
         write_reference_recording(path, "morris_lecar", ["const:amp=0pA"], duration=5.0, rate_hz=10000.0,
                                   preset="snlc", settle_ms=0.0, solver=FAST)
+
+
+def test_lsq_recovers_hodgkin_huxley_from_twice_the_conductances():
+    """A far start on a recording the fit's simulator did not make: every conductance within 2 %, within 3 std."""
+    from neo_pinn import EstimationProblem
+    from neo_pinn.api import get_backend
+
+    m = get_model("hodgkin_huxley")
+    traces, _ = reference_sweeps(m, [STEP], duration=60.0, rate_hz=20000.0, preset="rest",
+                                 noise="white:sigma=1mV", seed=2, settle_ms=0.0, solver=FAST)
+    truth = {"gNa": 120.0, "gK": 36.0, "gL": 0.3}
+    problem = EstimationProblem.build(m, traces[0], list(truth), preset="rest", truth=truth,
+                                      init={k: 2.0 * v for k, v in truth.items()})
+    res = get_backend("lsq")(n_starts=1).fit(problem, seed=0, device="cpu")
+    for k, v in truth.items():
+        assert abs(res[k].value / v - 1) < 0.02, (k, res[k].value)
+        assert abs(res[k].value - v) < 3 * res[k].std, (k, res[k].value, res[k].std)
+    assert res.metrics["rmse_mV"] < 1.1  # at the noise level

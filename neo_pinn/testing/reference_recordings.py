@@ -138,7 +138,8 @@ def write_reference_recording(path: str | os.PathLike, model: str | NeuronModel,
     preset = kwargs.get("preset")
     truth = m.param_values(preset) if preset or m.default_preset else {}
     truth = {**truth, **dict(kwargs.get("values") or {})}
-    meta = {"model": m.name, "preset": preset, "parameters": truth,  # read back as the truth, as simulate's files "stimuli": [str(_as_spec(s)) for s in stimuli],
+    # "parameters": the ground truth, under the key `neo-pinn fit` reads from the files of `neo-pinn simulate`
+    meta = {"model": m.name, "preset": preset, "parameters": truth, "stimuli": [str(_as_spec(s)) for s in stimuli],
             "noise": kwargs.get("noise", "white:sigma=1mV"), "seed": kwargs.get("seed", 0),
             "rate_hz": kwargs.get("rate_hz"), "duration_ms": kwargs.get("duration"),
             "generator": "scipy solve_ivp " + ", ".join(f"{k}={v}" for k, v in

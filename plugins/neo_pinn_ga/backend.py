@@ -187,7 +187,7 @@ class GeneticAlgorithm(Estimator):
         start = time.perf_counter()
         refined = self._refine(problem, ctx, starts)
         theta_lsq = np.array([refined["free_values"][n] for n in problem.free_names], dtype=float)
-        lsq = refinement.Solution.simulate(evaluator, theta_lsq)
+        lsq = refinement.best_of_lsq(problem, refined, refinement.Solution.simulate(evaluator, theta_lsq))
         taken = refinement.lsq_improves(refined, lsq, chosen.rmse)
         m, h = refinement.lsq_record(problem, refined, lsq, taken, time.perf_counter() - start)
         metrics.update(m)

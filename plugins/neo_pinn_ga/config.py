@@ -112,7 +112,7 @@ class SimulationOptions(OptionGroup):
 class RefinementOptions(OptionGroup):
     """Local refinement of the GA's estimate (global → local)."""
 
-    refine: str = option("none", one_of(*REFINE), "CMA-ES on the compromise score, lsq, or CMA-ES then lsq")
+    refine: str = option("cmaes+lsq", one_of(*REFINE), "CMA-ES on the compromise score, lsq, CMA-ES then lsq, or none")
     refine_starts: int = option(2, POSITIVE_INT, "lsq starts: the current estimate and the next best front members")
     refine_options: Mapping[str, Any] = option({}, MAPPING, "options of the lsq refinement")
     refine_gens: int = option(40, POSITIVE_INT, "most CMA-ES generations (pop_size candidates each)")

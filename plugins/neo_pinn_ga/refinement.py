@@ -27,7 +27,7 @@ from neo_pinn.toolkit import FitContext, UnitCube, refine, voltage_rmse
 from .evaluate import PopulationEvaluator
 from .search import progress_bar, run_cmaes
 
-__all__ = ["Solution", "polish_cmaes", "refine_lsq", "cmaes_improves", "lsq_improves", "cmaes_record",
+__all__ = ["Solution", "polish_cmaes", "refine_lsq", "cmaes_improves", "best_of_lsq", "lsq_improves", "cmaes_record",
            "lsq_record"]
 
 
@@ -123,12 +123,33 @@ def refine_lsq(problem: EstimationProblem, ctx: FitContext, starts: np.ndarray,
     return {"free_values": {n: res[n].value for n in problem.free_names},
             "std": {n: res[n].std for n in problem.free_names},
             "states": [f.states for f in res.fits], "cost": costs[k] if costs[k] is not None else math.inf,
+            "max_defect": float(res.metrics.get("max_defect", math.inf)),
             "costs": costs, "starts": [[float(x) for x in row] for row in starts]}
 
 
 def cmaes_improves(polish: Mapping[str, Any], ga_score: float) -> bool:
     """Whether the CMA-ES stage scores below the GA's best compromise."""
     return bool(polish["score"] < float(ga_score))
+
+
+#: largest continuity defect (mV) at which lsq's segments count as one free-running trajectory
+CONTINUOUS_MV = 1e-3
+
+
+def best_of_lsq(problem: EstimationProblem, refined: Mapping[str, Any], simulated: Solution) -> Solution:
+    """lsq's estimate with the better of two reconstructions: simulated by the search's initial-state rule, or lsq's
+    own (from the initial states lsq fitted along with the parameters).
+
+    The search starts every sweep from a rule (quasi-steady at the first recorded voltage, or the preset's state);
+    lsq fits the initial state. Where a recording does not start at the rule's state (a sweep cut from a running
+    cell), the exact least-squares optimum simulated from the rule's state can look worse than a biased estimate
+    that compensates for the wrong start; judged with its own initial state it is not.
+    """
+    if not refined.get("max_defect", math.inf) <= CONTINUOUS_MV:  # lsq's segments are one trajectory only then
+        return simulated
+    own = Solution(simulated.theta, [np.asarray(s, dtype=float) for s in refined["states"]], simulated.per_sweep,
+                   simulated.objectives, voltage_rmse(problem.traces, refined["states"]))
+    return own if np.isfinite(own.rmse) and not own.rmse >= simulated.rmse else simulated
 
 
 def lsq_improves(refined: Mapping[str, Any], lsq: Solution, current_rmse: float) -> bool:
