@@ -107,14 +107,16 @@ def linear_start(model: NeuronModel, theta: np.ndarray, free_index: Sequence[int
     theta = np.array(theta, dtype=float)
     out = theta.copy()
     hidden_all = [driven_hidden_states(model, theta, tr.t, tr.v, tr.i_ext, gates, max_dt=max_dt) for tr in traces]
+    # which parameters are linear is the model's structure: found once, on the first start and sweep
+    tr0 = traces[0]
+    linear = linear_free_parameters(model, theta[0], free_index,
+                                    np.concatenate([tr0.v[:, None], hidden_all[0][0]], 1), tr0.i_ext)
+    if not linear:
+        return out
     for e in range(theta.shape[0]):
-        rows, rhs, linear = [], [], None
+        rows, rhs = [], []
         for tr, hidden in zip(traces, hidden_all):
             y = np.concatenate([tr.v[:, None], hidden[e]], 1)
-            if linear is None:
-                linear = linear_free_parameters(model, theta[e], free_index, y, tr.i_ext)
-                if not linear:
-                    break
             cols = [free_index[p] for p in linear]
             f = _voltage_rate(model, theta[e][None], y[None], tr.i_ext)[0]
             basis = []
@@ -131,8 +133,6 @@ def linear_start(model: NeuronModel, theta: np.ndarray, free_index: Sequence[int
             B = np.array([_running_integral(g, tr.t) for g in basis])
             rows.append((B[:, b] - B[:, a]).T)
             rhs.append(tr.v[b] - tr.v[a] - (F0[b] - F0[a]))
-        if not linear or not rows:
-            continue
         A, r = np.concatenate(rows), np.concatenate(rhs)
         ok = np.all(np.isfinite(A), 1) & np.isfinite(r)
         if ok.sum() < 2 * len(linear):
