@@ -24,13 +24,18 @@ _LAZY: dict[str, str] = {
     "EstimationProblem": "problem", "FreeParameter": "problem",
     **dict.fromkeys(("EstimationResult", "ParameterEstimate", "SweepFit", "build_result"), "result"),
     "Trace": "trace",
+    "attach_copy": "io.attach",
+    **dict.fromkeys(("result_from_block", "parameters_of"), "io.attach_read"),
+    "StimulusSpec": "io.stimulus_specs",
+    **dict.fromkeys(("write_result_nwb", "read_result_nwb"), "io.nwb_results"),
 }
 
 __all__ = [
     "__version__", "estimate", "simulate", "synthetic_trace", "load_recording", "get_model", "get_backend",
     "list_models", "list_backends", "NeoPinnError", "Estimator", "FitContext", "BackendConfig", "build_result",
     "NeuronModel", "ParameterSpec", "Preset", "StateSpec", "EstimationProblem", "FreeParameter", "EstimationResult",
-    "ParameterEstimate", "SweepFit", "Trace", "HOOKSPEC_VERSION", "attach",
+    "ParameterEstimate", "SweepFit", "Trace", "HOOKSPEC_VERSION", "attach", "attach_copy", "result_from_block",
+    "parameters_of", "StimulusSpec", "write_result_nwb", "read_result_nwb",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
@@ -43,6 +48,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .models.base import NeuronModel, ParameterSpec, Preset, StateSpec  # noqa: F401
     from .problem import EstimationProblem, FreeParameter  # noqa: F401
     from .result import EstimationResult, ParameterEstimate, SweepFit, build_result  # noqa: F401
+    from .io.attach import attach_copy  # noqa: F401
+    from .io.attach_read import parameters_of, result_from_block  # noqa: F401
+    from .io.nwb_results import read_result_nwb, write_result_nwb  # noqa: F401
+    from .io.stimulus_specs import StimulusSpec  # noqa: F401
     from .trace import Trace  # noqa: F401
 
 

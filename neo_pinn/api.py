@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+import quantities as pq
 
 from .config import is_number
 from .errors import ConfigurationError
@@ -16,6 +17,7 @@ from .result import EstimationResult
 from .simulation import choose_dt
 from .simulation import simulate as simulate_batch
 from .trace import Trace, check_window
+from .units import magnitude_in
 
 __all__ = ["get_model", "get_backend", "list_models", "list_backends", "simulate", "load_recording",
            "estimate", "synthetic_trace"]
@@ -58,6 +60,11 @@ def simulate(model: str | NeuronModel, theta: Any = None, **kwargs: Any):
         A parameter outside its domain or not finite (:meth:`NeuronModel.check_parameter_values`).
     """
     m = get_model(model)
+    for name, unit in (("duration", "ms"), ("dt", "ms"), ("t0", "ms")):  # units at the door
+        if name in kwargs:
+            kwargs[name] = magnitude_in(kwargs[name], unit, name)
+    if isinstance(kwargs.get("i_ext"), pq.Quantity):
+        kwargs["i_ext"] = magnitude_in(kwargs["i_ext"], "pA", "i_ext")
     if isinstance(kwargs.get("i_ext"), str):  # a spec, as for synthetic_trace (times from the simulation's t0)
         from .io.stimulus_specs import parse_stimulus
 
@@ -108,15 +115,15 @@ def synthetic_trace(
     model : str or NeuronModel
     preset : str, optional
     values : mapping, optional
-        Parameter overrides (canonical units).
-    stimulus : float, str, callable or None
-        Constant pA, a stimulus spec string (``"step:amp=48pA,start=100ms,stop=900ms"``), a callable of
-        t (ms), or None for the preset's constant current.
-    duration : float
-        ms.
-    rate_hz : float
-        Sampling rate of the output in Hz.
-    dt : float, optional
+        Parameter overrides (numbers in canonical units, or quantities).
+    stimulus : float, quantities.Quantity, str, callable or None
+        Constant pA (or a current quantity), a stimulus spec string (``"step:amp=48pA,start=100ms,stop=900ms"``), a
+        callable of t (ms), or None for the preset's constant current.
+    duration : float or quantities.Quantity
+        ms (a quantity is rescaled: ``duration=1 * pq.s``).
+    rate_hz : float or quantities.Quantity
+        Sampling rate of the output in Hz (or a frequency quantity, e.g. ``20 * pq.kHz``).
+    dt : float or quantities.Quantity, optional
         Integration step in ms (default: the sampling interval, halved until ≤ 0.025 ms).
     noise : NoiseModel or str, optional
         Observation noise added to the voltage.
@@ -124,7 +131,7 @@ def synthetic_trace(
         Noise seed.
     y0 : array_like, optional
         Initial state.
-    t0 : float
+    t0 : float or quantities.Quantity
         Time of the first sample, ms.
 
     Returns
@@ -135,6 +142,10 @@ def synthetic_trace(
         Noise-free states (T, S) at the same times (ground truth of hidden states).
     """
     m = get_model(model)
+    duration, dt, t0 = (magnitude_in(x, "ms", name) for name, x in (("duration", duration), ("dt", dt), ("t0", t0)))
+    rate_hz = magnitude_in(rate_hz, "Hz", "rate_hz")
+    if isinstance(stimulus, pq.Quantity):
+        stimulus = magnitude_in(stimulus, "pA", "stimulus")
     for name, x in (("rate_hz", rate_hz), ("duration", duration)):
         if not (is_number(x) and x > 0):
             unit = "Hz" if name == "rate_hz" else "ms"
@@ -230,21 +241,22 @@ def estimate(
     free : iterable of str, optional
         Parameters to estimate; None: the model's ``default_free`` set (an error for a model without one).
     preset, values, init, bounds
-        See :meth:`EstimationProblem.build`; given values win over the cell-scaled ones.
+        See :meth:`EstimationProblem.build`; given values win over the cell-scaled ones. Numbers are canonical,
+        quantities rescaled (``{"C": 0.1 * pq.nF}`` is 100 pF); a wrong dimension is a ``UnitsError``.
     sweeps : "all", int or list of int
         Sweeps of a recording to fit jointly (whole numbers, each once); for traces given directly, their
         ``sweep`` numbers.
-    window : (float, float), optional
-        Time window in ms, measured from each sweep's start for recordings (absolute for traces); None: the
-        step of a step protocol with 100 ms either side, else everything. NaN/inf samples outside it are no
-        matter; inside it they are an error naming them.
-    stimulus : "auto", spec string, array or None
+    window : (float, float) or pair of time quantities, optional
+        Time window in ms (quantities rescaled: ``(0.1 * pq.s, 0.4 * pq.s)``), measured from each sweep's start for
+        recordings (absolute for traces); None: the step of a step protocol with 100 ms either side, else everything.
+        NaN/inf samples inside it are an error naming them.
+    stimulus : "auto", spec string, array, current quantity, neo.AnalogSignal or None
         Injected-current source for recordings.
     noise : NoiseModel or str, optional
         Assumed observation noise: a model, a spec (``"ar1:sigma=1mV,rho=0.5"``) or a kind
         (``"white"``, ``"ar1"``) whose parameters the backend estimates.
     truth : mapping, optional
-        Ground truth (synthetic data), for relative errors.
+        Ground truth (synthetic data, numbers or quantities), for relative errors.
     seed, device, dtype, progress
         See :meth:`Estimator.fit` (dtype default float64).
     backend_options : mapping, optional
@@ -266,14 +278,13 @@ def estimate(
     Returns
     -------
     EstimationResult
-        With ``status`` (``"failed"`` when the fitted model does not behave like the cell), ``verdict``
-        and ``cell``.
+        With ``status`` (``"failed"``: the fitted model does not behave like the cell), ``verdict``, ``cell``.
 
     Raises
     ------
     ConfigurationError
-        A malformed window, sweeps, bounds, values or init (checked before any file is read); a
-        :class:`~neo_pinn.errors.ParameterDomainError` for a value outside its parameter's domain.
+        A malformed window, sweeps, bounds, values or init (checked before any file is read): ``ParameterDomainError``
+        for a value outside its parameter's domain, ``UnitsError`` for a quantity of the wrong dimension.
     UnphysiologicalVoltageError
         The fitted voltage is outside the physiological range (unless ``allow_unphysiological``).
     NonFiniteDataError, EmptySignalError
@@ -298,6 +309,7 @@ def estimate(
                                  f"{m.name} has {', '.join(m.param_names)}.")
     free = list(m.default_free if free is None else free)
     values, init, bounds = check_fit_arguments(m, free, values, init, bounds)
+    truth = m.canonical_values(truth, "truth") if truth else truth
     traces, window = _sweeps_to_fit(data, sweeps, window, stimulus)
     plan = plan_cell_fit(m, traces, free, options=options, window=window, preset=preset, values=values)
     return fit_cell(est, m, plan, free, preset=preset, values=values, init=init, bounds=bounds,

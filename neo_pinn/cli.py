@@ -451,12 +451,10 @@ def cmd_fit(args) -> int:
             from .report import write_report
 
             write_report(result, run.temp("--report"))
-        if args.out:
-            from .io.attach import attach
-            from .io.neo_writers import write_block
+        if args.out:  # .nwb: write_result_nwb(source=rec); .nix: attach + write_block of rec.block (neo_pinn's copy)
+            from .io.nwb_results import write_fit_output
 
-            attach(result, rec.block)  # rec.block is neo_pinn's annotated copy, never the user's objects
-            write_block(rec.block, run.temp("--out"))
+            write_fit_output(result, rec, run.temp("--out"))
     if to_stdout:
         print(result.to_json(), file=real_stdout, flush=True)
     for written in filter(None, () if args.quiet else outputs.values()):
@@ -597,7 +595,8 @@ _COMMANDS = [
         ("--json", dict(default=None, metavar="OUT.json|-", help="write the result JSON (-: to stdout; then "
                         "everything else goes to stderr)")),
         ("--report", dict(default=None, metavar="OUT.html", help="write the HTML report")),
-        ("--out", dict(default=None, metavar="OUT.nwb|OUT.nix", help="the recording with the fit attached")),
+        ("--out", dict(default=None, metavar="OUT.nwb|OUT.nix", help="the recording with the fit: .nwb as NWB "
+                       "icephys (states, tables in processing/icephys), .nix as the Neo tree with the fit attached")),
         ("--overwrite", dict(action="store_true", help="replace existing --json, --report and --out files")),
         ("--validate-on", dict(default=None, metavar="SWEEPS", help="hold these sweeps out of the fit and report the "
                                "model's errors on them: N,M,..., a fraction (0.5) or 'alternate' (every other kept "

@@ -21,6 +21,8 @@ from .residuals import rms, voltage_rmse
 from .storage import atomic_write_text, dumps, read_json_object
 
 if TYPE_CHECKING:  # pragma: no cover - for annotations only
+    import quantities as pq
+
     from .problem import EstimationProblem
 
 __all__ = ["STATUSES", "ParameterEstimate", "SweepFit", "EstimationResult", "build_result", "is_metric_value", "split_outputs"]
@@ -76,6 +78,39 @@ class ParameterEstimate:
         if self.true_value in (None, 0):
             return None
         return abs(self.value - self.true_value) / abs(self.true_value)
+
+    @property
+    def quantity(self) -> pq.Quantity:
+        """The estimate as a :class:`quantities.Quantity` in ``unit`` (rescale it to any unit of its dimension)."""
+        from .units import as_quantity  # quantities only where results leave
+
+        return as_quantity(self.value, self.unit)
+
+    @property
+    def std_quantity(self) -> pq.Quantity | None:
+        """One standard deviation as a Quantity in ``unit``, or None."""
+        from .units import as_quantity
+
+        return None if self.std is None else as_quantity(self.std, self.unit)
+
+    def interval(self, level: float = 0.95) -> tuple[pq.Quantity, pq.Quantity] | None:
+        """The normal-approximation interval ``value ± z·std`` at ``level`` (e.g. 0.95), as Quantities; None without std.
+
+        Parameters
+        ----------
+        level : float
+            Coverage probability in (0, 1).
+        """
+        if not 0.0 < float(level) < 1.0:
+            raise ConfigurationError(f"level={level!r} must lie strictly between 0 and 1 (e.g. 0.95).")
+        if self.std is None or not math.isfinite(self.std):
+            return None
+        from scipy.stats import norm
+
+        from .units import as_quantity
+
+        half = float(norm.ppf(0.5 + 0.5 * float(level))) * float(self.std)
+        return as_quantity(self.value - half, self.unit), as_quantity(self.value + half, self.unit)
 
 
 @dataclass(frozen=True)
@@ -294,6 +329,11 @@ class EstimationResult:
     def free_parameters(self) -> dict[str, ParameterEstimate]:
         """Only the estimated parameters."""
         return {k: p for k, p in self.parameters.items() if p.free}
+
+    @property
+    def quantities(self) -> dict[str, "pq.Quantity"]:
+        """Every parameter's estimate as a Quantity with its unit (name → Quantity), in model order."""
+        return {name: p.quantity for name, p in self.parameters.items()}
 
     def __getitem__(self, name: str) -> ParameterEstimate:
         try:

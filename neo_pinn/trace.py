@@ -22,9 +22,9 @@ def _window_end(x, name: str, window) -> float | None:
     if x is None:
         return None
     if hasattr(x, "rescale"):  # a quantities time
-        from .units import to_canonical
+        from .units import magnitude_in
 
-        x = to_canonical(x, kind="time")
+        x = magnitude_in(x, "ms", f"window's {name}")
     if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
         raise ConfigurationError(f"window={window!r}: its {name} {x!r} is not a number; give (start, stop) in ms, "
                                  "e.g. window=(0, 300) (CLI --window 0:300).")

@@ -36,6 +36,7 @@ __all__ = [
     "PHYSIOLOGICAL_MV",
     "check_physiological_voltage",
     "magnitude_in",
+    "as_quantity",
 ]
 
 CANONICAL_UNITS: dict[str, str] = {
@@ -62,6 +63,28 @@ def _as_units(units) -> pq.Quantity:
         return pq.Quantity(1.0, text)
     except (LookupError, ValueError, SyntaxError) as exc:
         raise UnitsError(f"Unknown unit {units!r}; use SI symbols such as mV, pA, nA, ms, s, Hz.") from exc
+
+
+def as_quantity(value, unit: str) -> pq.Quantity:
+    """A number (or array) in ``unit`` as a :class:`quantities.Quantity` (how results leave neo_pinn).
+
+    Parameters
+    ----------
+    value : float or array_like
+        The magnitude, in ``unit``.
+    unit : str
+        A unit symbol (``"nS"``, ``"1/ms"``, ``"µM"``; empty or ``"dimensionless"`` for none).
+
+    Returns
+    -------
+    quantities.Quantity
+
+    Raises
+    ------
+    UnitsError
+        ``unit`` is not a unit quantities knows.
+    """
+    return np.asarray(value, dtype=float) * _as_units(unit).units
 
 
 def dimension_of(units) -> str | None:

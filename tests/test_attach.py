@@ -14,7 +14,7 @@ import pytest
 import quantities as pq
 
 from neo_pinn.errors import ConfigurationError
-from neo_pinn.io.attach import attach, attach_copy, read_attached, result_from_block
+from neo_pinn.io.attach import attach, attach_copy, parameters_of, read_attached, result_from_block
 from neo_pinn.io.neo_files_reader import decode_nwb_payload, read_block
 from neo_pinn.io.neo_writers import write_block
 from neo_pinn.result import EstimationResult, ParameterEstimate, SweepFit
@@ -25,7 +25,7 @@ N_REC = 400  # samples of each recorded sweep (0 .. 39.9 ms)
 FIT0 = 50  # the fit window starts at sample 50 (5 ms) ...
 N_FIT = 200  # ... and spans 200 samples
 STATE_NAMES = ("V", "n", "Ca")
-STATE_UNITS = ("mV", "dimensionless", "dimensionless")
+STATE_UNITS = ("mV", "dimensionless", "uM")
 
 
 def recorded(k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,14 +119,15 @@ def test_attach_appends_exactly_the_new_signals():
     out = attach(res, blk)
     assert out is blk
     for k, seg in enumerate(blk.segments):
-        assert len(seg.analogsignals) == 4
+        assert len(seg.analogsignals) == 5  # V and one signal per hidden state (n, Ca)
         assert all(a is b for a, b in zip(seg.analogsignals[:2], originals[k]))  # same objects, in place
-        v, st = seg.analogsignals[2:]
+        v, n_sig, ca = seg.analogsignals[2:]
         assert v.name == "Vm.neo_pinn.toy_ca.lsq.r42.V"
-        assert st.name == "Vm.neo_pinn.toy_ca.lsq.r42.states"
+        assert n_sig.name == "Vm.neo_pinn.toy_ca.lsq.r42.n" and ca.name == "Vm.neo_pinn.toy_ca.lsq.r42.Ca"
         fit = res.fits[k]
-        for sig in (v, st):
+        for sig in (v, n_sig, ca):
             assert sig.segment is seg
+            assert sig.t_start.units == pq.s  # the source signal's time units
             assert float(sig.t_start.rescale("ms")) == pytest.approx(fit.t[0])
             assert float(sig.sampling_period.rescale("ms")) == pytest.approx(DT)
             np.testing.assert_allclose(sig.times.rescale("ms").magnitude, fit.t, atol=1e-9)
@@ -135,13 +136,19 @@ def test_attach_appends_exactly_the_new_signals():
             assert sig.annotations["neo_pinn_source_signal"] == "Vm"
         assert v.units == pq.mV and v.shape == (N_FIT, 1)
         np.testing.assert_array_equal(v.magnitude[:, 0], fit.v_fit)
-        assert v.annotations["neo_pinn_role"] == "reconstruction"
-        assert st.annotations["neo_pinn_role"] == "hidden_states"
-        assert st.units == pq.dimensionless and st.shape == (N_FIT, 3)
-        np.testing.assert_array_equal(st.magnitude, fit.states)
-        assert list(st.array_annotations["state_names"]) == list(STATE_NAMES)
-        assert list(st.array_annotations["state_units"]) == list(STATE_UNITS)
-        assert list(st.array_annotations["channel_names"]) == list(STATE_NAMES)
+        assert v.annotations["neo_pinn_role"] == "reconstruction" and v.annotations["neo_pinn_state"] == "V"
+        for j, (sig, unit) in enumerate(((n_sig, pq.dimensionless), (ca, pq.uM)), start=1):
+            assert sig.annotations["neo_pinn_role"] == "hidden_states"
+            assert sig.annotations["neo_pinn_state"] == STATE_NAMES[j]
+            assert sig.units == unit and sig.shape == (N_FIT, 1)
+            np.testing.assert_array_equal(sig.magnitude[:, 0], fit.states[:, j])
+            assert list(sig.array_annotations["state_names"]) == [STATE_NAMES[j]]
+            assert list(sig.array_annotations["state_units"]) == [STATE_UNITS[j]]
+        # the parameters as a mapping, without zipping lists
+        mapping = json.loads(v.annotations["neo_pinn_parameters"])
+        assert mapping["g_Na"]["value"] == 120.5 and mapping["g_Na"]["unit"] == "nS" and mapping["g_Na"]["std"] == 1.25
+        assert mapping["g_Na"]["interval_95"] == pytest.approx([120.5 - 1.959964 * 1.25, 120.5 + 1.959964 * 1.25])
+        assert mapping["C"]["std"] is None and mapping["C"]["interval_95"] is None and mapping["E_L"]["free"] is False
         ann = v.annotations
         assert ann["neo_pinn_param_names"] == ["g_Na", "C", "E_L"]
         assert ann["neo_pinn_param_units"] == ["nS", "pF", "mV"]
@@ -180,12 +187,12 @@ def test_attach_copy_leaves_input_unchanged():
     assert out is not blk
     assert_same(before, snapshot(blk))
     assert [len(s.analogsignals) for s in blk.segments] == [2, 2]
-    assert [len(s.analogsignals) for s in out.segments] == [4, 4]
+    assert [len(s.analogsignals) for s in out.segments] == [5, 5]
     # and from a signal or segment target, the whole owning block is copied
     out2 = attach_copy(res, [blk.segments[0].analogsignals[0], blk.segments[1].analogsignals[0]])
-    assert [len(s.analogsignals) for s in out2.segments] == [4, 4]
+    assert [len(s.analogsignals) for s in out2.segments] == [5, 5]
     one = attach_copy(make_result(sweeps=(1,)), blk.segments[1])
-    assert [len(s.analogsignals) for s in one.segments] == [2, 4]
+    assert [len(s.analogsignals) for s in one.segments] == [2, 5]
     assert_same(before, snapshot(blk))
 
 
@@ -273,8 +280,11 @@ def test_round_trip_through_file(tmp_path, suffix):
         assert vm.annotations["cell"] == "c1"
         assert list(vm.array_annotations["channel_names"]) == ["Vm"]
         np.testing.assert_array_equal(vm.rescale("mV").magnitude[:, 0], recorded(k)[0])
-        st = seg.analogsignals[3]
-        assert list(st.array_annotations["state_names"]) == list(STATE_NAMES)
+        # one signal per state, each with its own units, after the round trip too
+        assert [a.annotations["neo_pinn_state"] for a in seg.analogsignals[2:5]] == list(STATE_NAMES)
+        assert [a.units for a in seg.analogsignals[2:5]] == [pq.mV, pq.dimensionless, pq.uM]
+        assert list(seg.analogsignals[4].array_annotations["state_names"]) == ["Ca"]
+        assert parameters_of(seg.analogsignals[4])["g_Na"].quantity == 120.5 * pq.nS  # one run per signal
 
 
 def test_plain_nwbio_reader_still_finds_parameters(tmp_path):
@@ -393,8 +403,9 @@ def test_real_nwb_tree_round_trip(tmp_path, suffix, recordings_dir):
                              stimulus_source="nwb-stimulus"))
     res = dataclasses.replace(make_result(), fits=tuple(fits))
     attach(res, blk)
-    assert [a.name for a in seg.analogsignals[-2:]] == ["ic__Step__4.neo_pinn.toy_ca.lsq.r42.V",
-                                                        "ic__Step__4.neo_pinn.toy_ca.lsq.r42.states"]
+    assert [a.name for a in seg.analogsignals[-3:]] == ["ic__Step__4.neo_pinn.toy_ca.lsq.r42.V",
+                                                        "ic__Step__4.neo_pinn.toy_ca.lsq.r42.n",
+                                                        "ic__Step__4.neo_pinn.toy_ca.lsq.r42.Ca"]
     with pytest.raises(ConfigurationError, match="read from"):
         write_block(blk, src, overwrite=True)
     back = read_block(write_block(blk, tmp_path / f"real{suffix}"))
@@ -435,16 +446,52 @@ def test_rewriting_a_plain_nwbio_read_keeps_everything(tmp_path):
     assert vm.name == "Vm" and vm.annotations["checked_by"] == "me" and vm.annotations["cell"] == "c1"
 
 
-def test_states_split_into_channels_are_merged():
-    """Tools that split multi-channel signals (load_recording does) leave one signal per state."""
+@pytest.mark.parametrize("split", [False, True])
+def test_results_attached_as_one_multichannel_states_signal_still_read_back(split):
+    """Earlier versions attached every state as one multi-channel signal; tools that split multi-channel
+    signals (load_recording does) leave one signal per channel. Both read back."""
     res, blk = make_result(), make_block()
     attach(res, blk)
-    for seg in blk.segments:
-        st = seg.analogsignals.pop(3)
-        for k in range(st.shape[1]):
-            part = st[:, k:k + 1]  # keeps annotations, slices array annotations
-            part.name = str(st.array_annotations["channel_names"][k])
+    for k, seg in enumerate(blk.segments):
+        v, n_sig, ca = seg.analogsignals[2:]
+        seg.analogsignals.pop()
+        seg.analogsignals.pop()
+        fit = res.fits[k]
+        ann = {key: val for key, val in n_sig.annotations.items() if key != "neo_pinn_state"}
+        names = np.array(STATE_NAMES)
+        st = neo.AnalogSignal(fit.states.copy(), units=pq.dimensionless, t_start=v.t_start,
+                              sampling_rate=v.sampling_rate, name=v.name[:-2] + ".states",
+                              array_annotations={"state_names": names, "state_units": np.array(STATE_UNITS),
+                                                 "channel_names": names.copy()}, **ann)
+        if not split:
+            seg.analogsignals.append(st)
+            continue
+        for j in range(st.shape[1]):
+            part = st[:, j:j + 1]  # keeps annotations, slices array annotations
+            part.name = str(names[j])
             seg.analogsignals.append(part)
     runs = read_attached(blk)
-    assert len(runs[0]["sweeps"][0]["signals"]["states"]) == 3
+    assert len(runs[0]["sweeps"][0]["signals"]["states"]) == (3 if split else 1)
     assert_results_equal(result_from_block(blk), res)
+
+
+def test_parameters_of_reads_the_mapping_with_units():
+    res, blk = make_result(), make_block()
+    attach(res, blk)
+    for obj in (blk, blk.segments[1], blk.segments[0].analogsignals[3], res):
+        params = parameters_of(obj)
+        assert list(params) == ["g_Na", "C", "E_L"]
+        assert params["g_Na"].quantity.rescale("uS") == 0.1205 * pq.uS
+        assert params["g_Na"].std_quantity == 1.25 * pq.nS and params["C"].std_quantity is None
+        lo, hi = params["g_Na"].interval(0.95)
+        assert lo.units == pq.nS and float(hi - lo) == pytest.approx(2 * 1.959964 * 1.25, rel=1e-6)
+        assert params["E_L"].free is False and params["C"].interval() is None
+    assert res.quantities["E_L"] == -54.4 * pq.mV
+    attach(make_result(run_id="r43"), blk)
+    with pytest.raises(ConfigurationError, match="run_id"):
+        parameters_of(blk)
+    assert parameters_of(blk, run_id="r43")["C"].value == 1.02
+    with pytest.raises(ConfigurationError, match="No neo_pinn signal"):
+        parameters_of(blk.segments[0].analogsignals[0])
+    with pytest.raises(ConfigurationError, match="between 0 and 1"):
+        res["g_Na"].interval(95)

@@ -81,11 +81,10 @@ def test_fit_writes_json_report_and_attached_nwb(ml_file, tmp_path, capsys):
     assert d["parameters"]["gCa"]["unit"] == "nS" and d["parameters"]["gCa"]["true_value"] == 4.0
     assert abs(d["parameters"]["gCa"]["value"] - 4.0) / 4.0 < 0.05
     assert "<img" in html.read_text()
-    from neo_pinn.io.attach import read_attached
-    from neo_pinn.io.neo_files_reader import read_block
+    from neo_pinn.io.nwb_results import read_result_nwb
 
-    runs = read_attached(read_block(nwb))
-    assert runs and runs[0]["parameters"]["gCa"]["value"] == pytest.approx(d["parameters"]["gCa"]["value"])
+    back = read_result_nwb(nwb)  # --out .nwb: NWB-native results (processing/icephys), not Neo-attached signals
+    assert back.parameters["gCa"].value == d["parameters"]["gCa"]["value"]
 
 
 @pytest.mark.recordings

@@ -320,9 +320,9 @@ def test_cli_fit_with_every_output(tmp_path, capsys):
     import json
     from pathlib import Path
 
+    import pynwb
+
     from neo_pinn.cli import main
-    from neo_pinn.io.attach import read_attached
-    from neo_pinn.io.neo_files_reader import read_block
 
     sample = Path(__file__).resolve().parents[1] / "sample_data" / "ml_snlc.nwb"
     js, html, nwb = tmp_path / "r.json", tmp_path / "r.html", tmp_path / "fitted.nwb"
@@ -339,12 +339,12 @@ def test_cli_fit_with_every_output(tmp_path, capsys):
     assert d["backend"] == "pinn" and d["config"]["n_members"] == 2 and set(d["noise"]) == {"sigma", "rho"}
     assert d["parameters"]["gCa"]["init"] == 3.0 and 0.5 <= d["parameters"]["gCa"]["value"] <= 20
     assert "Optimisation history" in html.read_text()
-    runs = read_attached(read_block(nwb))
-    assert runs and runs[0]["backend"] == "pinn"
     res = json.loads(js.read_text())
-    sweep = runs[0]["sweeps"][0]
-    assert set(sweep["states"]) == {"V", "n"}
-    np.testing.assert_allclose(sweep["states"]["n"], np.array(res["fits"][0]["states"])[:, 1], rtol=1e-6)
+    with pynwb.NWBHDF5IO(str(nwb), "r") as io:  # --out .nwb: one series per state in processing/icephys
+        module = io.read().processing["icephys"]
+        base = f"morris_lecar_pinn_{res['provenance']['run_id']}_sweep0"
+        assert {f"{base}_V", f"{base}_n"} <= set(module.data_interfaces)
+        np.testing.assert_allclose(module[f"{base}_n"].data[:], np.array(res["fits"][0]["states"])[:, 1], rtol=1e-6)
 
 
 @pytest.mark.parametrize("option", [{"local_weights": True}, {"residual_form": "weak"}, {"residual_form": "both"},

@@ -1,17 +1,17 @@
 """Results back into Neo, and back out again.
 
 :func:`attach` is the one explicit change neo_pinn makes to a user's Neo tree: for every fitted sweep it
-*appends* two AnalogSignals to the Segment holding that sweep's voltage:
+*appends* one AnalogSignal per model state to the Segment holding that sweep's voltage, each on the fit's
+sample times in the source segment's absolute time:
 
 ``<source>.neo_pinn.<model>.<backend>.<run id>.V``
     the reconstructed membrane voltage (mV, one channel), ``neo_pinn_role="reconstruction"``;
-``<source>.neo_pinn.<model>.<backend>.<run id>.states``
-    every model state, state 0 (the voltage) included, as one multi-channel signal,
-    ``neo_pinn_role="hidden_states"``. Its units are the states' common unit, or dimensionless when
-    they differ; the numbers of channel *k* are in ``array_annotations["state_units"][k]``.
-    ``array_annotations`` ``state_names``, ``state_units`` and ``channel_names`` name the channels.
+``<source>.neo_pinn.<model>.<backend>.<run id>.<state>``
+    one per hidden state (``n``, ``h``, ``Ca`` ...), in that state's own units (dimensionless for gates),
+    ``neo_pinn_role="hidden_states"``, ``neo_pinn_state=<state>``; its ``array_annotations``
+    ``state_names``, ``state_units`` and ``channel_names`` name the one channel.
 
-Both carry the same flat annotations, chosen so that NixIO and NWBIO (through
+All carry the same flat annotations, chosen so that NixIO and NWBIO (through
 :func:`neo_pinn.io.neo_writers.write_block`) can store them: only str, int, float, bool and lists of one
 of those, never None.
 
@@ -26,6 +26,9 @@ annotation                     value
 ``neo_pinn_source_signal``     name of the fitted voltage signal
 ``neo_pinn_stimulus_source``   where I(t) came from
 ``neo_pinn_rmse_mV``           RMSE recorded − reconstructed voltage of this sweep (mV)
+``neo_pinn_state``             the state this signal holds (``V`` for the reconstruction)
+``neo_pinn_parameters``        name → value, unit, std, interval_95, free, init, true_value (JSON text;
+                               :func:`parameters_of` gives ParameterEstimates with quantities)
 ``neo_pinn_param_names``       parameter names, model order (list of str)
 ``neo_pinn_param_units``       their canonical units (list of str)
 ``neo_pinn_param_values``      estimates (list of float)
@@ -52,7 +55,6 @@ or one read from a NIX or NWB file.
 from __future__ import annotations
 
 import copy
-import json
 import math
 from typing import Any, Iterable
 
@@ -60,16 +62,15 @@ import numpy as np
 import quantities as pq
 
 from ..errors import ConfigurationError
-from ..result import EstimationResult, ParameterEstimate, SweepFit, split_outputs
+from ..result import EstimationResult, SweepFit
 from ..storage import dumps as _dumps
+from .attach_read import (ROLE_RECONSTRUCTION, ROLE_STATES, ROLES, annotations_of, as_int, name_of, nan_to_none,
+                          parameters_of, read_attached, result_from_block, units_or_dimensionless)
 from .fit_belongs import check_fit_belongs, is_voltage_signal
-from .neo_files_reader import decode_nwb_payload
 
-__all__ = ["attach", "attach_copy", "read_attached", "result_from_block", "ROLE_RECONSTRUCTION", "ROLE_STATES"]
+__all__ = ["attach", "attach_copy", "read_attached", "result_from_block", "parameters_of", "ROLE_RECONSTRUCTION",
+           "ROLE_STATES"]
 
-ROLE_RECONSTRUCTION = "reconstruction"
-ROLE_STATES = "hidden_states"
-_ROLES = (ROLE_RECONSTRUCTION, ROLE_STATES)
 # Relative deviation of sampling intervals still called uniform: float rounding of windowed or
 # decimated time axes, far below anything a sampled recording could mean.
 _UNIFORM_RTOL = 1e-4
@@ -80,28 +81,12 @@ def _float_or_nan(x) -> float:
     return math.nan if x is None else float(x)
 
 
-def _nan_to_none(x) -> float | None:
-    if x is None:
-        return None
-    x = float(x)
-    return None if math.isnan(x) else x
-
-
-def _as_int(x) -> int | None:
-    if x is None or isinstance(x, (bool, np.bool_)):
-        return None
-    try:
-        f = float(np.asarray(x, dtype=float).reshape(-1)[0]) if np.ndim(x) else float(x)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return int(f) if math.isfinite(f) and f == int(f) else None
-
-
 def _version(result: EstimationResult) -> str:
     prov = result.provenance
     versions = prov.get("versions")
-    if isinstance(versions, dict) and versions.get("neo_pinn"):
-        return str(versions["neo_pinn"])
+    for key in ("neo-pinn", "neo_pinn"):  # the distribution's name, and the package's in older results
+        if isinstance(versions, dict) and versions.get(key):
+            return str(versions[key])
     if prov.get("neo_pinn_version"):
         return str(prov["neo_pinn_version"])
     from importlib.metadata import PackageNotFoundError, version
@@ -110,15 +95,6 @@ def _version(result: EstimationResult) -> str:
         return version("neo-pinn")
     except PackageNotFoundError:  # running from a source tree that was never installed
         return "unknown"
-
-
-def _units_or_dimensionless(text: str) -> pq.Quantity:
-    try:
-        if str(text).strip() in ("", "1", "dimensionless", "none", "None"):
-            return pq.dimensionless
-        return pq.Quantity(1.0, str(text).replace("µ", "u").replace("μ", "u")).units
-    except (LookupError, ValueError, SyntaxError):
-        return pq.dimensionless
 
 
 def _sampling(fit: SweepFit) -> tuple[float, float]:
@@ -133,19 +109,6 @@ def _sampling(fit: SweepFit) -> tuple[float, float]:
             "fit on a uniformly sampled trace (decimate instead of dropping samples)."
         )
     return float(t[0]), dt
-
-
-def _annotations_of(sig) -> tuple[dict, dict]:
-    """(annotations, array_annotations) of a signal, decoding a neo_pinn NWB payload when present."""
-    payload = decode_nwb_payload(sig)
-    if payload is not None:
-        return dict(payload.get("annotations", {})), {k: np.asarray(v) for k, v in payload.get("array_annotations", {}).items()}
-    return dict(sig.annotations), dict(sig.array_annotations)
-
-
-def _name_of(sig) -> str | None:
-    payload = decode_nwb_payload(sig)
-    return payload.get("name") if payload is not None else sig.name
 
 
 def _source_names(fit: SweepFit) -> set[str]:
@@ -189,8 +152,8 @@ def _match(result: EstimationResult, segments: list, explicit: list | None) -> l
     if explicit is not None:
         candidates = explicit
     else:
-        candidates = [s for seg in segments for s in seg.analogsignals if _annotations_of(s)[0].get("neo_pinn_role") == "voltage"]
-    swept = [(c, _as_int(_annotations_of(c)[0].get("neo_pinn_sweep"))) for c in candidates]
+        candidates = [s for seg in segments for s in seg.analogsignals if annotations_of(s)[0].get("neo_pinn_role") == "voltage"]
+    swept = [(c, as_int(annotations_of(c)[0].get("neo_pinn_sweep"))) for c in candidates]
     annotated = [(c, k) for c, k in swept if k is not None]
     plan = []
     for n, fit in enumerate(result.fits):
@@ -198,7 +161,7 @@ def _match(result: EstimationResult, segments: list, explicit: list | None) -> l
             hits = [c for c, k in annotated if k == fit.sweep]
             if len(hits) > 1:
                 wanted = _source_names(fit)
-                named = [c for c in hits if _name_of(c) in wanted]
+                named = [c for c in hits if name_of(c) in wanted]
                 hits = named if len(named) == 1 else hits
             if not hits:
                 have = sorted({k for _, k in annotated})
@@ -209,7 +172,7 @@ def _match(result: EstimationResult, segments: list, explicit: list | None) -> l
             if len(hits) > 1:
                 raise ConfigurationError(
                     f"{len(hits)} voltage signals are annotated neo_pinn_sweep={fit.sweep} "
-                    f"({', '.join(repr(_name_of(h)) for h in hits)}); pass the one that was fitted as target."
+                    f"({', '.join(repr(name_of(h)) for h in hits)}); pass the one that was fitted as target."
                 )
             plan.append((fit, hits[0].segment, hits[0]))
             continue
@@ -234,7 +197,7 @@ def _match(result: EstimationResult, segments: list, explicit: list | None) -> l
                 "neo_pinn_sweep annotations; pass the Block holding one Segment per sweep."
             )
         else:
-            idx = _as_int(fit.source.get("segment"))
+            idx = as_int(fit.source.get("segment"))
             idx = fit.sweep if idx is None or not 0 <= idx < len(segments) else idx
             if not 0 <= idx < len(segments):
                 raise ConfigurationError(
@@ -242,19 +205,58 @@ def _match(result: EstimationResult, segments: list, explicit: list | None) -> l
                     "annotated neo_pinn_role='voltage'. Read the file with neo_pinn.load_recording() (which marks "
                     "the signals) or pass the fitted voltage AnalogSignal(s) as target."
                 )
-            seg = segments[idx]
-        wanted = _source_names(fit)
-        src = next((s for s in seg.analogsignals if s.name in wanted), None)
-        if src is None:
-            src = next((s for s in seg.analogsignals if is_voltage_signal(s) and
-                        _annotations_of(s)[0].get("neo_pinn_role") not in _ROLES), None)
-        plan.append((fit, seg, src))
+            # the recorded segment first; else the segment whose voltage the fit lies on (a fit of a time_slice
+            # of sweep 5 of a Block Neo read knows neither its segment nor its sweep)
+            order = [segments[idx]] + [s for s in segments if s is not segments[idx]]
+            seg, src = next(((s, v) for s in order if (v := _lies_on(fit, s)) is not None),
+                            (segments[idx], _voltage_of(fit, segments[idx])))
+            plan.append((fit, seg, src))
+            continue
+        src = _lies_on(fit, seg)
+        plan.append((fit, seg, src if src is not None else _voltage_of(fit, seg)))
     for fit, seg, src in plan:
         check_fit_belongs(fit, src)
     return plan
 
 
+def _voltage_of(fit: SweepFit, seg):
+    """The segment's signal named as the fit's source, else its first voltage signal that is not neo_pinn's."""
+    wanted = _source_names(fit)
+    src = next((s for s in seg.analogsignals if s.name in wanted), None)
+    if src is None:
+        src = next((s for s in seg.analogsignals if is_voltage_signal(s) and
+                    annotations_of(s)[0].get("neo_pinn_role") not in ROLES), None)
+    return src
+
+
+def _lies_on(fit: SweepFit, seg):
+    """The segment's voltage signal the fit lies on (its times and values), or None."""
+    named = _voltage_of(fit, seg)
+    others = [s for s in seg.analogsignals if s is not named and is_voltage_signal(s)
+              and annotations_of(s)[0].get("neo_pinn_role") not in ROLES]
+    for sig in ([named] if named is not None else []) + others:
+        try:
+            check_fit_belongs(fit, sig)
+        except ConfigurationError:
+            continue
+        return sig
+    return None
+
+
 # -------------------------------------------------------------------------------------- annotations
+def _parameter_mapping(result: EstimationResult) -> dict[str, dict]:
+    """name → value, unit, std, 95 % interval, free, initial guess and truth (None where unknown)."""
+    out = {}
+    for name, p in result.parameters.items():
+        ci = p.interval(0.95)
+        out[str(name)] = {
+            "value": nan_to_none(p.value), "unit": str(p.unit), "std": nan_to_none(p.std),
+            "interval_95": None if ci is None else [float(ci[0].magnitude), float(ci[1].magnitude)],
+            "free": bool(p.free), "init": nan_to_none(p.init), "true_value": nan_to_none(p.true_value),
+        }
+    return out
+
+
 def _common_annotations(result: EstimationResult) -> dict[str, Any]:
     params = list(result.parameters.values())
     seed = result.provenance.get("seed")
@@ -269,6 +271,7 @@ def _common_annotations(result: EstimationResult) -> dict[str, Any]:
         "neo_pinn_param_free": [bool(p.free) for p in params],
         "neo_pinn_param_init": [_float_or_nan(p.init) for p in params],
         "neo_pinn_param_true": [_float_or_nan(p.true_value) for p in params],
+        "neo_pinn_parameters": _dumps(_parameter_mapping(result)),
         "neo_pinn_state_names": [str(s) for s in result.state_names],
         "neo_pinn_state_units": [str(u) for u in result.state_units],
         "neo_pinn_config": _dumps(result.config),
@@ -276,12 +279,14 @@ def _common_annotations(result: EstimationResult) -> dict[str, Any]:
         "neo_pinn_metrics": _dumps(result.metrics),
         "neo_pinn_provenance": _dumps(result.provenance),
         "neo_pinn_version": _version(result),
-        "neo_pinn_seed": _as_int(seed) if _as_int(seed) is not None else "none",
+        "neo_pinn_seed": as_int(seed) if as_int(seed) is not None else "none",
         "neo_pinn_device": str(result.provenance.get("device", "unknown")),
     }
 
 
-def _signals_for(result: EstimationResult, fit: SweepFit, base: str, common: dict, source_name: str):
+def _signals_for(result: EstimationResult, fit: SweepFit, base: str, common: dict, source_name: str,
+                 time_units=pq.ms) -> list:
+    """The reconstructed voltage and one signal per hidden state of one fitted sweep, each in its own units."""
     import neo
 
     states = np.asarray(fit.states, dtype=float)
@@ -298,24 +303,25 @@ def _signals_for(result: EstimationResult, fit: SweepFit, base: str, common: dic
         "neo_pinn_fit_source": _dumps(fit.source),
         "neo_pinn_rmse_mV": float(fit.rmse),
     }
-    timing = dict(t_start=t0 * pq.ms, sampling_rate=(1000.0 / dt) * pq.Hz)
+    # the source segment's absolute time, in the source signal's time units (Elephant slices by either)
+    timing = dict(t_start=(t0 * pq.ms).rescale(time_units), sampling_rate=(1000.0 / dt) * pq.Hz)
     what = f"{result.model} fitted with {result.backend} (neo_pinn run {result.run_id}), sweep {fit.sweep}"
     v = neo.AnalogSignal(
         states[:, 0].reshape(-1, 1).copy(), units="mV", name=f"{base}.V",
         description=f"Reconstructed membrane voltage: {what}.", **timing,
-        **{"neo_pinn_role": ROLE_RECONSTRUCTION, **common, **per_fit},
+        **{"neo_pinn_role": ROLE_RECONSTRUCTION, "neo_pinn_state": str(result.state_names[0]), **common, **per_fit},
     )
-    units = sorted(set(result.state_units))
-    sig_units = _units_or_dimensionless(units[0]) if len(units) == 1 else pq.dimensionless
-    names = np.array([str(s) for s in result.state_names])
-    s_units = np.array([str(u) for u in result.state_units])
-    st = neo.AnalogSignal(
-        states.copy(), units=sig_units, name=f"{base}.states",
-        description=f"Reconstructed states {', '.join(names)} in units {', '.join(s_units)}: {what}.",
-        array_annotations={"state_names": names, "state_units": s_units, "channel_names": names.copy()},
-        **timing, **{"neo_pinn_role": ROLE_STATES, **common, **per_fit},
-    )
-    return v, st
+    out = [v]
+    for k in range(1, len(result.state_names)):
+        name, unit = str(result.state_names[k]), str(result.state_units[k])
+        out.append(neo.AnalogSignal(
+            states[:, k].reshape(-1, 1).copy(), units=units_or_dimensionless(unit), name=f"{base}.{name}",
+            description=f"Reconstructed hidden state {name} ({unit}): {what}.",
+            array_annotations={"state_names": np.array([name]), "state_units": np.array([unit]),
+                               "channel_names": np.array([name])},
+            **timing, **{"neo_pinn_role": ROLE_STATES, "neo_pinn_state": name, **common, **per_fit},
+        ))
+    return out
 
 
 # ----------------------------------------------------------------------------------------- attach
@@ -363,21 +369,21 @@ def attach(result: EstimationResult, target, *, name_prefix: str | None = None):
     built = []
     planned: dict[int, set[str]] = {}
     for fit, seg, src in plan:
-        source_name = (_name_of(src) if src is not None else None) or f"sweep{fit.sweep}"
+        source_name = (name_of(src) if src is not None else None) or f"sweep{fit.sweep}"
         base = f"{name_prefix if name_prefix is not None else source_name}.{tag}"
-        v, st = _signals_for(result, fit, base, common, source_name)
-        taken = {_name_of(s) for s in seg.analogsignals} | planned.setdefault(id(seg), set())
-        for new in (v, st):
+        new_signals = _signals_for(result, fit, base, common, source_name,
+                                   time_units=src.t_start.units if src is not None else pq.ms)
+        taken = {name_of(s) for s in seg.analogsignals} | planned.setdefault(id(seg), set())
+        for new in new_signals:
             if new.name in taken:
                 raise ConfigurationError(
                     f"Segment {seg.name!r} already holds a signal named {new.name!r}: this run is attached already "
                     "(or two fits share a sweep). Use attach_copy() on the original tree or another name_prefix."
                 )
             planned[id(seg)].add(new.name)
-        built.append((seg, v, st))
-    for seg, v, st in built:  # all checks passed: now change the tree
-        seg.analogsignals.append(v)
-        seg.analogsignals.append(st)
+        built.append((seg, new_signals))
+    for seg, new_signals in built:  # all checks passed: now change the tree
+        seg.analogsignals.extend(new_signals)
     if block is None:
         block = neo.Block(name=f"neo_pinn {result.run_id}")
         for seg in segments:
@@ -435,236 +441,3 @@ def _index_of(items: Iterable, obj) -> int:
 
 
 # ------------------------------------------------------------------------------------- and back
-def _as_list(x) -> list:
-    if x is None:
-        return []
-    if isinstance(x, str):
-        return [x]
-    return [v.item() if isinstance(v, np.generic) else v for v in np.atleast_1d(np.asarray(x, dtype=object)).tolist()]
-
-
-def _loads(text, default):
-    if isinstance(text, dict):
-        return text
-    try:
-        return json.loads(text) if text not in (None, "") else default
-    except (TypeError, ValueError):
-        return default
-
-
-def read_attached(block) -> list[dict]:
-    """Find the neo_pinn signals of a Block and decode them, one dict per run.
-
-    Parameters
-    ----------
-    block : neo.Block
-        In memory after :func:`attach`, or read back with :func:`neo_pinn.io.neo_files_reader.read_block` or
-        plain ``neo.io.NixIO`` / ``neo.io.NWBIO``.
-
-    Returns
-    -------
-    list of dict
-        In order of first appearance, each with ``run_id``, ``model``, ``backend``, ``version``,
-        ``seed`` (int or None), ``device``, ``parameters`` (name → dict with ``value``, ``unit``, ``std``,
-        ``free``, ``init``, ``true_value``; None where unknown), ``state_names``, ``state_units``,
-        ``noise``, ``metrics``, ``config``, ``provenance`` and ``sweeps``: a list of dicts with ``sweep``,
-        ``segment_index``, ``source_signal``, ``stimulus_source``, ``source``, ``rmse_mV``, ``t``
-        (ms, array), ``v_fit`` (mV, array), ``states`` (state name → array, in that state's unit) and
-        ``signals`` (``"V"`` → the reconstruction, ``"states"`` → list of the hidden-state signals: one,
-        or one per state where a tool split the channels).
-    """
-    runs: dict[str, dict] = {}
-    for si, seg in enumerate(block.segments):
-        for sig in seg.analogsignals:
-            ann, arr = _annotations_of(sig)
-            role = ann.get("neo_pinn_role")
-            if role not in _ROLES:
-                continue
-            rid = str(ann.get("neo_pinn_run_id", "run"))
-            run = runs.get(rid)
-            if run is None:
-                run = runs[rid] = _run_header(ann)
-                run["_sweeps"] = {}
-            key = (si, _as_int(ann.get("neo_pinn_sweep")), str(ann.get("neo_pinn_source_signal", "")))
-            sw = run["_sweeps"].setdefault(key, {
-                "sweep": key[1], "segment_index": si, "source_signal": key[2],
-                "stimulus_source": str(ann.get("neo_pinn_stimulus_source", "none")),
-                "source": _loads(ann.get("neo_pinn_fit_source"), {}),
-                "rmse_mV": _nan_to_none(ann.get("neo_pinn_rmse_mV")),
-                "signals": {},
-            })
-            t = sig.times.rescale(pq.ms).magnitude.astype(float)
-            if role == ROLE_RECONSTRUCTION:
-                sw["signals"]["V"] = sig
-                sw["t"] = t
-                sw["v_fit"] = sig.rescale(pq.mV).magnitude[:, 0].astype(float)
-            else:
-                # Usually one multi-channel signal; tools that split channels (load_recording does)
-                # leave one signal per state, each with its slice of the array annotations: merge them.
-                sw["signals"].setdefault("states", []).append(sig)
-                sw.setdefault("t", t)
-                n_ch = sig.shape[1]
-                names = next((c for c in (_as_list(arr.get("state_names")), _as_list(arr.get("channel_names")),
-                                          run["state_names"]) if len(c) == n_ch), None)
-                if names is None:
-                    names = [f"{sig.name}[{k}]" for k in range(n_ch)]
-                units = _as_list(arr.get("state_units"))
-                mag = np.asarray(sig.magnitude, dtype=float)
-                if len(set(units)) == 1 and sig.units != pq.dimensionless:
-                    # One common unit: the signal carries it, so give numbers in that unit.
-                    try:
-                        mag = np.asarray(sig.rescale(_units_or_dimensionless(units[0])).magnitude, dtype=float)
-                    except ValueError:
-                        pass
-                sw.setdefault("states", {}).update({str(n): mag[:, k].copy() for k, n in enumerate(names)})
-    out = []
-    for run in runs.values():
-        sweeps = list(run.pop("_sweeps").values())
-        for sw in sweeps:
-            if "v_fit" not in sw and "states" in sw and sw["states"]:
-                sw["v_fit"] = next(iter(sw["states"].values()))
-        run["sweeps"] = sweeps
-        out.append(run)
-    return out
-
-
-def _run_header(ann: dict) -> dict:
-    names = [str(n) for n in _as_list(ann.get("neo_pinn_param_names"))]
-    cols = {k: _as_list(ann.get(f"neo_pinn_param_{k}")) for k in ("units", "values", "std", "free", "init", "true")}
-    for k, col in cols.items():
-        if len(col) != len(names):
-            cols[k] = [None] * len(names)  # a column lost on the way: unknown rather than misaligned
-    params = {}
-    for i, n in enumerate(names):
-        free = cols["free"][i]
-        params[n] = {
-            "value": _nan_to_none(cols["values"][i]),
-            "unit": str(cols["units"][i]) if cols["units"][i] is not None else "",
-            "std": _nan_to_none(cols["std"][i]),
-            "free": bool(free) if free is not None else True,
-            "init": _nan_to_none(cols["init"][i]),
-            "true_value": _nan_to_none(cols["true"][i]),
-        }
-    seed = ann.get("neo_pinn_seed")
-    return {
-        "run_id": str(ann.get("neo_pinn_run_id", "run")),
-        "model": str(ann.get("neo_pinn_model", "")),
-        "backend": str(ann.get("neo_pinn_backend", "")),
-        "version": str(ann.get("neo_pinn_version", "")),
-        "seed": _as_int(seed),
-        "device": str(ann.get("neo_pinn_device", "")),
-        "parameters": params,
-        "state_names": [str(s) for s in _as_list(ann.get("neo_pinn_state_names"))],
-        "state_units": [str(s) for s in _as_list(ann.get("neo_pinn_state_units"))],
-        "noise": _loads(ann.get("neo_pinn_noise"), {}),
-        "metrics": _loads(ann.get("neo_pinn_metrics"), {}),
-        "config": _loads(ann.get("neo_pinn_config"), {}),
-        "provenance": _loads(ann.get("neo_pinn_provenance"), {}),
-    }
-
-
-def _sample_at(sig, t_ms: np.ndarray, units) -> np.ndarray | None:
-    """Values of channel 0 of ``sig`` at times ``t_ms`` (linear interpolation), or None if out of range."""
-    try:
-        y = np.asarray(sig.rescale(units).magnitude, dtype=float)[:, 0]
-    except ValueError:
-        return None
-    ts = sig.times.rescale(pq.ms).magnitude.astype(float)
-    half = 0.5 * float(np.median(np.diff(ts))) if ts.size > 1 else 0.0
-    if ts.size == 0 or t_ms[0] < ts[0] - half or t_ms[-1] > ts[-1] + half:
-        return None
-    return np.interp(t_ms, ts, y)
-
-
-def _partner_samples(seg, sweep: int | None, role: str, name: str | None, t_ms: np.ndarray, units):
-    """Samples at ``t_ms`` of the sweep's signal of ``role`` (voltage/stimulus) in a segment, or None.
-
-    The signal named ``name`` is tried first, then those annotated with ``role``; a signal annotated
-    with another sweep, in other units or not covering the times is skipped.
-    """
-    def same_sweep(s) -> bool:
-        k = _as_int(_annotations_of(s)[0].get("neo_pinn_sweep"))
-        return k is None or sweep is None or k == sweep
-
-    sigs = list(seg.analogsignals)
-    pools = [[s for s in sigs if name and _name_of(s) == name],
-             [s for s in sigs if _annotations_of(s)[0].get("neo_pinn_role") == role]]
-    for pool in pools:
-        for s in pool:
-            if same_sweep(s):
-                y = _sample_at(s, t_ms, units)
-                if y is not None:
-                    return y
-    return None
-
-
-def result_from_block(block, run_id: str | None = None) -> EstimationResult:
-    """Rebuild an :class:`~neo_pinn.result.EstimationResult` from the neo_pinn signals of a Block.
-
-    Parameters
-    ----------
-    block : neo.Block
-        A Block :func:`attach` wrote to, in memory or read back from NIX / NWB.
-    run_id : str, optional
-        Which run; needed when the Block holds several.
-
-    Returns
-    -------
-    EstimationResult
-        Parameters (value, unit, std, free, initial guess, truth), states, noise, metrics, config and
-        provenance as attached. ``v_observed`` (mV) and ``i_ext`` (pA) are re-read from the sweep's
-        source voltage and ``neo_pinn_role="stimulus"`` signals at the fit's times; NaN (voltage) or
-        zero (current, ``stimulus_source`` kept) where those signals are absent. ``history`` and
-        ``samples`` are not stored in Neo and come back empty.
-
-    Raises
-    ------
-    ConfigurationError
-        No neo_pinn signals, an unknown ``run_id``, or several runs and no ``run_id``.
-    """
-    runs = read_attached(block)
-    if not runs:
-        raise ConfigurationError("The Block holds no neo_pinn signals (neo_pinn_role 'reconstruction'/'hidden_states'); "
-                                 "attach a result first or read the file that attach wrote.")
-    if run_id is None:
-        if len(runs) > 1:
-            raise ConfigurationError(f"The Block holds {len(runs)} runs ({', '.join(r['run_id'] for r in runs)}); pass run_id.")
-        run = runs[0]
-    else:
-        match = [r for r in runs if r["run_id"] == str(run_id)]
-        if not match:
-            raise ConfigurationError(f"No run {run_id!r}; the Block holds {', '.join(r['run_id'] for r in runs)}.")
-        run = match[0]
-    params = {
-        n: ParameterEstimate(name=n, value=float(p["value"]) if p["value"] is not None else math.nan, unit=p["unit"],
-                             std=p["std"], free=p["free"], init=p["init"], true_value=p["true_value"])
-        for n, p in run["parameters"].items()
-    }
-    names = run["state_names"]
-    fits = []
-    for sw in run["sweeps"]:
-        t = np.asarray(sw["t"], dtype=float)
-        if "states" in sw:
-            missing = [n for n in names if n not in sw["states"]]
-            if missing:
-                raise ConfigurationError(f"Run {run['run_id']}, sweep {sw['sweep']}: the states {missing} are missing "
-                                         f"from the Block (found {list(sw['states'])}).")
-            states = np.column_stack([sw["states"][n] for n in names] if names else list(sw["states"].values()))
-        else:
-            states = np.asarray(sw["v_fit"], dtype=float).reshape(-1, 1)
-        seg = block.segments[sw["segment_index"]]
-        v_obs = _partner_samples(seg, sw["sweep"], "voltage", sw["source_signal"], t, pq.mV)
-        i_ext = _partner_samples(seg, sw["sweep"], "stimulus", None, t, pq.pA)
-        fits.append(SweepFit(
-            sweep=int(sw["sweep"]) if sw["sweep"] is not None else sw["segment_index"], t=t,
-            v_observed=v_obs if v_obs is not None else np.full(t.shape, np.nan),
-            i_ext=i_ext if i_ext is not None else np.zeros(t.shape),
-            states=states, stimulus_source=sw["stimulus_source"], source=dict(sw["source"]),
-        ))
-    metrics, _, diagnostics = split_outputs(run["metrics"], {}, [])
-    return EstimationResult(
-        model=run["model"], backend=run["backend"], parameters=params, state_names=tuple(names),
-        state_units=tuple(run["state_units"]), fits=tuple(fits), noise=dict(run["noise"]),
-        # a result attached before metrics held numbers only brings its lists and texts back as diagnostics
-        metrics=metrics, diagnostics=diagnostics, provenance=dict(run["provenance"]), config=dict(run["config"]),
-    )

@@ -127,13 +127,25 @@ def sweep_sort_key(member) -> tuple:
 
 # ---------------------------------------------------------------------- channels of a block
 def channel_key(sig) -> str:
-    """Identity of a channel across sweeps: the channel name, or for NWB the series type + electrode."""
+    """Identity of a channel across sweeps: the channel name, or for NWB the series type + electrode.
+
+    An unnamed signal (Neo's default ``name=None``) is keyed by its position in its segment and its units.
+    """
     ntype = nwb_type(sig)
     if ntype:
         elec = sig.annotations.get("nwb_electrode")
         ename = elec.get("name") if isinstance(elec, dict) else elec
         return f"{ntype} ({ename})" if ename else ntype
-    return str(sig.annotations.get("neo_pinn_channel", sig.name))
+    name = sig.annotations.get("neo_pinn_channel", sig.name)
+    if name in (None, "", "None"):
+        # Neo's default signal name is None: unnamed channels are told apart by their position in the segment and
+        # their units, never merged into one channel (a current taken for a second voltage sweep)
+        position = sig.annotations.get("neo_pinn_source_signal_index")
+        if position is None and getattr(sig, "segment", None) is not None:
+            position = next((i for i, s in enumerate(sig.segment.analogsignals) if s is sig), None)
+        where = f" {int(position)}" if position is not None else ""
+        return f"unnamed signal{where} ({sig.units.dimensionality.string})"
+    return str(name)
 
 
 @dataclass

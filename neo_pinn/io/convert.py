@@ -269,8 +269,13 @@ def block_to_traces(block, sweeps="all", window=None, provenance: dict | None = 
             trace = trace.window(None if t0 is None else start + float(t0), None if t1 is None else start + float(t1))
         out.append(trace)
     if missing:
+        detached = any(found[k][1].annotations.get("neo_pinn_detached") for k in missing)
+        lone = (" The voltage signal was given without its Segment (Neo's time_slice drops it), so a current recorded "
+                "beside it cannot be found: pass stimulus=<the current AnalogSignal> (matched by time, it may span the "
+                "whole sweep), or slice the whole Segment (segment.time_slice(t0, t1)).") if detached else ""
         raise StimulusNotFoundError(
-            f"No injected current was found for sweep(s) {format_ranges(missing)} of this recording; {STIMULUS_HINT}.")
+            f"No injected current was found for sweep(s) {format_ranges(missing)} of this recording; {STIMULUS_HINT}."
+            f"{lone}")
     return out
 
 

@@ -23,7 +23,7 @@ def is_voltage_signal(sig) -> bool:
 def check_fit_belongs(fit: SweepFit, signal) -> None:
     """Refuse to attach a fitted sweep to a voltage signal it was not fitted on.
 
-    The fit's sample times must be samples of ``signal`` (same sampling, inside its time range) and the voltage
+    The fit's sample times must be samples of ``signal`` (the same sampling rate, inside its time range) and the voltage
     the fit read must be the signal's at those samples; a result from another recording, another sweep or
     another sampling rate is refused (a reconstruction on the wrong sweep is a silently wrong result).
 
@@ -49,6 +49,9 @@ def check_fit_belongs(fit: SweepFit, signal) -> None:
              f"does not lie on signal {signal.name!r} ({start:g}–{start + period * signal.shape[0]:g} ms, every "
              f"{period:g} ms)" if fit.t.size > 1 else f"sweep {fit.sweep} of the result does not lie on signal "
              f"{signal.name!r}")
+    if fit.t.size > 1 and abs(float(np.median(np.diff(fit.t))) - period) > 1e-6 * period:
+        raise ConfigurationError(f"This result belongs elsewhere: {where} — another sampling rate. Attach it to the "
+                                 "Block it was fitted on (a fit of a resampled copy does not belong to the original).")
     if np.any(np.abs(pos - idx) > 1e-3) or idx.min() < 0 or idx.max() >= signal.shape[0]:
         raise ConfigurationError(f"This result belongs elsewhere: {where}. Attach it to the Block it was fitted on.")
     recorded = np.asarray(signal.rescale("mV").magnitude, dtype=float)[idx, 0]

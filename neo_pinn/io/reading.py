@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import EmptySignalError, RecordingFormatError
 from ..storage import check_input_file, sha256_of
+from ..units import dimension_of
 from .channels import channel_names
 from .neo_files_reader import restore_nwb, strip_nix_names
 
@@ -134,10 +135,14 @@ class Source:
         """:func:`annotated_copy` of the segments; a lone signal's index refers to its own segment."""
         block = annotated_copy(self.segments, self.template, self.path)
         parent_seg = getattr(self.lone_signal, "segment", None) if self.lone_signal is not None else None
-        if parent_seg is not None:
-            j = _index_in(parent_seg.analogsignals, self.lone_signal)
+        if parent_seg is not None:  # indices in the user's segment, not in the stand-in's list
             for sig in block.segments[0].analogsignals:
-                sig.annotations["neo_pinn_source_signal_index"] = j
+                original = sig.annotations.get("neo_pinn_source_signal_index", 0)
+                sig.annotations["neo_pinn_source_signal_index"] = _index_in(
+                    parent_seg.analogsignals, self.segments[0][1].analogsignals[original])
+        elif self.lone_signal is not None:  # e.g. a time_slice: Neo drops the Segment (and its current) from it
+            for sig in block.segments[0].analogsignals:
+                sig.annotations["neo_pinn_detached"] = True
         return block
 
 
@@ -152,11 +157,13 @@ def _signal_source(source) -> Source:
     parent_seg = getattr(source, "segment", None)
     parent = getattr(parent_seg, "block", None) if parent_seg is not None else None
     index = _index_in(parent.segments, parent_seg) if parent is not None else 0
+    # the currents recorded beside it come along (its stimulus may be one of them); other voltages stay behind
+    currents = [s for s in getattr(parent_seg, "analogsignals", []) if s is not source and dimension_of(s.units) == "current"]
     holder = SimpleNamespace(name=getattr(parent_seg, "name", None), description=None,
                              file_origin=getattr(parent_seg, "file_origin", None) or source.file_origin,
                              rec_datetime=getattr(parent_seg, "rec_datetime", None), index=None,
                              annotations=dict(getattr(parent_seg, "annotations", {}) or {}),
-                             analogsignals=[source])
+                             analogsignals=[source] + currents)
     template = parent if parent is not None else neo.Block(file_origin=source.file_origin)
     return Source(source, IN_MEMORY, template, [(index, holder)], lone_signal=source)
 

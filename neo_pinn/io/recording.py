@@ -151,9 +151,14 @@ class Recording:
                 f"channel {self.voltage_channel!r})")
 
     def _provenance(self) -> dict:
-        return {"file": None if self.path is None else str(self.path),
-                "file_name": None if self.path is None else self.path.name,
-                "sha256": self.sha256, "format": self.format}
+        if self.path is not None:
+            return {"file": str(self.path), "file_name": self.path.name, "sha256": self.sha256, "format": self.format}
+        # objects in memory: the file Neo read them from (file_origin), where it says; the samples came from memory
+        origin = self.block.file_origin or next(
+            (s.file_origin for seg in self.block.segments for s in seg.analogsignals if s.file_origin), None)
+        return {"file": None if origin is None else str(origin),
+                "file_name": None if origin is None else Path(str(origin)).name,
+                "sha256": None, "format": self.format, "file_origin": origin is not None}
 
     def traces(self, sweeps="all", window: tuple[float | None, float | None] | None = None) -> list[Trace]:
         """Plain-array traces of the chosen sweeps.
@@ -274,13 +279,15 @@ def load_recording(source, *, voltage_channel: str | int | None = None, stimulus
         ``describe()["channels"]``. By default the channel is chosen by units (a voltage) and by name
         and content: names such as Vm, membrane or potential are preferred, channels whose values all
         stay within ±1 mV (a scaled monitor labelled mV) are passed over.
-    stimulus : str, StimulusSpec, os.PathLike, array_like, callable or None
+    stimulus : str, StimulusSpec, os.PathLike, array_like, neo.AnalogSignal, callable or None
         ``"auto"`` (default) or None: recover it from the recording (``stimulus_finder`` first, then the
         built-in finders: recorded current channel, ABF protocol, ABF1 command, NWB stimulus series).
         ``"zero"`` / ``"none"``: no current was injected. A spec string
         (``"step:amp=50pA,start=100ms,stop=900ms"``, times since each sweep's start), a
         :class:`StimulusSpec`, a CSV path (t_ms, i_pA), an array in pA (shape (T,) for every sweep or
-        (n_sweeps, T)), a quantities array, or a callable ``f(t_ms_since_sweep_start) -> pA``. A given
+        (n_sweeps, T)), a quantities array, a current ``neo.AnalogSignal`` (or one per sweep) matched to each
+        sweep by time (it may span more than a time-sliced voltage), or a callable
+        ``f(t_ms_since_sweep_start) -> pA``. A given
         stimulus is source ``"user"``; when the recording holds its own and they disagree, a
         :class:`~neo_pinn.errors.StimulusMismatchWarning` names both.
     mode : {"current_clamp", "any"}

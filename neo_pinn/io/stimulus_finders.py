@@ -236,6 +236,13 @@ class _AbfFile:
                 self._t_starts = None
         return self._t_starts
 
+    def sweep_seconds(self) -> float | None:
+        """Duration of one sweep (s), or None when the header does not say."""
+        try:
+            return float(self.abf.sweepPointCount) / float(self.abf.dataRate)
+        except (AttributeError, TypeError, ValueError, ZeroDivisionError):
+            return None
+
     def adc_position(self, name: str, fallback: int | None) -> int | None:
         names = [str(x) for x in self.abf.adcNames]
         if name in names:
@@ -269,16 +276,20 @@ def _abf_file(path: Path) -> _AbfFile | None:
 
 
 def _abf_context(signal, segment, major: int):
-    """(file, sweep, ADC position) of an episodic ABF file of version ``major`` holding the signal, or None."""
+    """(file, sweep, first sample, ADC position) of an episodic ABF file of version ``major`` holding the signal.
+
+    None when the signal is not from such a file; the first sample is where a time-sliced signal starts in its sweep.
+    """
     path = _source_file(signal, segment)
     if path is None:
         return None
     f = _abf_file(path)
     if f is None or not f.episodic or f.major != major:
         return None
-    sweep = _match_sweep(f, signal, _sweep_index(signal, segment))
-    if sweep is None:
+    where = _match_sweep(f, signal, _sweep_index(signal, segment))
+    if where is None:
         return None
+    sweep, first = where
     name = channel_names(signal)[0]
     ids = signal.array_annotations.get("channel_ids") if hasattr(signal, "array_annotations") else None
     fallback = None
@@ -288,22 +299,31 @@ def _abf_context(signal, segment, major: int):
         except (TypeError, ValueError):
             fallback = None
     adc = f.adc_position(name, fallback)
-    return f, sweep, adc
+    return f, sweep, first, adc
 
 
-def _match_sweep(f: _AbfFile, signal, by_position: int | None) -> int | None:
-    """The file's sweep whose start time is the signal's; else its segment position (times were edited)."""
+def _match_sweep(f: _AbfFile, signal, by_position: int | None) -> tuple[int, int] | None:
+    """(sweep, first sample) of the file's sweep holding the signal.
+
+    The sweep whose start time is the signal's; else the one whose span holds the signal's start (a
+    ``time_slice`` of a sweep starts inside it); else its segment position (times were edited), from its start.
+    """
     starts = f.segment_t_starts()
     if not starts:
-        return by_position
+        return None if by_position is None else (by_position, 0)
     t0 = float(signal.t_start.rescale("s").magnitude)
-    half = 0.5 / float(signal.sampling_rate.rescale("Hz").magnitude)
+    rate = float(signal.sampling_rate.rescale("Hz").magnitude)
+    half = 0.5 / rate
     if by_position is not None and by_position < len(starts) and abs(starts[by_position] - t0) <= half:
-        return by_position
+        return by_position, 0
     hits = [i for i, s in enumerate(starts) if abs(s - t0) <= half]
     if len(hits) == 1:
-        return hits[0]
-    return by_position if by_position is not None and by_position < len(starts) else None
+        return hits[0], 0
+    length = f.sweep_seconds()
+    inside = [i for i, s in enumerate(starts) if length is not None and s - half <= t0 < s + length - half]
+    if len(inside) == 1:
+        return inside[0], int(round((t0 - starts[inside[0]]) * rate))
+    return (by_position, 0) if by_position is not None and by_position < len(starts) else None
 
 
 def _pick_dac(units: list[str], adc: int | None, usable) -> int | None:
@@ -319,7 +339,7 @@ def _abf2(signal, segment) -> StimulusCandidate | None:
     ctx = _abf_context(signal, segment, major=2)
     if ctx is None:
         return None
-    f, sweep, adc = ctx
+    f, sweep, first, adc = ctx
     with f.lock:
         proto = f.neo_protocol()
         if proto is None:
@@ -328,16 +348,18 @@ def _abf2(signal, segment) -> StimulusCandidate | None:
         n = signal.shape[0]
         if sweep >= len(sigs):
             return None
+        span = slice(first, first + n)
 
         def usable(d):
-            return d < len(sigs[sweep]) and np.asarray(sigs[sweep][d]).size == n
+            return d < len(sigs[sweep]) and np.asarray(sigs[sweep][d])[span].size == n
 
         dac = _pick_dac(list(units), adc, usable)
         if dac is None:
             return None
-        neo_wave = np.asarray(to_canonical(np.asarray(sigs[sweep][dac], dtype=float), units[dac], kind="current"))
+        neo_wave = np.asarray(to_canonical(np.asarray(sigs[sweep][dac], dtype=float)[span], units[dac], kind="current"))
         detail = f"ABF2 protocol, DAC {dac} {names[dac]!r} ({units[dac]} → pA), rebuilt by Neo read_raw_protocol"
         alt = f.pyabf_command(sweep, dac)
+        alt = None if alt is None else alt[span]
         if alt is not None and alt.size == n and _finite(alt):
             alt = np.asarray(to_canonical(alt, units[dac], kind="current"))
             if not np.allclose(alt, neo_wave, rtol=0, atol=1e-6 * max(1.0, float(np.abs(neo_wave).max()))):
@@ -353,20 +375,21 @@ def _abf1(signal, segment) -> StimulusCandidate | None:
     ctx = _abf_context(signal, segment, major=1)
     if ctx is None:
         return None
-    f, sweep, adc = ctx
+    f, sweep, first, adc = ctx
     n = signal.shape[0]
+    span = slice(first, first + n)
     with f.lock:
         units = [str(u) for u in f.abf.dacUnits]
         names = [str(u) for u in f.abf.dacNames]
 
         def usable(d):
             wave = f.pyabf_command(sweep, d)
-            return wave is not None and wave.size == n and _finite(wave)
+            return wave is not None and wave[span].size == n and _finite(wave[span])
 
         dac = _pick_dac(units, adc, usable)
         if dac is None:
             return None
-        wave = f.pyabf_command(sweep, dac)
+        wave = f.pyabf_command(sweep, dac)[span]
     cur = np.asarray(to_canonical(wave, units[dac], kind="current"), dtype=float)
     return StimulusCandidate(cur, SOURCE_ABF1, f"ABF1 command waveform, DAC {dac} {names[dac]!r} "
                              f"({units[dac]} → pA), drawn by pyabf")

@@ -22,8 +22,8 @@ from .channels import signals_aligned
 from .stimulus_finders import find_candidates
 from .stimulus_specs import StimulusSpec, compare_stimuli, parse_stimulus, step_amplitudes, summarize_steps
 
-__all__ = ["NOT_FOUND", "USER", "NONE", "StimulusFinder", "user_stimulus", "marked_stimuli", "recover_stimuli",
-           "stimulus_signal", "step_summary"]
+__all__ = ["NOT_FOUND", "USER", "NONE", "StimulusFinder", "user_stimulus", "signal_stimuli", "marked_stimuli",
+           "recover_stimuli", "stimulus_signal", "step_summary"]
 
 #: Stimulus sources that are not a finder's: none found, the user's, declared stimulus-free.
 NOT_FOUND = "not-found"
@@ -40,6 +40,8 @@ def _is_zero_declaration(stimulus) -> bool:
 
 
 def _user_label(stimulus) -> str:
+    if _is_neo_signal(stimulus):
+        return f"AnalogSignal {stimulus.name!r}, matched by time"
     if isinstance(stimulus, StimulusSpec):
         return stimulus.to_string()
     if isinstance(stimulus, (str, os.PathLike)):
@@ -116,6 +118,66 @@ def user_stimulus(stimulus, sweeps_t_rel: list[np.ndarray]) -> list[np.ndarray] 
     raise StimulusError(f"stimulus={type(stimulus).__name__} is not understood: give 'auto', 'zero', a spec "
                         "string such as 'step:amp=50pA,start=100ms,stop=900ms', a StimulusSpec, a CSV path, or an "
                         "array in pA (one row per sweep, or one row for all).")
+
+
+def _is_neo_signal(x) -> bool:
+    return all(hasattr(x, a) for a in ("t_start", "sampling_rate", "times")) and isinstance(x, pq.Quantity)
+
+
+def _signal_on_sweep(stim, vsig, k: int) -> np.ndarray:
+    """A stimulus AnalogSignal's current (pA) at the samples of voltage signal ``vsig``, matched by time.
+
+    The stimulus may span more than the voltage (a ``time_slice`` of the voltage and the whole current);
+    one of exactly the voltage's length is taken sample for sample whatever its ``t_start``.
+    """
+    cur = np.asarray(to_canonical(stim, kind="current"), dtype=float)
+    cur = cur[:, 0] if cur.ndim > 1 else cur
+    n = vsig.shape[0]
+    rate_v = float(vsig.sampling_rate.rescale("Hz").magnitude)
+    rate_s = float(stim.sampling_rate.rescale("Hz").magnitude)
+    if cur.size == n and abs(rate_s - rate_v) <= 1e-6 * rate_v:
+        return cur
+    if abs(rate_s - rate_v) > 1e-6 * rate_v:
+        raise StimulusError(f"The stimulus signal is sampled at {rate_s:g} Hz but sweep {k}'s voltage at {rate_v:g} Hz; "
+                            "give the current at the voltage's sampling rate.")
+    first = (float(vsig.t_start.rescale("s").magnitude) - float(stim.t_start.rescale("s").magnitude)) * rate_v
+    start = int(round(first))
+    if abs(first - start) > 1e-3 or start < 0 or start + n > cur.size:
+        t0, t1 = (float(x.rescale("ms").magnitude) for x in (stim.t_start, stim.t_stop))
+        v0, v1 = (float(x.rescale("ms").magnitude) for x in (vsig.t_start, vsig.t_stop))
+        raise StimulusError(f"The stimulus signal ({t0:g}–{t1:g} ms) does not cover sweep {k}'s voltage ({v0:g}–{v1:g} ms) "
+                            "on the same sample times; give the current recorded with that voltage (a time_slice of "
+                            "the voltage may be given with its whole current).")
+    return cur[start:start + n]
+
+
+def signal_stimuli(stimulus, voltages: list) -> list[np.ndarray] | None:
+    """Per-sweep currents (pA) of a ``stimulus=`` given as Neo AnalogSignal(s), matched to each voltage by time.
+
+    Parameters
+    ----------
+    stimulus : object
+        One AnalogSignal for every sweep, or a list with one per sweep; anything else gives None.
+    voltages : list of neo.AnalogSignal
+        The sweeps' voltage signals.
+
+    Raises
+    ------
+    StimulusError
+        A current signal that is not a current, sampled at another rate, or not covering a sweep.
+    """
+    many = isinstance(stimulus, (list, tuple)) and stimulus and all(_is_neo_signal(x) for x in stimulus)
+    if not (_is_neo_signal(stimulus) or many):
+        return None
+    signals = list(stimulus) if many else [stimulus] * len(voltages)
+    if len(signals) != len(voltages):
+        raise StimulusError(f"{len(signals)} stimulus signals were given for {len(voltages)} sweeps; give one per sweep "
+                            "or one for all.")
+    for x in signals:
+        if dimension_of(x.units) != "current":
+            raise StimulusError(f"The stimulus signal {x.name!r} is in {x.units.dimensionality.string}, not a current; "
+                                "give the injected current (pA, nA ...).")
+    return [_signal_on_sweep(x, v, k) for k, (x, v) in enumerate(zip(signals, voltages))]
 
 
 # ---------------------------------------------------------------------- signals
@@ -286,7 +348,9 @@ def recover_stimuli(block, members, stimulus, marked: dict, notes: list, finder:
     """
     out = _Sweeps(len(members))
     t_rel = [convert.signal_times_ms(sig) - convert.signal_times_ms(sig)[0] for _, sig in members]
-    user = user_stimulus(stimulus, t_rel)
+    user = signal_stimuli(stimulus, [sig for _, sig in members])
+    if user is None:
+        user = user_stimulus(stimulus, t_rel)
     for k, (s_idx, sig) in enumerate(members):
         seg = block.segments[s_idx]
         prior = marked.get(id(sig)) if user is None else None

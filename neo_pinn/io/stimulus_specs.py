@@ -39,7 +39,7 @@ import numpy as np
 
 from ..errors import StimulusError, UnitsError
 from ..trace import zero_order_hold
-from ..units import parse_quantity
+from ..units import magnitude_in, parse_quantity
 from .stimulus_steps import compare_stimuli, describe_step_family, describe_steps, step_amplitudes, summarize_steps
 
 __all__ = [
@@ -126,6 +126,39 @@ class StimulusSpec:
             raise StimulusError(f"Unknown stimulus kind {self.kind!r}; {STIMULUS_FORMS}.")
         if self.kind == "csv" and self.table is None:
             raise StimulusError("A csv stimulus needs its table; build it with parse_stimulus('csv:FILE').")
+
+    @classmethod
+    def of(cls, kind: str, **params) -> "StimulusSpec":
+        """A spec from keyword values: numbers in pA and ms, or quantities (rescaled; a wrong dimension raises).
+
+        ``StimulusSpec.of("step", amp=0.06 * pq.nA, start=0.1 * pq.s, stop=0.9 * pq.s)`` is
+        ``parse_stimulus("step:amp=60pA,start=100ms,stop=900ms")`` up to rounding; the same checks apply.
+
+        Parameters
+        ----------
+        kind : str
+            ``"zero"``, ``"const"``, ``"step"``, ``"ramp"`` or ``"pulses"`` (see the module docstring).
+        **params : float or quantities.Quantity
+            The kind's parameters (times since the sweep's start).
+
+        Raises
+        ------
+        StimulusError, UnitsError
+            An unknown kind or parameter, a missing one, or a quantity of the wrong dimension.
+        """
+        name = _ALIASES.get(str(kind).strip().lower(), str(kind).strip().lower())
+        allowed = _KINDS.get(name)
+        if allowed is None or name == "csv":
+            raise StimulusError(f"Unknown stimulus kind {kind!r} for StimulusSpec.of; {STIMULUS_FORMS}.")
+        items = []
+        for key, value in params.items():
+            if key not in allowed:
+                raise StimulusError(f"{name!r} has no parameter {key!r} (it takes: {', '.join(allowed) or 'none'}).")
+            unit = _UNIT_OF[allowed[key][0]] or "dimensionless"
+            number = float(magnitude_in(value, unit, f"the stimulus' {key}"))
+            items.append(f"{key}={'inf' if math.isinf(number) and number > 0 else repr(number)}"
+                         f"{_UNIT_OF[allowed[key][0]] if math.isfinite(number) else ''}")
+        return parse_stimulus(f"{name}:{','.join(items)}")
 
     # ------------------------------------------------------------------ access
     def get(self, name: str) -> float:

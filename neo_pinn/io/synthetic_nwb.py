@@ -33,7 +33,8 @@ from ..errors import ConfigurationError, RecordingFormatError
 from ..storage import atomic_path, json_default
 from ..trace import Trace
 
-__all__ = ["write_icephys_nwb", "read_icephys_metadata", "RESPONSE_PREFIX", "STIMULUS_PREFIX"]
+__all__ = ["write_icephys_nwb", "read_icephys_metadata", "icephys_series", "link_icephys_recordings",
+           "RESPONSE_PREFIX", "STIMULUS_PREFIX"]
 
 RESPONSE_PREFIX = "ic__sim__"
 STIMULUS_PREFIX = "ics__sim__"
@@ -46,6 +47,71 @@ def _uniform_rate_hz(tr: Trace) -> float:
     if not (dt > 0 and np.all(np.abs(np.diff(tr.t) - dt) <= 1e-4 * dt)):
         raise ConfigurationError(f"Sweep {tr.sweep} is not uniformly sampled; NWB series need a fixed rate. Resample it first.")
     return 1000.0 / dt
+
+
+def icephys_series(trace: Trace, kind: str, *, name: str, electrode, starting_time_s: float,
+                   stimulus_description: str, description: str, gain: float | None = 1.0,
+                   rate_hz: float | None = None):
+    """One sweep as a pynwb current-clamp series, the samples stored in the project's units.
+
+    Parameters
+    ----------
+    trace : Trace
+        The sweep: ``t`` in ms (uniform), ``v`` in mV, ``i_ext`` in pA.
+    kind : {"response", "stimulus"}
+        ``"response"``: a ``CurrentClampSeries`` of ``trace.v``, stored in mV with ``conversion=1e-3``
+        (unit ``volts``); ``"stimulus"``: a ``CurrentClampStimulusSeries`` of ``trace.i_ext``, stored in pA
+        with ``conversion=1e-12`` (unit ``amperes``).
+    name : str
+        Name of the series.
+    electrode : pynwb.icephys.IntracellularElectrode
+    starting_time_s : float
+        Time of the first sample in seconds, in the session's time.
+    stimulus_description : str
+        NWB ``stimulus_description`` (the stimulus type).
+    description : str
+        NWB ``description`` of the series.
+    gain : float or None
+        Amplifier gain (V/A in current clamp) when known; None leaves it out.
+    rate_hz : float, optional
+        Sampling rate in Hz when known exactly (e.g. from the file); default ``1000 / trace.dt``.
+
+    Returns
+    -------
+    pynwb.icephys.CurrentClampSeries or pynwb.icephys.CurrentClampStimulusSeries
+    """
+    from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries
+
+    if kind not in ("response", "stimulus"):
+        raise ConfigurationError(f"kind must be 'response' or 'stimulus', got {kind!r}.")
+    cls, data, conversion = ((CurrentClampSeries, trace.v, _V_CONVERSION) if kind == "response"
+                             else (CurrentClampStimulusSeries, trace.i_ext, _I_CONVERSION))
+    extra = {} if gain is None else {"gain": float(gain)}
+    rate = _uniform_rate_hz(trace) if rate_hz is None else rate_hz
+    return cls(name=name, data=np.asarray(data, dtype=np.float64), conversion=conversion, description=description,
+               rate=float(rate), starting_time=float(starting_time_s), electrode=electrode,
+               sweep_number=np.uint32(trace.sweep),  # the schema's type; an int64 would warn
+               stimulus_description=stimulus_description, **extra)
+
+
+def link_icephys_recordings(nwbfile, electrode, pairs: Sequence[tuple[Any, Any]], stimulus_type: str) -> None:
+    """Enter sweeps into the icephys tables: one intracellular recording per (response, stimulus) pair, each its
+    own simultaneous recording, all of them one sequential recording of ``stimulus_type``.
+
+    Parameters
+    ----------
+    nwbfile : pynwb.NWBFile
+    electrode : pynwb.icephys.IntracellularElectrode
+    pairs : sequence of (response series, stimulus series or None)
+        The series, already added to ``nwbfile``; a response without a recorded stimulus pairs with None.
+    stimulus_type : str
+        The ``stimulus_type`` of the sequential recording.
+    """
+    rows = [nwbfile.add_intracellular_recording(electrode=electrode, response=resp,
+                                                **({} if stim is None else {"stimulus": stim}))
+            for resp, stim in pairs]
+    sims = [nwbfile.add_icephys_simultaneous_recording(recordings=[r]) for r in rows]
+    nwbfile.add_icephys_sequential_recording(simultaneous_recordings=sims, stimulus_type=stimulus_type)
 
 
 def write_icephys_nwb(path: str | os.PathLike, traces: Sequence[Trace], *, metadata: dict[str, Any],
@@ -88,7 +154,6 @@ def write_icephys_nwb(path: str | os.PathLike, traces: Sequence[Trace], *, metad
         The written file.
     """
     import pynwb
-    from pynwb.icephys import CurrentClampSeries, CurrentClampStimulusSeries
 
     path = Path(path)
     traces = list(traces)
@@ -105,7 +170,8 @@ def write_icephys_nwb(path: str | os.PathLike, traces: Sequence[Trace], *, metad
         raise ConfigurationError(f"{path} exists; choose a new file name or pass overwrite=True.")
     # numpy values become numbers/lists, anything else JSON lacks (paths, datetimes) its text
     notes = json.dumps(metadata, default=json_default)
-    rates = [_uniform_rate_hz(t) for t in traces]
+    for tr in traces:  # a sweep that is not uniformly sampled is refused before anything is built
+        _uniform_rate_hz(tr)
     if sweep_interval_s is None:
         span_s = max((t.t[-1] + t.dt) / 1000.0 for t in traces)
         sweep_interval_s = float(math.ceil(max(span_s, 0.0))) + 1.0
@@ -123,25 +189,18 @@ def write_icephys_nwb(path: str | os.PathLike, traces: Sequence[Trace], *, metad
     )
     device = nwbfile.create_device(name="neo_pinn simulator", description="numerical simulation", manufacturer="neo_pinn")
     electrode = nwbfile.create_icephys_electrode(name="electrode 0", description=electrode_description, device=device)
-    ir_rows = []
-    for k, (tr, rate) in enumerate(zip(traces, rates)):
-        t0 = k * sweep_interval_s + float(tr.t[0]) / 1000.0
-        common = dict(rate=float(rate), starting_time=t0, electrode=electrode, gain=1.0,
-                      sweep_number=np.uint32(tr.sweep),  # the schema's type; an int64 would warn
-                      stimulus_description=stimulus_name)
-        response = CurrentClampSeries(name=f"{RESPONSE_PREFIX}{tr.sweep}", data=np.asarray(tr.v, dtype=np.float64),
-                                      conversion=_V_CONVERSION, description=f"membrane voltage, sweep {tr.sweep}",
-                                      **common)
-        stimulus = CurrentClampStimulusSeries(name=f"{STIMULUS_PREFIX}{tr.sweep}",
-                                              data=np.asarray(tr.i_ext, dtype=np.float64),
-                                              conversion=_I_CONVERSION,
-                                              description=f"injected current ({tr.stimulus_source}), sweep {tr.sweep}",
-                                              **common)
+    pairs = []
+    for k, tr in enumerate(traces):
+        common = dict(electrode=electrode, starting_time_s=k * sweep_interval_s + float(tr.t[0]) / 1000.0,
+                      stimulus_description=stimulus_name, gain=1.0)
+        response = icephys_series(tr, "response", name=f"{RESPONSE_PREFIX}{tr.sweep}",
+                                  description=f"membrane voltage, sweep {tr.sweep}", **common)
+        stimulus = icephys_series(tr, "stimulus", name=f"{STIMULUS_PREFIX}{tr.sweep}",
+                                  description=f"injected current ({tr.stimulus_source}), sweep {tr.sweep}", **common)
         nwbfile.add_acquisition(response)
         nwbfile.add_stimulus(stimulus)
-        ir_rows.append(nwbfile.add_intracellular_recording(electrode=electrode, stimulus=stimulus, response=response))
-    sim_rows = [nwbfile.add_icephys_simultaneous_recording(recordings=[r]) for r in ir_rows]
-    nwbfile.add_icephys_sequential_recording(simultaneous_recordings=sim_rows, stimulus_type=stimulus_name)
+        pairs.append((response, stimulus))
+    link_icephys_recordings(nwbfile, electrode, pairs, stimulus_name)
 
     with atomic_path(path) as tmp:
         with pynwb.NWBHDF5IO(str(tmp), mode="w") as io:
