@@ -194,3 +194,11 @@ def test_in_memory_provenance_names_the_file_neo_read(ml_block):
     raw = neo.io.NWBIO(str(SAMPLES / "ml_snlc.nwb"), "r").read_block()
     tr = neo_pinn.load_recording(raw).traces()[0]
     assert tr.source["file_name"] == "ml_snlc.nwb" and tr.source["file_origin"] is True
+
+
+def test_model_parameter_vectors_rescale_quantities():
+    m = neo_pinn.get_model("morris_lecar")
+    np.testing.assert_allclose(m.theta({"gCa": 0.004 * pq.uS, "C": 0.02 * pq.nF}, preset="snlc"),
+                               m.theta({"gCa": 4.0, "C": 20.0}, preset="snlc"), rtol=1e-12)
+    with pytest.raises(UnitsError, match="gCa"):
+        m.theta({"gCa": 4 * pq.mV})

@@ -418,13 +418,12 @@ class NeuronModel:
                                    f"{', '.join(self.presets)}.") from None
 
     def param_values(self, preset: str | None = None, **overrides: float) -> dict[str, float]:
-        """Full parameter dictionary: defaults, then the preset's values, then ``overrides``."""
+        """Full parameter dictionary: defaults, then the preset's values, then ``overrides`` (numbers or quantities)."""
         values = {p.name: float(p.default) for p in self.parameters}
         if preset is not None or self.default_preset:
             values.update({k: float(v) for k, v in self.preset(preset).params.items()})
         for k, v in overrides.items():
-            self.param_spec(k)
-            values[k] = float(v)
+            values[k] = float(magnitude_in(v, self.param_spec(k).unit, k))  # a quantity is rescaled, never misread
         return values
 
     def theta(self, values: Mapping[str, float] | None = None, preset: str | None = None) -> np.ndarray:
