@@ -30,7 +30,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("verdict", ("neo_pinn.verdict",)),
     ("estimator", ("neo_pinn.estimator", "neo_pinn.toolkit")),
     ("backends", ("neo_pinn_lsq", "neo_pinn_lsq.*", "neo_pinn_pinn", "neo_pinn_pinn.*", "neo_pinn_ga",
-                  "neo_pinn_ga.*", "neo_pinn_example", "neo_pinn_example.*")),
+                  "neo_pinn_ga.*", "neo_pinn_amortized", "neo_pinn_amortized.*", "neo_pinn_example",
+                  "neo_pinn_example.*")),
     ("io write", ("neo_pinn.io.attach", "neo_pinn.io.attach_read", "neo_pinn.io.fit_belongs", "neo_pinn.io.neo_writers", "neo_pinn.io.synthetic_nwb",
                   "neo_pinn.io.nwb_results", "neo_pinn.report",
                   "neo_pinn.report_cell")),
@@ -47,7 +48,7 @@ ALIASES: tuple[str, ...] = ("neo_pinn.simulate", "neo_pinn.fused", "neo_pinn.mod
 ALIAS_EDGES: tuple[tuple[str, str], ...] = (
     ("neo_pinn.features", "neo_pinn.testing.efel"),  # neo_pinn.features.efel_agreement, moved to testing
 )
-ROOTS = ("neo_pinn", "neo_pinn_lsq", "neo_pinn_pinn", "neo_pinn_ga", "neo_pinn_example")
+ROOTS = ("neo_pinn", "neo_pinn_lsq", "neo_pinn_pinn", "neo_pinn_ga", "neo_pinn_amortized", "neo_pinn_example")
 MAX_MODULE_LINES = 700
 MAX_FUNCTION_LINES = 120
 
