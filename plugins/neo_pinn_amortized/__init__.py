@@ -10,7 +10,11 @@ AR(1) noise to map a trace straight to its parameters. This package builds that 
 * :mod:`.train` — :class:`TrainConfig` and :func:`train_estimator`;
 * :mod:`.estimator` — :class:`AmortizedEstimator`: predict, intervals, posterior samples, save/load of one
   folder (JSON manifest + plain ``.npz`` weights; nothing executed on load);
-* :mod:`.reference` — independent scipy reference traces for tests and benchmarks.
+* :mod:`.reference` — independent scipy reference traces for tests and benchmarks;
+* :mod:`.ood` — the out-of-distribution checks (training-set feature statistics, reconstruction);
+* :mod:`.backend` — the ``amortized`` backend (:class:`Amortized`, options :class:`AmortizedConfig`),
+  :func:`predict_traces` (an (N, T) array in, per-target means and stds out) and :func:`amortized_init`
+  (the warm start of another backend).
 
 Importing this package imports none of them (torch-heavy): the names below load on first use.
 """
@@ -20,12 +24,15 @@ from __future__ import annotations
 from importlib import import_module
 
 __all__ = ["AmortizedEstimator", "TrainConfig", "train_estimator", "rudi2022_config", "GenerativeSpec", "Protocol",
-           "Uniform", "LogUniform", "TruncatedNormal", "make_training_set", "reference_test_set"]
+           "Uniform", "LogUniform", "TruncatedNormal", "make_training_set", "reference_test_set", "Amortized",
+           "AmortizedConfig", "ProtocolMismatchError", "predict_traces", "amortized_init", "load_estimator"]
 
 _LAZY = {"AmortizedEstimator": "estimator", "TrainConfig": "train", "train_estimator": "train",
          "rudi2022_config": "train", "GenerativeSpec": "training_set", "Protocol": "training_set",
          "make_training_set": "training_set", "Uniform": "priors", "LogUniform": "priors",
-         "TruncatedNormal": "priors", "reference_test_set": "reference"}
+         "TruncatedNormal": "priors", "reference_test_set": "reference", "Amortized": "backend",
+         "AmortizedConfig": "config", "ProtocolMismatchError": "backend", "predict_traces": "backend",
+         "amortized_init": "backend", "load_estimator": "backend"}
 
 
 def __getattr__(name: str):

@@ -8,7 +8,8 @@ normalisations. It is saved as **one folder**:
     Everything but the weights, as plain JSON: format version, model, preset, free parameters, priors,
     noise model, protocol (sampling interval, length, stimulus), normalisation (input shift/scale, each
     target's coordinate, per-target temperature), architecture name and options, training
-    hyper-parameters, package versions, training and validation metrics (R², RMSE, coverage) and the
+    hyper-parameters, package versions, training and validation metrics (R², RMSE, coverage), the training
+    traces' feature statistics of the out-of-distribution check (``ood``, :mod:`.ood`; format 2) and the
     SHA-256 of the weights file.
 ``weights.npz``
     The network's tensors as plain numeric arrays (``numpy.savez``).
@@ -39,12 +40,16 @@ from neo_pinn.errors import ConfigurationError, InputFormatError, InputPathError
 
 from .metrics import score, z_quantile
 from .networks import NETWORKS, build_network
+from .ood import FeatureStats
 from .training_set import GenerativeSpec
 
-__all__ = ["AmortizedEstimator", "FORMAT", "MANIFEST", "WEIGHTS"]
+__all__ = ["AmortizedEstimator", "FORMAT", "FORMATS", "MANIFEST", "WEIGHTS"]
 
-#: the manifest's format tag (its version grows when the layout changes)
-FORMAT = "neo_pinn_amortized/1"
+#: the manifest's format tag (its version grows when the layout changes); 2 added ``ood`` (feature statistics)
+FORMAT = "neo_pinn_amortized/2"
+#: formats :meth:`AmortizedEstimator.load` reads (a format-1 estimator has no feature statistics: the
+#: out-of-distribution feature check is then skipped, and says so)
+FORMATS = ("neo_pinn_amortized/1", FORMAT)
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.npz"
 #: traces per forward pass in predict (memory bound)
@@ -95,12 +100,15 @@ class AmortizedEstimator:
         Training hyper-parameters and facts (JSON-ready).
     versions : mapping, optional
         Package versions at training (default: the current ones).
+    feature_stats : FeatureStats, optional
+        Summary statistics of the training traces for the out-of-distribution check (:mod:`.ood`); None for
+        an estimator of manifest format 1.
     """
 
     def __init__(self, spec: GenerativeSpec, arch: str, arch_options: Mapping[str, Any], network: torch.nn.Module, *,
                  input_shift: float, input_scale: float, temperature: Any = None,
                  metrics: Mapping[str, Any] | None = None, training: Mapping[str, Any] | None = None,
-                 versions: Mapping[str, str] | None = None) -> None:
+                 versions: Mapping[str, str] | None = None, feature_stats: FeatureStats | None = None) -> None:
         if arch not in NETWORKS:
             raise ConfigurationError(f"Unknown network {arch!r}; choose one of {', '.join(NETWORKS)}.")
         if not (math.isfinite(input_scale) and input_scale > 0 and math.isfinite(input_shift)):
@@ -118,6 +126,9 @@ class AmortizedEstimator:
         self.metrics = dict(metrics or {})
         self.training = dict(training or {})
         self.versions = dict(versions or package_versions())
+        if feature_stats is not None and not isinstance(feature_stats, FeatureStats):
+            raise ConfigurationError("feature_stats must be a FeatureStats (neo_pinn_amortized.ood.feature_stats).")
+        self.feature_stats = feature_stats
 
     # ------------------------------------------------------------------ facts
     @property
@@ -175,10 +186,15 @@ class AmortizedEstimator:
         ConfigurationError
             Traces of another length or sampling interval than the protocol's (the message says which).
         """
-        return self._physical(*self.predict_scaled(traces, dt_ms))
+        return self.physical(*self.predict_scaled(traces, dt_ms))
 
-    def _physical(self, mz: np.ndarray, sz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scaled-coordinate Gaussians → mean and std in canonical units."""
+    def physical(self, mz: Any, sz: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Gaussians in the scaled coordinate (N, P) → mean and std in canonical units (N, P).
+
+        A linear-coordinate target's mean is ``prior.unscale(mz)`` and its std ``sz × width``; a log-uniform
+        target is log-normal in its unit, and its mean and std are those of that log-normal.
+        """
+        mz, sz = np.atleast_2d(np.asarray(mz, float)), np.atleast_2d(np.asarray(sz, float))
         mean, std = np.empty_like(mz), np.empty_like(sz)
         for k, prior in enumerate(self._priors()):
             if prior.log_scaled:
@@ -207,7 +223,7 @@ class AmortizedEstimator:
             raise ConfigurationError(f"truth must have shape {mz.shape} (one column per target: "
                                      f"{', '.join(self.target_names)}); got {truth.shape}.")
         tz = np.stack([p.scale(truth[:, k]) for k, p in enumerate(self._priors())], 1)
-        mean, _ = self._physical(mz, sz)
+        mean, _ = self.physical(mz, sz)
         nll = float(np.mean(np.log(sz) + 0.5 * ((tz - mz) / sz) ** 2))
         return {"n": int(truth.shape[0]), "nll_scaled": nll,
                 "targets": score(truth, mean, tz, mz, sz, self.target_names)}
@@ -230,10 +246,20 @@ class AmortizedEstimator:
         Each target is drawn from its Gaussian in the scaled coordinate truncated to the prior's support
         (the prior has no mass outside it), by inverting the CDF; targets are drawn independently.
         """
-        if not (isinstance(n, int) and n >= 1):
+        return self.sample_scaled(*self.predict_scaled(traces, dt_ms), n, seed)
+
+    def sample_scaled(self, mz: Any, sz: Any, n: int, seed: int | np.random.Generator | None = None) -> np.ndarray:
+        """``n`` draws of each Gaussian ``(mz, sz)`` of the scaled coordinate, (N, n, P), canonical units.
+
+        As :meth:`sample` but from given means and standard deviations (N, P) in the scaled coordinate, e.g. the
+        combination of several sweeps' predictions; ``seed`` may be a numpy Generator.
+        """
+        if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
             raise ConfigurationError(f"n={n!r}: give a positive number of samples.")
-        mz, sz = self.predict_scaled(traces, dt_ms)
-        rng = np.random.default_rng(seed)
+        mz, sz = np.atleast_2d(np.asarray(mz, float)), np.atleast_2d(np.asarray(sz, float))
+        if mz.shape != sz.shape or mz.shape[1] != len(self.target_names) or not np.all(sz > 0):
+            raise ConfigurationError(f"mz and sz must both have shape (N, {len(self.target_names)}) with sz > 0.")
+        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         pa, pb = ndtr((0.0 - mz) / sz), ndtr((1.0 - mz) / sz)          # (N, P): the support is [0, 1]
         u = rng.uniform(size=(mz.shape[0], n, mz.shape[1]))
         p = pa[:, None, :] + (pb - pa)[:, None, :] * u
@@ -248,7 +274,7 @@ class AmortizedEstimator:
         """The JSON-ready manifest (without the weights' hash, which :meth:`save` adds)."""
         spec = self.spec.to_dict()
         n_weights = int(sum(p.numel() for p in self.network.parameters()))
-        return {
+        out = {
             "format": FORMAT,
             "model": spec["model"], "preset": spec["preset"],
             "free_parameters": list(self.spec.free), "targets": list(self.target_names),
@@ -271,6 +297,9 @@ class AmortizedEstimator:
             "metrics": self.metrics,
             "versions": self.versions,
         }
+        if self.feature_stats is not None:
+            out["ood"] = self.feature_stats.to_dict()
+        return out
 
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the estimator to the folder ``path`` (``manifest.json`` + ``weights.npz``), atomically.
@@ -326,8 +355,10 @@ class AmortizedEstimator:
             manifest = json.loads(mpath.read_text())
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputFormatError(f"{mpath} is not JSON ({exc}); re-save the estimator.") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise InputFormatError(f"{mpath} is not an amortized-estimator manifest of format {FORMAT!r}.")
+        if not isinstance(manifest, dict) or manifest.get("format") not in FORMATS:
+            found = manifest.get("format") if isinstance(manifest, dict) else None
+            raise InputFormatError(f"{mpath} is not an amortized-estimator manifest of a format this version reads "
+                                   f"({', '.join(FORMATS)}; found {found!r}); re-train or re-save the estimator.")
         arch_entry, weights_entry = manifest.get("architecture"), manifest.get("weights")
         arch = arch_entry.get("name") if isinstance(arch_entry, dict) else None
         if arch not in NETWORKS:
@@ -344,13 +375,14 @@ class AmortizedEstimator:
             temperature = [norm["temperature"][n] for n in spec.target_names]
             network = build_network(arch, spec.protocol.n_samples, len(spec.target_names),
                                     arch_entry.get("options", {}))
-        except (KeyError, TypeError, AttributeError) as exc:
+            stats = FeatureStats.from_dict(manifest["ood"]) if "ood" in manifest else None
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise InputFormatError(f"{mpath} lacks or mistypes an entry ({exc}); re-save the estimator.") from None
         _load_state(network, arrays, wpath)
         return cls(spec, arch, arch_entry.get("options", {}), network.to(device),
                    input_shift=norm["input"]["shift"], input_scale=norm["input"]["scale"], temperature=temperature,
                    metrics=manifest.get("metrics"), training=manifest.get("training"),
-                   versions=manifest.get("versions"))
+                   versions=manifest.get("versions"), feature_stats=stats)
 
 
 def _spec_dict(manifest: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,8 @@ validation split, fits the network with AdamW on the Gaussian (β-)NLL of the sc
 learning-rate decay and early stopping on the validation NLL, keeps the best epoch, and fits a per-target
 temperature on the validation split so that the 50 % and 90 % intervals cover as often as they say
 (:func:`.metrics.temperature`). With ``renoise`` every epoch sees a fresh noise draw (and fresh noise
-parameters) on the same noise-free simulations.
+parameters) on the same noise-free simulations. The training traces' summary features are stored for the
+out-of-distribution check (:func:`.ood.feature_stats`), with the share of validation traces it flags.
 
 :func:`rudi2022_config` is the set-up of Rudi, Bessac & Lenzi (2022): FitzHugh–Nagumo, T = 200, Δt = 0.2
 (1,000 samples), AR(1) noise, θ0, θ1, ρ and s estimated, their CNN, batch 32, learning rate 2e-3.
@@ -30,6 +31,7 @@ from neo_pinn.toolkit import (BOOL, MAPPING, METHODS, NON_NEGATIVE, POSITIVE, PO
 from .estimator import AmortizedEstimator
 from .metrics import temperature
 from .networks import NETWORKS, build_network, gaussian_nll
+from .ood import DEFAULT_Z_LIMIT, feature_check, feature_stats
 from .priors import RUDI2022_AR1_PRIORS, RUDI2022_PRIORS, LogUniform, Prior, Uniform
 from .training_set import NOISE_KINDS, GenerativeSpec, Protocol, TrainingSet, add_noise, draw_parameters, \
     make_training_set
@@ -302,9 +304,13 @@ def _train(config: TrainConfig) -> AmortizedEstimator:
     if config.calibrate:
         mz, sz = est.predict_scaled(val.traces, dt)
         est.temperature = temperature(_scaled(spec, val).astype(float), mz, sz)
+    model = spec.neuron_model()
+    est.feature_stats = feature_stats(train.traces, model.spike_threshold, model.spike_rearm)
+    flagged = feature_check(est.feature_stats, val.traces, DEFAULT_Z_LIMIT).flagged
     est.metrics = {"train": est.evaluate(train.traces, dt, _truth(spec, train)),
                    "validation": est.evaluate(val.traces, dt, _truth(spec, val)),
-                   "validation_uncalibrated": raw}
+                   "validation_uncalibrated": raw,
+                   "ood_validation_flagged": {"z_limit": DEFAULT_Z_LIMIT, "fraction": float(flagged.mean())}}
     training = config.hyper_parameters() | facts | {
         "n_train": int(train.traces.shape[0]), "n_validation": int(val.traces.shape[0]),
         "n_dropped_diverged": data.n_dropped, "device_used": str(device), "simulate_s": round(t_sim, 3),
