@@ -49,3 +49,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_fhn_estimator():
+    """One tiny FitzHugh–Nagumo amortized estimator (Rudi et al. 2022 set-up, 384 traces, 15 epochs), trained once
+    per session on one torch thread (deterministic; the thread count is restored afterwards)."""
+    import torch
+
+    from neo_pinn_amortized.train import rudi2022_config, train_estimator
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train_estimator(rudi2022_config(n=384, epochs=15, patience=15, seed=0, device="cpu"))
+    finally:
+        torch.set_num_threads(threads)

@@ -21,7 +21,7 @@ from neo_pinn_amortized.estimator import MANIFEST, WEIGHTS, AmortizedEstimator
 from neo_pinn_amortized.priors import (RUDI2022_PRIORS, LogUniform, TruncatedNormal, Uniform,
                                        prior_from_dict)
 from neo_pinn_amortized.reference import reference_test_set, reference_traces
-from neo_pinn_amortized.train import TrainConfig, rudi2022_config, train_estimator
+from neo_pinn_amortized.train import TrainConfig, rudi2022_config
 from neo_pinn_amortized.training_set import Protocol, add_noise, simulate_clean
 
 DT = 0.2
@@ -29,7 +29,7 @@ DT = 0.2
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One torch thread (deterministic, and polite to whatever else runs on the machine)."""
+    """Every test here on one torch thread (deterministic, and polite to whatever else runs on the machine)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -37,9 +37,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny(one_thread):
+def tiny(one_thread, tiny_fhn_estimator):
     """A tiny estimator (trained once) and 96 noisy reference-solver test traces of the same generative model."""
-    est = train_estimator(rudi2022_config(n=384, epochs=15, patience=15, seed=0, device="cpu"))
+    est = tiny_fhn_estimator
     X, truth, _ = reference_test_set(est.spec, 96, seed=7)
     return est, X, truth
 

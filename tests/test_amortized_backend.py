@@ -30,7 +30,7 @@ from neo_pinn_amortized import AmortizedEstimator, ProtocolMismatchError, amorti
 from neo_pinn_amortized.backend import Amortized, combine_sweeps, flag_out_of_distribution
 from neo_pinn_amortized.estimator import MANIFEST
 from neo_pinn_amortized.reference import reference_test_set, reference_traces
-from neo_pinn_amortized.train import rudi2022_config, train_estimator
+from neo_pinn_amortized.train import train_estimator
 
 DT = 0.2
 FREE = ["theta0", "theta1"]
@@ -40,6 +40,7 @@ CELL = {"qc": False, "allow_unphysiological": True, "device": "cpu"}
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
+    """Every test here on one torch thread (deterministic, and polite to whatever else runs on the machine)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
@@ -47,9 +48,9 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def trained(one_thread, tmp_path_factory):
+def trained(one_thread, tiny_fhn_estimator, tmp_path_factory):
     """(estimator, its folder, 8 noisy reference traces, their true targets)."""
-    est = train_estimator(rudi2022_config(n=384, epochs=15, patience=15, seed=0, device="cpu"))
+    est = tiny_fhn_estimator
     folder = est.save(tmp_path_factory.mktemp("amortized") / "fhn")
     X, truth, _ = reference_test_set(est.spec, 8, seed=7)
     return est, folder, X, truth
