@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -204,7 +205,7 @@ def estimate(
     *,
     preset: str | None = None,
     values: Mapping[str, float] | None = None,
-    init: Mapping[str, float] | None = None,
+    init: Mapping[str, float] | str | None = None,
     bounds: Mapping[str, tuple[float, float]] | None = None,
     sweeps: Any = "all",
     window: tuple[float, float] | None = None,
@@ -242,7 +243,9 @@ def estimate(
         Parameters to estimate; None: the model's ``default_free`` set (an error for a model without one).
     preset, values, init, bounds
         See :meth:`EstimationProblem.build`; given values win over the cell-scaled ones. Numbers are canonical,
-        quantities rescaled (``{"C": 0.1 * pq.nF}`` is 100 pF); a wrong dimension is a ``UnitsError``.
+        quantities rescaled (``{"C": 0.1 * pq.nF}`` is 100 pF); a wrong dimension is a ``UnitsError``. ``init`` may
+        also be ``"SCHEME:ARGUMENT"``: a plugin's initializer run on the fitted sweeps (e.g. ``"amortized:DIR"``;
+        ``neo-pinn plugins`` lists them), recorded in ``result.provenance["initializer"]``.
     sweeps : "all", int or list of int
         Sweeps of a recording to fit jointly (whole numbers, each once); for traces given directly, their
         ``sweep`` numbers.
@@ -283,8 +286,8 @@ def estimate(
     Raises
     ------
     ConfigurationError
-        A malformed window, sweeps, bounds, values or init (checked before any file is read): ``ParameterDomainError``
-        for a value outside its parameter's domain, ``UnitsError`` for a quantity of the wrong dimension.
+        A malformed window, sweeps, bounds, values or init, or an unknown initializer (checked before any file is
+        read): ``ParameterDomainError`` for a value outside its domain, ``UnitsError`` for a wrong dimension.
     UnphysiologicalVoltageError
         The fitted voltage is outside the physiological range (unless ``allow_unphysiological``).
     NonFiniteDataError, EmptySignalError
@@ -296,23 +299,68 @@ def estimate(
     from .estimator import check_seed
 
     m = get_model(model)
-    # the backend's, the preparation's and the problem's arguments are checked before any file is read: a typo
-    # fails at once
+    # the backend's, the preparation's and the problem's arguments are checked before any file is read
     est = get_backend(backend)(**dict(backend_options or {}))
     options = CellFitOptions(qc=qc, keep_sweeps=tuple(keep_sweeps), exclude_sweeps=tuple(exclude_sweeps),
                              scale_to_cell=scale_to_cell, staged=staged, validate_on=validate_on,
                              allow_unphysiological=allow_unphysiological)
     window = check_window(window)
     check_seed(seed)
-    if free is None and not m.default_free:
-        raise ConfigurationError(f"Name the parameters to estimate, e.g. free=['gCa', 'gK'] (CLI --free); "
-                                 f"{m.name} has {', '.join(m.param_names)}.")
-    free = list(m.default_free if free is None else free)
-    values, init, bounds = check_fit_arguments(m, free, values, init, bounds)
+    free = _free_names(m, free)
+    init_text = _initializer_text(init)
+    values, init, bounds = check_fit_arguments(m, free, values, None if init_text else init, bounds)
     truth = m.canonical_values(truth, "truth") if truth else truth
     traces, window = _sweeps_to_fit(data, sweeps, window, stimulus)
     plan = plan_cell_fit(m, traces, free, options=options, window=window, preset=preset, values=values)
-    return fit_cell(est, m, plan, free, preset=preset, values=values, init=init, bounds=bounds,
-                    noise=assumed_noise(noise), truth=truth,
-                    fit_kwargs={"seed": seed, "device": device,
-                                "dtype": torch.float64 if dtype is None else dtype, "progress": progress})
+    init, record = _initial_values(m, init_text, plan, free, bounds, device) if init_text else (init, None)
+    result = fit_cell(est, m, plan, free, preset=preset, values=values, init=init, bounds=bounds,
+                      noise=assumed_noise(noise), truth=truth, fit_kwargs={"seed": seed, "device": device, "dtype":
+                      torch.float64 if dtype is None else dtype, "progress": progress})
+    return result if record is None else replace(result, provenance=result.provenance | {"initializer": record})
+
+
+def _free_names(m: NeuronModel, free: Iterable[str] | None) -> list[str]:
+    """The parameters to estimate: ``free``, or the model's ``default_free`` set (an error for a model without one)."""
+    if free is None and not m.default_free:
+        raise ConfigurationError(f"Name the parameters to estimate, e.g. free=['gCa', 'gK'] (CLI --free); "
+                                 f"{m.name} has {', '.join(m.param_names)}.")
+    return list(m.default_free if free is None else free)
+
+
+def _initializer_text(init: Any) -> str | None:
+    """``init`` when it is text naming a registered initializer ("SCHEME:ARGUMENT"), None for a mapping.
+
+    Raises
+    ------
+    ConfigurationError
+        Text that is not ``SCHEME:ARGUMENT`` or names no registered initializer (the message lists them).
+    """
+    if not isinstance(init, str):
+        return None
+    get_state().initializers.split(init)
+    return init
+
+
+def _initial_values(m: NeuronModel, text: str, plan: Any, free: Sequence[str],
+                    bounds: Mapping[str, tuple[float, float]], device: str) -> tuple[dict[str, float], dict[str, Any]]:
+    """Run the initializer ``text`` (``estimate(init="SCHEME:ARGUMENT")``) on the sweeps the backend fits.
+
+    The plugin's initializer (``neo-pinn plugins`` lists them) sees the sweeps after sweep selection, quality
+    control and the window; its values of the free parameters (canonical units) start the backend. A value outside
+    the bounds the fit would hold it to (the user's, or the model's where the search is not scaled to the cell) is
+    clipped into them. Returns (values, record); ``result.provenance["initializer"]`` is the record: scheme,
+    argument, plugin, the initializer's ``values``, the ``used`` ones and those ``clipped`` (name → its value).
+    """
+    from .simulation import resolve_device
+
+    values, record = get_state().initializers.initial_values(text, plan.windowed(), m, free,
+                                                              str(resolve_device(device)))
+    scaled = {} if plan.ranges is None else plan.ranges.bounds
+    clipped = {}
+    for k, x in values.items():
+        if k in bounds or k not in scaled:
+            lo, hi = bounds.get(k, m.param_spec(k).bounds)
+            if not lo <= x <= hi:
+                clipped[k], values[k] = x, min(max(x, lo), hi)
+    m.check_parameter_values(values, f"initial guess of the initializer {record['scheme']!r}:")
+    return values, record | {"used": dict(values), "clipped": clipped}

@@ -110,6 +110,10 @@ class CellPlan:
     notes: tuple[str, ...] = ()
     spike_levels: tuple[float, float] | None = None
 
+    def windowed(self) -> tuple[Trace, ...]:
+        """The sweeps the backend fits: :attr:`fit_traces` cut to :attr:`window` (ms from each sweep's start)."""
+        return _windowed(self.fit_traces, self.window)
+
     def to_dict(self) -> dict[str, Any]:
         """What goes into :attr:`EstimationResult.cell`."""
         return {"qc": None if self.qc is None else self.qc.to_dict(),

@@ -1,8 +1,9 @@
-"""The ``neo-pinn`` command line: info, simulate, fit, plugins, report, bench, demo.
+"""The ``neo-pinn`` command line: info, simulate, fit, plugins, report, bench, demo, and the plugins' commands.
 
 The flags are a stable contract (scripts and benchmarks call them). Every subcommand takes ``-q/--quiet``;
 ``fit --json -`` writes the result JSON to stdout and everything else to stderr. Building the parser imports
-no torch, scipy, Neo or plugin (``--help`` is instant). Every output is checked before any work, locked against
+no torch, scipy or Neo, and of the plugins only their light entry-point modules, for the subcommands they add
+(:mod:`neo_pinn.cli_plugins`; ``--help`` is instant). Every output is checked before any work, locked against
 a second process and written with the run's other outputs, all or none (:class:`neo_pinn.storage.RunOutputs`).
 
 Exit status (``EXIT_*``): 0 success; 1 internal error, a bug (one line; ``NEO_PINN_DEBUG=1`` adds the traceback);
@@ -27,6 +28,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
+from .cli_plugins import add_plugin_commands, cmd_plugins, init_argument
 from .errors import ConfigurationError, NeoPinnError, OutputPathError
 
 __all__ = ["main", "build_parser", "free_parameters", "sidecar_path", "read_sidecar", "EXIT_OK", "EXIT_INTERNAL",
@@ -400,7 +402,7 @@ def _run_fit(args):
     model = get_model(args.model)
     free = free_parameters(args.free, model, quiet=args.quiet)
     values = _float_values(_kv_list(args.set, "--set"), "--set")
-    init = {} if args.init in (None, "", "random") else _float_values(_kv_list([args.init], "--init"), "--init")
+    init = init_argument(args.init, lambda text: _float_values(_kv_list([text], "--init"), "--init"))
     backend_cls = get_backend(args.backend)
     options = _options(args.option)
     if args.refine is not None:
@@ -468,25 +470,7 @@ def cmd_fit(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------- plugins, report, bench, demo
-def cmd_plugins(args) -> int:
-    from .plugins import get_state
-
-    state = get_state()
-    rows = {"models": {n: state.models.origin(n) for n in state.models.names()},
-            "backends": {n: state.backends.origin(n) for n in state.backends.names()},
-            "failed": dict(state.failed)}
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    lines = ["models:"] + [f"  {n:<22} from {o:<14} presets: {', '.join(state.models.get(n).presets)}"
-                           for n, o in rows["models"].items()]
-    lines += ["backends:"] + [f"  {n:<22} from {o:<14} {state.backends.get(n).description}"
-                              for n, o in rows["backends"].items()]
-    print("\n".join(lines + [f"  failed plugin {n}: {why}" for n, why in rows["failed"].items()]))
-    return 0
-
-
+# ---------------------------------------------------------------------- report, bench, demo (plugins: cli_plugins)
 def cmd_report(args) -> int:
     from .report import write_report
     from .storage import RunOutputs
@@ -577,7 +561,8 @@ _COMMANDS = [
         ("--free", dict(default=None, help="comma-separated parameters to estimate (default: the model's "
                         "default_free set)")),
         ("--set", dict(action="append", metavar="K=V", help="fixed parameter values (canonical units)")),
-        ("--init", dict(default=None, help="p=v,... initial guesses, or 'random'")),
+        ("--init", dict(default=None, help="p=v,... initial guesses, 'random', or SCHEME:ARG of a plugin's "
+                        "initializer, e.g. amortized:DIR (an estimator trained by `neo-pinn train`)")),
         ("--bounds", dict(action="append", metavar="P=LO:HI", help="search bounds of a free parameter")),
         ("--sweep", dict(default="all", help="N, N,M,... or all (default)")),
         ("--window", dict(default=None, help="T0:T1 in ms from each sweep's start")),
@@ -610,7 +595,7 @@ _COMMANDS = [
                              "(default: passive first on step protocols)")),
         ("--allow-unphysiological", dict(action="store_true", help="fit a recording whose voltage is outside a "
                                          "physiological range (check its units first)"))]),
-    ("plugins", "list registered models and backends and their plugins", cmd_plugins, [
+    ("plugins", "list registered models, backends, initializers and commands and their plugins", cmd_plugins, [
         ("--json", dict(action="store_true", help="print the list as JSON on stdout"))]),
     ("report", "write the HTML report of a result JSON", cmd_report, [
         ("result", dict(help="a result JSON written by fit --json")),
@@ -647,6 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
         for flag, kwargs in options:
             s.add_argument(flag, **kwargs)
         s.set_defaults(func=func)
+    add_plugin_commands(sub, [c[0] for c in _COMMANDS], quiet_help=QUIET_HELP, epilog=EXIT_STATUS_HELP, formatter=raw)
     return p
 
 
@@ -669,7 +655,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # a file name that is not valid text prints escaped, never fails
         with contextlib.suppress(AttributeError, ValueError, io.UnsupportedOperation):
             stream.reconfigure(errors="backslashreplace")
-    args = build_parser().parse_args(argv)  # a usage error exits here with status 2
+    try:
+        parser = build_parser()
+    except NeoPinnError as exc:  # a plugin's command clashes with another's or a built-in
+        return _fail(f"error: {exc}", EXIT_BAD_INPUT)
+    args = parser.parse_args(argv)  # a usage error exits here with status 2
     args.argv = argv
     from .storage import Terminated, sigterm_raises
 

@@ -11,7 +11,9 @@ import pluggy
 PROJECT = "neo_pinn"
 #: Version of the hook specifications; the minor number grows when a hook or an argument is added.
 #: 1.1: ``BackendRegistry.register(cls)`` keys a backend by its class's ``name``.
-HOOKSPEC_VERSION = "1.1"
+#: 1.2: ``neo_pinn_register_initializers(registry)`` (warm starts: ``init="SCHEME:ARG"``, ``fit --init SCHEME:ARG``)
+#: and ``neo_pinn_register_commands(registry)`` (``neo-pinn`` subcommands contributed by a plugin).
+HOOKSPEC_VERSION = "1.2"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
@@ -37,6 +39,32 @@ class NeoPinnSpec:
         Parameters
         ----------
         registry : neo_pinn.registry.BackendRegistry
+        """
+
+    @hookspec
+    def neo_pinn_register_initializers(self, registry):
+        """Register warm starts of any backend: call ``registry.register(name, function)``.
+
+        ``neo_pinn.estimate(..., init="NAME:ARGUMENT")`` (CLI ``fit --init NAME:ARGUMENT``) calls
+        ``function(argument, traces, model, free, device)`` on the fit's sweeps and starts the backend from the
+        values it returns (canonical units); see :class:`~neo_pinn.registry.InitializerRegistry`. Added in 1.2.
+
+        Parameters
+        ----------
+        registry : neo_pinn.registry.InitializerRegistry
+        """
+
+    @hookspec
+    def neo_pinn_register_commands(self, registry):
+        """Register ``neo-pinn`` subcommands: call ``registry.register(name, help, add_arguments, run)``.
+
+        Called while the command line builds its parser (``neo-pinn --help`` included), so the hook and
+        ``add_arguments`` must import nothing heavy (no torch): import it inside ``run``. A name that is a built-in
+        command or another plugin's is an error. See :class:`~neo_pinn.registry.CommandRegistry`. Added in 1.2.
+
+        Parameters
+        ----------
+        registry : neo_pinn.registry.CommandRegistry
         """
 
     @hookspec(firstresult=True)

@@ -13,6 +13,10 @@ Environment switches (read when the plugins load):
     third-party plugins can still be registered by hand with :func:`register_plugin`.
 ``NEO_PINN_BLOCK_PLUGINS=name1,name2``
     Never load or register the plugins with these entry-point names (pluggy's block list).
+
+The ``neo-pinn`` subcommands that plugins contribute (hook ``neo_pinn_register_commands``) are collected apart, by
+:func:`get_commands`: the command line needs them to build its parser, and ``--help`` must stay instant, so only the
+plugins' (light) entry-point modules are imported and only that hook is called — no model, backend or torch.
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ import pluggy
 
 from .errors import DuplicateNameError, PluginLoadWarning
 from .hookspecs import PROJECT, NeoPinnSpec
-from .registry import BackendRegistry, ModelRegistry, Registry
+from .registry import BackendRegistry, CommandRegistry, InitializerRegistry, ModelRegistry, Registry
 
 __all__ = ["ENTRY_POINT_GROUP", "AUTOLOAD_ENV", "BLOCK_ENV", "BUILTIN_DISTRIBUTION", "PluginState", "get_state",
-           "register_plugin", "reset", "stimulus_finder", "fire_after_fit"]
+           "get_commands", "register_plugin", "reset", "stimulus_finder", "fire_after_fit"]
 
 ENTRY_POINT_GROUP = "neo_pinn"
 AUTOLOAD_ENV = "NEO_PINN_DISABLE_PLUGIN_AUTOLOAD"
@@ -40,9 +44,15 @@ BLOCK_ENV = "NEO_PINN_BLOCK_PLUGINS"
 #: the distribution whose entry points are the built-ins (always loaded, first)
 BUILTIN_DISTRIBUTION = "neo-pinn"
 #: hooks that fill a registry, and the registry each fills
-_REGISTERING_HOOKS = (("neo_pinn_register_models", "models"), ("neo_pinn_register_backends", "backends"))
+_REGISTERING_HOOKS = (("neo_pinn_register_models", "models"), ("neo_pinn_register_backends", "backends"),
+                      ("neo_pinn_register_initializers", "initializers"))
 _lock = threading.RLock()
 _state: "PluginState | None" = None
+#: the plugins' commands (:func:`get_commands`), the plugins registered by hand (their commands count too) and the
+#: failures already warned about (each once per process, though both loaders meet them)
+_commands: tuple[pluggy.PluginManager, CommandRegistry] | None = None
+_by_hand: list[tuple[str, object]] = []
+_warned: set[tuple[str, str]] = set()
 
 
 @dataclass
@@ -52,6 +62,7 @@ class PluginState:
     manager: pluggy.PluginManager
     models: ModelRegistry = field(default_factory=ModelRegistry)
     backends: BackendRegistry = field(default_factory=BackendRegistry)
+    initializers: InitializerRegistry = field(default_factory=InitializerRegistry)
     failed: dict[str, str] = field(default_factory=dict)
 
     def plugin_names(self) -> list[str]:
@@ -63,10 +74,13 @@ def _truthy(value: str | None) -> bool:
     return str(value or "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
-def _skip(state: PluginState, name: str, exc: Exception, what: str) -> None:
-    state.failed[name] = f"{type(exc).__name__}: {exc}"
-    warnings.warn(f"neo_pinn plugin {name!r} {what} and was skipped: {type(exc).__name__}: {exc}",
-                  PluginLoadWarning, stacklevel=4)
+def _skip(state: PluginState | None, name: str, exc: Exception, what: str) -> None:
+    if state is not None:
+        state.failed[name] = f"{type(exc).__name__}: {exc}"
+    text = f"neo_pinn plugin {name!r} {what} and was skipped: {type(exc).__name__}: {exc}"
+    if (name, text) not in _warned:
+        _warned.add((name, text))
+        warnings.warn(text, PluginLoadWarning, stacklevel=4)
 
 
 def _hashable(plugin: object, name: str) -> object:
@@ -149,6 +163,76 @@ def _load() -> PluginState:
     return state
 
 
+def _is_core(ep) -> bool:
+    """Whether an entry point is one of the core package's own (models, stimulus finders): they contribute no
+    command, and importing them imports torch."""
+    return str(getattr(ep, "value", "")).split(":")[0].split(".")[0] == "neo_pinn"
+
+
+def _add_commands(pm: pluggy.PluginManager, registry: CommandRegistry, name: str, plugin: object) -> None:
+    """Register one plugin in the commands' manager and call its ``neo_pinn_register_commands``."""
+    plugin = _hashable(plugin, name)
+    if pm.is_blocked(name) or pm.is_registered(plugin) or pm.has_plugin(name):
+        return
+    try:
+        pm.register(plugin, name=name)
+    except Exception as exc:  # noqa: BLE001 - e.g. a hook implementation with a wrong signature
+        _skip(None, name, exc, "failed its hook validation")
+        return
+    others = [p for _, p in pm.list_name_plugin() if p is not None and p is not plugin]
+    snapshot = registry.snapshot()
+    try:
+        with registry.registering_for(name):
+            pm.subset_hook_caller("neo_pinn_register_commands", remove_plugins=others)(registry=registry)
+    except DuplicateNameError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken third-party plugin must not break the command line
+        registry.restore(snapshot)
+        pm.unregister(plugin)
+        _skip(None, name, exc, "failed to register its commands")
+
+
+def _load_commands() -> tuple[pluggy.PluginManager, CommandRegistry]:
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(NeoPinnSpec)
+    registry = CommandRegistry()
+    for name in filter(None, (x.strip() for x in os.environ.get(BLOCK_ENV, "").split(","))):
+        pm.set_blocked(name)
+    third_party = not _truthy(os.environ.get(AUTOLOAD_ENV))
+    eps, builtin = _entry_points()
+    for ep in eps:
+        if pm.is_blocked(ep.name) or not (third_party or builtin(ep)) or _is_core(ep):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # noqa: BLE001 - isolation of broken plugins is the point
+            _skip(None, ep.name, exc, f"({ep.value}) could not be imported")
+            continue
+        _add_commands(pm, registry, ep.name, plugin)
+    for name, plugin in _by_hand:
+        _add_commands(pm, registry, name, plugin)
+    return pm, registry
+
+
+def get_commands() -> CommandRegistry:
+    """The ``neo-pinn`` subcommands the plugins contribute (hook ``neo_pinn_register_commands``), loaded on first use.
+
+    Only the plugins' entry-point modules are imported (not the core's own entry points, which contribute none)
+    and only this hook is called, so building the command line's parser stays instant. The same environment
+    switches apply as for :func:`get_state`; plugins registered with :func:`register_plugin` count too.
+
+    Raises
+    ------
+    DuplicateNameError
+        Two plugins register the same command name.
+    """
+    global _commands
+    with _lock:
+        if _commands is None:
+            _commands = _load_commands()
+        return _commands[1]
+
+
 def get_state() -> PluginState:
     """Return the plugin state, loading every installed plugin on first use."""
     global _state
@@ -161,7 +245,8 @@ def get_state() -> PluginState:
 def register_plugin(plugin: object, name: str | None = None) -> None:
     """Register a plugin object (module or instance with hookimpls) at run time.
 
-    Its models and backends are registered at once (a duplicate name raises :class:`DuplicateNameError`).
+    Its models, backends, initializers and commands are registered at once (a duplicate name raises
+    :class:`DuplicateNameError`).
 
     Parameters
     ----------
@@ -174,13 +259,19 @@ def register_plugin(plugin: object, name: str | None = None) -> None:
     name = name or getattr(plugin, "__name__", type(plugin).__name__)
     with _lock:
         _register(state, name, plugin)
+        if name in state.plugin_names():  # registered (not blocked, not failed): its commands too
+            _by_hand.append((name, plugin))
+            if _commands is not None:
+                _add_commands(*_commands, name, plugin)
 
 
 def reset() -> None:
-    """Forget loaded plugins (the next access reloads them); for tests."""
-    global _state
+    """Forget loaded plugins and commands (the next access reloads them); for tests."""
+    global _state, _commands
     with _lock:
-        _state = None
+        _state, _commands = None, None
+        _by_hand.clear()
+        _warned.clear()
 
 
 def stimulus_finder() -> Callable[..., Any]:

@@ -35,8 +35,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("io write", ("neo_pinn.io.attach", "neo_pinn.io.attach_read", "neo_pinn.io.fit_belongs", "neo_pinn.io.neo_writers", "neo_pinn.io.synthetic_nwb",
                   "neo_pinn.io.nwb_results", "neo_pinn.report",
                   "neo_pinn.report_cell")),
-    ("api", ("neo_pinn", "neo_pinn.api", "neo_pinn.cellfit", "neo_pinn.cli", "neo_pinn.batch", "neo_pinn.testing",
-             "neo_pinn.testing.*")),
+    ("api", ("neo_pinn", "neo_pinn.api", "neo_pinn.cellfit", "neo_pinn.cli", "neo_pinn.cli_plugins", "neo_pinn.batch",
+             "neo_pinn.testing", "neo_pinn.testing.*")),
 )
 #: deprecated aliases of moved modules: they may import anything, nothing may import them
 ALIASES: tuple[str, ...] = ("neo_pinn.simulate", "neo_pinn.fused", "neo_pinn.models._math", "neo_pinn.io.files",

@@ -19,7 +19,10 @@ import neo_pinn.cli as cli
 from neo_pinn.cli import (EXIT_BAD_INPUT, EXIT_FIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_TERMINATED,
                           EXIT_USAGE, build_parser, main)
 
-HEAVY = ("torch", "scipy", "neo", "pynwb", "matplotlib", "neo_pinn_lsq", "neo_pinn_ga", "neo_pinn_pinn", "pluggy")
+HEAVY = ("torch", "scipy", "neo", "pynwb", "matplotlib")
+#: the built-in plugin packages: building the parser may import their light entry-point modules (``plugin``, and
+#: the ``cli_*`` module of a command they add), never a backend
+PLUGIN_PACKAGES = ("neo_pinn_lsq", "neo_pinn_ga", "neo_pinn_pinn", "neo_pinn_amortized")
 
 
 def run(capsys, *argv):
@@ -49,10 +52,15 @@ def test_help_and_the_parser_import_nothing_heavy():
             "for name in ['', *cli.build_parser()._subparsers._group_actions[0].choices]:\n"
             "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
             "        p.parse_args([name, '--help'] if name else ['--help'])\n"
-            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))\n")
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))\n"
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {PLUGIN_PACKAGES!r} and '.' in m\n"
+            "             and not (m.endswith('.plugin') or m.split('.')[-1].startswith('cli_'))))\n"
+            "print(sorted(p._subparsers._group_actions[0].choices))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
+    heavy, backends, commands = out.stdout.strip().splitlines()
+    assert heavy == "[]" and backends == "[]"
+    assert "train" in commands  # a plugin's command is in the parser (and its --help was shown above)
 
 
 def test_the_package_names_are_lazy_but_all_there():
@@ -142,10 +150,15 @@ def test_device_is_auto_cpu_cuda_or_cuda_n_on_every_subcommand_that_takes_it(tmp
     dummy.write_bytes(b"not read: the device is checked first")
     takes_device = [name for name, p in subcommands().items()
                     if any("--device" in a.option_strings for a in p._actions)]
-    assert takes_device == ["fit"]
+    assert takes_device == ["fit", "train"]  # train: the amortized plugin's command
     rc, _, err = run(capsys, "fit", dummy, "--model", "morris_lecar", "--backend", "lsq", "--free", "gCa",
                      "--device", device)
     assert ("CUDA" if device in ("cuda", "cuda:0") else "auto, cpu, cuda") in one_line_error(rc, err)
+    rc, _, err = run(capsys, "train", "--model", "fitzhugh_nagumo", "--free", "theta0", "--n", "96", "--duration",
+                     "200", "--rate", "5000", "--device", device, "--out", tmp_path / "est")
+    line = one_line_error(rc, err)  # refused before any simulation
+    assert "CUDA" in line if device in ("cuda", "cuda:0") else all(f"'{d}'" in line for d in ("auto", "cpu", "cuda"))
+    assert not (tmp_path / "est").exists()
 
 
 def test_report_refuses_whatever_is_not_a_result(tmp_path, capsys):

@@ -32,7 +32,8 @@ Algorithm
    "warning" (:meth:`Amortized.fit`).
 
 For many recordings at once use :func:`predict_traces` ((N, T) arrays in, means and stds out); to start another
-backend from the amortized estimate, :func:`amortized_init`.
+backend from the amortized estimate, :func:`amortized_init` — or, in a fit, the initializer :func:`warm_start`
+(``neo_pinn.estimate(..., init="amortized:DIR")``, CLI ``fit --init amortized:DIR``).
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ from .ood import FeatureCheck, feature_check, reconstruction_check
 from .training_set import DEFAULT_MAX_DT, DT_RTOL, add_noise, draw_parameters
 
 __all__ = ["Amortized", "AmortizedConfig", "ProtocolMismatchError", "load_estimator", "predict_traces",
-           "amortized_init", "combine_sweeps", "check_problem", "check_sweeps", "flag_out_of_distribution"]
+           "amortized_init", "warm_start", "combine_sweeps", "check_problem", "check_sweeps",
+           "flag_out_of_distribution"]
 
 #: share of a sweep's samples whose injected current may differ from the protocol's (the samples at its edges)
 STIMULUS_SLACK = 0.01
@@ -92,8 +94,8 @@ def load_estimator(estimator: AmortizedEstimator | str | os.PathLike, device: st
         raise ConfigurationError(f"Give an AmortizedEstimator or the folder of one; got {type(estimator).__name__}.")
     path = Path(estimator)
     if not path.is_dir():
-        raise InputPathError(f"No estimator folder at {path}. Train one in Python: "
-                             "neo_pinn_amortized.train_estimator(TrainConfig(...)).save(PATH).")
+        raise InputPathError(f"No estimator folder at {path}. Train one with `neo-pinn train ... --out {path}`, or "
+                             "in Python: neo_pinn_amortized.train_estimator(TrainConfig(...)).save(PATH).")
     return AmortizedEstimator.load(path, device=str(device))
 
 
@@ -258,6 +260,47 @@ def amortized_init(estimator: AmortizedEstimator | str | os.PathLike, traces: Tr
     return {name: float(mean[0, k]) for k, name in enumerate(est.target_names) if name in est.spec.free}
 
 
+def warm_start(argument: str, traces: Sequence[Trace], model: Any, free: Sequence[str], device: str = "cpu"
+               ) -> dict[str, float]:
+    """The initializer ``amortized`` (``init="amortized:DIR"``, CLI ``fit --init amortized:DIR``) of any backend.
+
+    Parameters
+    ----------
+    argument : str
+        The estimator folder (written by ``neo-pinn train`` or :meth:`AmortizedEstimator.save`).
+    traces : sequence of Trace
+        The sweeps the fit will see (after sweep selection and the window), each of the estimator's protocol.
+    model : NeuronModel
+        The fitted model: the estimator must have been trained for it.
+    free : sequence of str
+        The fit's free parameters.
+    device : str
+        Device of the network.
+
+    Returns
+    -------
+    dict
+        The combined amortized estimate (:func:`amortized_init`) of the free parameters the estimator estimates,
+        canonical units; the fit starts the others as it would without an initializer.
+
+    Raises
+    ------
+    ProtocolMismatchError
+        Another model, or sweeps of another sampling interval, length or stimulus than the estimator's protocol
+        (the message says what it expects).
+    InputPathError, InputFormatError
+        No estimator at ``argument``, or not a readable one.
+    """
+    if not argument:
+        raise ConfigurationError("init 'amortized:DIR' names the estimator folder after the colon, e.g. "
+                                 "--init amortized:fhn_estimator.")
+    est = load_estimator(argument, device)
+    if est.spec.model != getattr(model, "name", model):
+        raise ProtocolMismatchError(f"The estimator {argument} was trained for the model {est.spec.model!r}; this fit "
+                                    f"is of {getattr(model, 'name', model)!r}. Use an estimator trained for it.")
+    return {k: v for k, v in amortized_init(est, list(traces), device=device).items() if k in free}
+
+
 def flag_out_of_distribution(result: EstimationResult) -> EstimationResult:
     """Put an out-of-distribution flag of ``metrics`` into the verdict: a failed "warn" check, "passed" → "warning".
 
@@ -292,9 +335,9 @@ class Amortized(Estimator):
         if self.config.estimator is None:
             raise ConfigurationError(
                 "The amortized backend needs a trained estimator: give --option estimator=PATH (neo-pinn fit) or "
-                "backend_options={'estimator': PATH} (Python). Train one in Python with "
-                "neo_pinn_amortized.train_estimator(neo_pinn_amortized.TrainConfig(...)).save(PATH); there is no "
-                "`neo-pinn train` command yet.")
+                "backend_options={'estimator': PATH} (Python). Train one with `neo-pinn train --model M --free "
+                "p1,p2 --n N --out PATH` (see `neo-pinn train --help`), or in Python with "
+                "neo_pinn_amortized.train_estimator(neo_pinn_amortized.TrainConfig(...)).save(PATH).")
 
     def fit(self, problem: EstimationProblem, **kwargs: Any) -> EstimationResult:
         """:meth:`Estimator.fit`, then an out-of-distribution flag made part of the verdict.

@@ -304,6 +304,10 @@ class AmortizedEstimator:
     def save(self, path: str | os.PathLike, overwrite: bool = False) -> Path:
         """Write the estimator to the folder ``path`` (``manifest.json`` + ``weights.npz``), atomically.
 
+        Both files are written to a temporary folder beside ``path``, which is then renamed onto it; an estimator
+        being replaced is set aside first and removed only once the new one is in place (put back if the rename
+        fails), so ``path`` holds the old estimator or the new one, whole.
+
         Raises
         ------
         OutputPathError
@@ -325,9 +329,19 @@ class AmortizedEstimator:
             manifest = self.manifest()
             manifest["weights"] = {"file": WEIGHTS, "sha256": _sha256(tmp / WEIGHTS), "n_arrays": len(arrays)}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, allow_nan=True) + "\n")
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
+            if path.exists():  # the old estimator is set aside, not deleted, until the new one is in place
+                old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=parent))
+                os.replace(path, old / path.name)
+                try:
+                    os.replace(tmp, path)
+                except BaseException:
+                    os.replace(old / path.name, path)
+                    raise
+                finally:
+                    if path.exists():
+                        shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
