@@ -137,10 +137,11 @@ def _save(est, args, name: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- FitzHugh–Nagumo
 def run_fhn(args, cache: Path | None) -> None:
-    n_val = max(2, args.n // 4)
+    n_val = max(2, min(args.n // 4, 5000))  # early stopping and calibration need no more
     config = rudi2022_config(n=args.n + n_val, validation_fraction=n_val / (args.n + n_val), arch=args.arch,
                              renoise=args.renoise, epochs=args.epochs, patience=args.patience, seed=args.seed,
-                             device=args.device)
+                             device=args.device, batch_size=args.batch_size, lr=args.lr,
+                             progress=args.progress, num_threads=args.threads)
     est, wall = trained(config, args, f"fhn_{args.arch}_{args.n}{'_renoise' if args.renoise else ''}")
     tr = est.training
     traces, truth, t_ref = cached_test_set(est.spec, args.n_test, 12345 + args.seed, cache)
@@ -293,11 +294,14 @@ def warm_start(est, traces: np.ndarray, truth: np.ndarray, labels, args) -> None
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", nargs="+", choices=("fhn", "ml"), default=["fhn"], help="which cases")
-    ap.add_argument("--n", type=int, default=1024, help="FHN training traces (validation: a quarter more)")
+    ap.add_argument("--n", type=int, default=1024, help="FHN training traces (validation: a quarter more, at most 5,000)")
     ap.add_argument("--n-test", type=int, default=2048, help="FHN reference test traces")
     ap.add_argument("--arch", choices=sorted(NETWORKS), default="paper_cnn", help="network architecture")
     ap.add_argument("--renoise", action="store_true", help="fresh noise on the clean simulations every epoch")
     ap.add_argument("--epochs", type=int, default=200, help="most epochs")
+    ap.add_argument("--batch-size", type=int, default=32, help="mini-batch size (the paper's: 32)")
+    ap.add_argument("--lr", type=float, default=2e-3, help="AdamW learning rate (the paper's: 2e-3)")
+    ap.add_argument("--progress", action="store_true", help="progress bars for simulation and epochs")
     ap.add_argument("--patience", type=int, default=50, help="early-stopping patience, epochs")
     ap.add_argument("--seed", type=int, default=0, help="seed of simulation, training and the random starts")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")

@@ -424,7 +424,7 @@ def fit_cell(estimator: Estimator, model: NeuronModel, plan: CellPlan, free: Seq
     combined = replace(second, parameters=params, cell=cell)
     # the verdict judges the whole model: every free parameter (passive ones at their stage's bounds)
     whole = build(fit_tr, free, values_m, hold_tr)
-    return judge(whole, combined, holdout=whole.holdout)
+    return judge(whole, combined, holdout=whole.holdout, extra_checks=estimator.verdict_checks(whole, combined))
 
 
 def _stage_record(name: str, result: EstimationResult, traces: Sequence[Trace]) -> dict[str, Any]:

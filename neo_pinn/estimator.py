@@ -30,7 +30,7 @@ from .problem import EstimationProblem
 from .result import EstimationResult, build_result
 from .simulation import resolve_device
 from .trace import Trace, require_finite
-from .verdict import VerdictConfig, assess, estimates_on_bounds
+from .verdict import Check, VerdictConfig, assess, estimates_on_bounds
 
 __all__ = ["Estimator", "FitContext", "refine", "build_result", "is_integer_option", "is_number_option", "check_seed",
            "judge"]
@@ -41,7 +41,7 @@ is_number_option = is_number
 
 
 def judge(problem: EstimationProblem, result: EstimationResult, *, holdout: Sequence[Trace] | None = None,
-          config: VerdictConfig = VerdictConfig()) -> EstimationResult:
+          config: VerdictConfig = VerdictConfig(), extra_checks: Sequence[Check] = ()) -> EstimationResult:
     """The result with its verdict: :func:`neo_pinn.verdict.assess`, then ``status``/``verdict`` filled in.
 
     The std of an estimate on (or next to) a bound is withheld (set to None; the value is kept in
@@ -52,13 +52,15 @@ def judge(problem: EstimationProblem, result: EstimationResult, *, holdout: Sequ
     ----------
     problem, result, holdout, config
         As for :func:`neo_pinn.verdict.assess`.
+    extra_checks : sequence of Check
+        A backend's own checks (:meth:`Estimator.verdict_checks`), added to the verdict and counted in its status.
 
     Returns
     -------
     EstimationResult
         A new result; ``status`` is "failed" when a "fail" check does not pass.
     """
-    verdict = assess(problem, result, holdout=holdout, config=config)
+    verdict = assess(problem, result, holdout=holdout, config=config).with_checks(tuple(extra_checks))
     withheld = {k: _json_number(result.parameters[k].std) for k in estimates_on_bounds(problem, result, config)
                 if result.parameters[k].std is not None}
     params = dict(result.parameters)
@@ -230,9 +232,20 @@ class Estimator:
         }
         result = replace(result, provenance=provenance, config=self.config.to_dict() | dict(result.config))
         if check:
-            result = judge(problem, result, holdout=problem.holdout)
+            result = judge(problem, result, holdout=problem.holdout,
+                           extra_checks=self.verdict_checks(problem, result))
         fire_after_fit(problem, result)
         return result
+
+    def verdict_checks(self, problem: EstimationProblem, result: EstimationResult) -> tuple[Check, ...]:
+        """This backend's own checks of a fit, added to the verdict (override; none by default).
+
+        Called by :meth:`fit` (and by the staged cell fit) with the fitted problem and the result before its
+        verdict; a :class:`~neo_pinn.verdict.Check` that does not pass makes the status "failed" (severity
+        "fail") or "warning" ("warn"), like the core's checks. E.g. the amortized backend's out-of-distribution
+        flag.
+        """
+        return ()
 
     def _fit(self, problem: EstimationProblem, ctx: FitContext) -> EstimationResult:
         """Backend-specific estimation; return :meth:`EstimationResult.from_fit` (states on the traces' samples)."""

@@ -18,7 +18,7 @@ the step window of a step protocol (:func:`neo_pinn.cell.protocol_steps`) and ov
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -27,15 +27,15 @@ import torch
 from .cell import StepEpoch, noise_level_mV, protocol_steps
 from .errors import ConfigurationError
 from .features import spike_times
-from .models.base import NeuronModel, quasi_steady_states
+from .models.base import quasi_steady_states
 from .problem import EstimationProblem
 from .residuals import rms
 from .result import EstimationResult
-from .simulation import METHODS, choose_dt, simulate
+from .simulation import METHODS, simulate_traces
 from .trace import Trace
 
-__all__ = ["VerdictConfig", "SweepCheck", "Check", "Verdict", "assess", "estimates_on_bounds", "simulate_traces",
-           "CHECKS", "SEVERITY"]
+__all__ = ["VerdictConfig", "SweepCheck", "Check", "Verdict", "assess", "status_of", "estimates_on_bounds",
+           "simulate_traces", "CHECKS", "SEVERITY"]
 
 #: every check of a verdict, in the order they are reported
 CHECKS = ("simulation", "response", "spiking", "rheobase", "firing_rate", "trace_rmse", "bounds", "constrained")
@@ -165,7 +165,7 @@ class Check:
     Parameters
     ----------
     name : str
-        One of :data:`CHECKS`.
+        One of :data:`CHECKS`, or a backend's own check (:meth:`neo_pinn.estimator.Estimator.verdict_checks`).
     severity : str
         ``"fail"`` or ``"warn"``.
     passed : bool
@@ -177,6 +177,12 @@ class Check:
     severity: str
     passed: bool
     message: str
+
+
+def status_of(checks: Sequence[Check]) -> str:
+    """``"failed"`` when a "fail" check did not pass, ``"warning"`` when only a "warn" one did not, else ``"passed"``."""
+    bad = {c.severity for c in checks if not c.passed}
+    return "failed" if "fail" in bad else "warning" if bad else "passed"
 
 
 def _json_float(x: float | None) -> float | None:
@@ -216,6 +222,15 @@ class Verdict:
     def failed(self) -> bool:
         """Whether a "fail" check did not pass."""
         return self.status == "failed"
+
+    def with_checks(self, extra: Sequence[Check]) -> "Verdict":
+        """This verdict with ``extra`` checks added (replacing same-named ones) and its status recomputed."""
+        for c in extra:
+            if not isinstance(c, Check) or c.severity not in ("fail", "warn"):
+                raise TypeError(f"A verdict check is a Check with severity 'fail' or 'warn'; got {c!r}.")
+        names = {c.name for c in extra}
+        checks = tuple(c for c in self.checks if c.name not in names) + tuple(extra)
+        return replace(self, checks=checks, status=status_of(checks))
 
     def check(self, name: str) -> Check:
         """The check called ``name``."""
@@ -282,53 +297,6 @@ class Verdict:
 
 
 # ---------------------------------------------------------------------- simulation
-def simulate_traces(model: NeuronModel, theta: np.ndarray, traces: Sequence[Trace], y0: np.ndarray, *,
-                    max_dt: float = 0.05, method: str = "rk4", device: str = "cpu") -> list[np.ndarray]:
-    """Free float64 simulation of one parameter set on several recorded sweeps, under their sampled stimulus.
-
-    Sweeps of the same length and sampling interval run as one batch of :func:`simulate`, each on its own time from
-    its start (the models are autonomous; the ga backend batches sweeps the same way). Each
-    stimulus sample is held until the next (zero-order hold, as the amplifier applied it and as every backend
-    does); the step is the largest divisor of the sampling interval ≤ ``max_dt`` (:func:`choose_dt`).
-
-    Parameters
-    ----------
-    model : NeuronModel
-    theta : numpy.ndarray
-        Full parameter vector (P,), canonical units.
-    traces : sequence of Trace
-    y0 : numpy.ndarray
-        Initial state per trace, (n_traces, S).
-    max_dt : float
-        Largest integration step, ms.
-    method, device
-        Passed to :func:`simulate`.
-
-    Returns
-    -------
-    list of numpy.ndarray
-        States (T, S) on each trace's samples; a diverged simulation holds NaN/inf (never raises).
-    """
-    out: list[np.ndarray | None] = [None] * len(traces)
-    groups: dict[tuple, list[int]] = {}
-    for k, tr in enumerate(traces):
-        groups.setdefault((tr.t.size, round(tr.dt, 9)), []).append(k)
-    for (n, _), idx in groups.items():
-        first = traces[idx[0]]
-        dt, r = choose_dt(first.dt, None, max_dt)
-        n_steps = (n - 1) * r
-        tk = dt * np.arange(n_steps + 1)  # from each sweep's own start, as the ga backend batches its sweeps
-        stim = np.stack([traces[k].held_current(traces[k].t[0] + tk) for k in idx])
-        with np.errstate(all="ignore"):
-            sim = simulate(model, np.asarray(theta, dtype=float), duration=n_steps * dt, dt=dt, i_ext=stim,
-                           y0=np.asarray(y0, dtype=float)[idx], method=method, dtype=torch.float64, device=device,
-                           record_every=r, t0=0.0, compile=False, check_finite=False)
-        y = sim.y.detach().cpu().numpy()
-        for j, k in enumerate(idx):
-            out[k] = y[j, :n]
-    return out
-
-
 def _initial_states(problem: EstimationProblem, result: EstimationResult, holdout: Sequence[Trace],
                     theta: np.ndarray) -> np.ndarray:
     """Initial states (n_fit + n_holdout, S): the fitted ones, then the holdout rule of :func:`assess`."""
@@ -688,9 +656,8 @@ def assess(problem: EstimationProblem, result: EstimationResult, *, holdout: Seq
               _check_rheobase(rb, config.rheobase_steps), _check_firing_rate(sweeps, rb, config),
               _check_trace_rmse(sweeps, config), _check_bounds(problem, result, config),
               _check_constrained(problem, result, config))
-    bad = {c.severity for c in checks if not c.passed}
-    status = "failed" if "fail" in bad else "warning" if bad else "passed"
     noise = float(np.median([s.noise_mV for s in sweeps]))
+    status = status_of(checks)
     return Verdict(status=status, checks=checks, sweeps=tuple(s.check for s in sweeps),
                    rheobase_cell_pA=None if rb is None else rb.cell, rheobase_model_pA=None if rb is None else rb.model,
                    noise_mV=noise, step_spacing_pA=None if rb is None else rb.spacing)

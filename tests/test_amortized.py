@@ -207,3 +207,33 @@ def test_a_manifest_naming_an_unknown_network_is_refused(tiny, tmp_path):
     (folder / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(InputFormatError, match="paper_cnn"):
         AmortizedEstimator.load(folder)
+
+
+# ---------------------------------------------------------------------------------------------- fixed values, settling
+def test_fixed_values_and_settling_shape_the_training_traces_as_the_reference_solver_does(one_thread):
+    from neo_pinn_amortized.training_set import GenerativeSpec
+
+    proto = Protocol(300.0, 0.2, "step:amp=60pA,start=100ms,stop=250ms")
+    priors = {"gCa": LogUniform(3.0, 5.0), "EL": Uniform(-50.0, -40.0)}
+    free = np.array([[4.0, -45.0], [4.5, -42.0]])
+    plain = GenerativeSpec("morris_lecar", priors, proto, preset="snlc")
+    spec = GenerativeSpec("morris_lecar", priors, proto, preset="snlc", values={"C": 0.03 * pq_nF()}, settle_ms=300)
+    assert spec.values == {"C": pytest.approx(30.0)} and spec.base_theta()[0] == pytest.approx(30.0)
+    assert GenerativeSpec.from_dict(spec.to_dict()) == spec
+    a, b = simulate_clean(spec, free, device="cpu"), reference_traces(spec, free)
+    assert np.abs(a - b).max() < 0.02  # the independent solver agrees, settling included
+    # settled: each trace starts at its own rest (flat before the step), unlike the preset's start
+    assert np.abs(a[:, :400] - a[:, :1]).max() < 0.05
+    assert np.abs(a[0, 0] - a[1, 0]) > 3.0 and simulate_clean(plain, free, device="cpu")[0, 0] == pytest.approx(-59.47)
+    with pytest.raises(ConfigurationError, match="whole number of sampling intervals"):
+        GenerativeSpec("morris_lecar", priors, proto, settle_ms=0.3)
+    with pytest.raises(ConfigurationError, match="has a prior and a fixed value"):
+        GenerativeSpec("morris_lecar", priors, proto, values={"gCa": 4.0})
+    with pytest.raises(NeoPinnError, match="C"):
+        GenerativeSpec("morris_lecar", priors, proto, values={"C": -1.0})
+
+
+def pq_nF():
+    import quantities as pq
+
+    return pq.nF

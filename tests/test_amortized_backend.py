@@ -25,9 +25,10 @@ from neo_pinn.result import EstimationResult
 from neo_pinn.testing import BackendCompliance
 from neo_pinn.testing.compliance import synthetic_problem
 from neo_pinn.trace import Trace
+from neo_pinn.verdict import Check, Verdict
 
 from neo_pinn_amortized import AmortizedEstimator, ProtocolMismatchError, amortized_init, predict_traces
-from neo_pinn_amortized.backend import Amortized, combine_sweeps, flag_out_of_distribution
+from neo_pinn_amortized.backend import Amortized, combine_sweeps
 from neo_pinn_amortized.estimator import MANIFEST
 from neo_pinn_amortized.reference import reference_test_set, reference_traces
 from neo_pinn_amortized.train import train_estimator
@@ -110,7 +111,7 @@ def test_estimate_returns_parameters_with_std_samples_noise_and_states(trained):
     assert res.metrics["reconstruction_ratio"] < 3.0
     back = EstimationResult.from_json(res.to_json())
     assert back.samples == res.samples and back.noise == res.noise
-    _check_the_flag_turns_a_passed_verdict_into_a_warning(res)
+    _check_the_flag_turns_a_passed_verdict_into_a_warning(res, folder)
 
 
 def test_several_sweeps_go_through_one_batched_call_and_are_combined(trained, monkeypatch):
@@ -183,15 +184,21 @@ def test_traces_unlike_the_training_data_are_flagged_and_the_verdict_says_so(tra
     assert big.diagnostics["per_sweep"][0]["feature_z"]["std"] > 6.0
 
 
-def _check_the_flag_turns_a_passed_verdict_into_a_warning(res):
+def _check_the_flag_turns_a_passed_verdict_into_a_warning(res, folder):
     assert res.metrics["out_of_distribution"] is False
-    assert flag_out_of_distribution(res) is res
-    passed = dataclasses.replace(res, status="passed", verdict=res.verdict | {"status": "passed"},
-                                 metrics=res.metrics | {"out_of_distribution": True},
-                                 diagnostics=res.diagnostics | {"ood": {"message": "made up for the test"}})
-    flagged = flag_out_of_distribution(passed)
-    assert flagged.status == "warning" and flagged.verdict["status"] == "warning"
-    assert any(line.startswith("WARN out_of_distribution: made up") for line in flagged.verdict["lines"])
+    backend = Amortized(**_options(folder))
+    (ok,) = backend.verdict_checks(None, res)
+    assert ok.name == "out_of_distribution" and ok.passed and ok.severity == "warn"
+    flagged = dataclasses.replace(res, metrics=res.metrics | {"out_of_distribution": True},
+                                  diagnostics=res.diagnostics | {"ood": {"message": "made up for the test"}})
+    (bad,) = backend.verdict_checks(None, flagged)
+    passed = Verdict.from_dict(res.verdict | {"status": "passed", "checks": [
+        c for c in res.verdict["checks"] if c["name"] != "out_of_distribution"]})
+    assert passed.with_checks([ok]).status == "passed"
+    warned = passed.with_checks([bad])
+    assert warned.status == "warning" and not warned.check("out_of_distribution").passed
+    assert any(line.startswith("WARN out_of_distribution: made up") for line in warned.lines())
+    assert passed.with_checks([Check("out_of_distribution", "fail", False, "x")]).status == "failed"
 
 
 def test_an_estimator_saved_before_the_ood_statistics_still_loads_and_says_the_check_was_skipped(trained, tmp_path):
@@ -293,3 +300,29 @@ class TestAmortizedCompliance(BackendCompliance):
         other = dataclasses.replace(problem.traces[1], i_ext=np.full(problem.traces[1].t.size, 45.0))
         with pytest.raises(ProtocolMismatchError, match="injected current"):
             self._fit(dataclasses.replace(problem, traces=(problem.traces[0], other)))
+
+
+# ---------------------------------------------------------------------------------------------- resampling
+def test_a_faster_recording_is_read_at_every_kth_sample_only_when_asked(trained):
+    _, folder, X, truth = trained
+    fast = _trace(np.repeat(X[0], 4)[:3997], dt=DT / 4)  # the fewest samples that hold 1,000 protocol samples
+    with pytest.raises(ProtocolMismatchError, match="resample=true"):
+        Amortized(**_options(folder)).fit(_problem(fast), device="cpu", check=False)
+    with pytest.raises(ProtocolMismatchError, match="sampled every 0.08 ms"):  # not a whole multiple: refused
+        Amortized(**_options(folder, resample=True)).fit(_problem(_trace(np.repeat(X[0], 3), dt=0.08)),
+                                                        device="cpu", check=False)
+    with pytest.raises(ProtocolMismatchError, match="samples in the fitted window"):
+        Amortized(**_options(folder, resample=True)).fit(_problem(_trace(np.repeat(X[0], 4)[:3990], dt=DT / 4)),
+                                                        device="cpu", check=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        slow_res = Amortized(**_options(folder)).fit(_problem(_trace(X[0])), device="cpu", check=False)
+        fast_res = Amortized(**_options(folder, resample=True)).fit(_problem(fast), device="cpu", check=False)
+    for name in FREE:  # the network read the same 1,000 samples
+        assert fast_res[name].value == pytest.approx(slow_res[name].value, rel=1e-9)
+    assert fast_res.metrics["resample_factor"] == 4 and fast_res.fits[0].states.shape == (3997, 2)
+    # AR(1) read at every 4th sample: ρ per recorded sample is the 4th root, the marginal σ unchanged
+    assert fast_res.noise["rho"] == pytest.approx(slow_res.noise["rho"] ** 0.25)
+    assert fast_res.noise["sigma"] == pytest.approx(slow_res.noise["sigma"])
+    # the states on the fast grid pass through the slow grid's states
+    assert np.abs(fast_res.fits[0].states[::4, 0] - slow_res.fits[0].states[:, 0]).max() < 1e-6

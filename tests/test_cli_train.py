@@ -214,3 +214,22 @@ def test_protocol_of_a_real_recording(recordings_dir):
         sweep = sweep_of_recording(path, sweep=3)
     assert proto.stimulus.startswith("step:amp=") and proto.n_samples == sweep.t.size
     assert proto.sample_dt_ms == pytest.approx(sweep.dt, rel=1e-6)
+
+
+def test_train_sets_fixed_values_settling_and_fresh_noise_from_flags(tmp_path, capsys):
+    folder = tmp_path / "ml"
+    rc, out, err = run(capsys, "train", "--model", "morris_lecar", "--preset", "snlc", "--free", "gCa",
+                       "--prior", "gCa=loguniform:2:8", "--set", "C=30", "--set", "EL=-50", "--settle", "0.1s",
+                       "--noise", "white", "--noise-prior", "sigma=loguniform:0.5:2", "--protocol",
+                       "step:amp=60pA,start=20ms,stop=80ms", "--duration", "100", "--rate", "5000", *TINY, "-q",
+                       "--out", folder)
+    assert rc == 0, err
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["fixed_values"] == {"C": 30.0, "EL": -50.0} and manifest["simulation"]["settle_ms"] == 100.0
+    assert manifest["training"]["renoise"] is True  # on by default whenever there is noise
+    rc, _, err = run(capsys, "train", "--model", "morris_lecar", "--free", "gCa", "--set", "C=abc", "--duration",
+                     "100", "--rate", "5000", *TINY, "--out", tmp_path / "bad")
+    assert "--set 'C=abc'" in one_line_error(rc, err)
+    rc, _, err = run(capsys, "train", "--model", "morris_lecar", "--free", "gCa", "--set", "gCa=3", "--duration",
+                     "100", "--rate", "5000", *TINY, "--out", tmp_path / "bad")
+    assert "prior and a fixed value" in one_line_error(rc, err)

@@ -18,7 +18,7 @@ from neo_pinn.testing.reference_recordings import reference_sweeps, stimulus_edg
 from neo_pinn.io.stimulus_specs import parse_stimulus
 from neo_pinn.io.synthetic_nwb import read_icephys_metadata
 from neo_pinn.simulation import simulate
-from neo_pinn.verdict import simulate_traces
+from neo_pinn.simulation import simulate_traces
 
 STEP = "step:amp=10pA,start=10ms,stop=50ms"
 FAST = {"rtol": 1e-9, "atol": 1e-11}  # tight enough for 1e-3 mV here, a few seconds on one core

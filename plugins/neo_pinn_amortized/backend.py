@@ -8,7 +8,9 @@ Algorithm
    the estimator expects): the model; the free parameters (exactly the estimator's, any order); every fixed
    parameter at the value it was trained with; the initial state; and for every sweep the sampling interval,
    the number of samples (the protocol's ``n_samples`` from the sweep start: cut a longer sweep with a window of
-   exactly that length) and the injected current (the protocol's stimulus, sample by sample).
+   exactly that length) and the injected current (the protocol's stimulus, sample by sample). With the option
+   ``resample``, a sweep sampled k times faster (k a whole number) is read at every k-th sample
+   (:meth:`.training_set.Protocol.subsample`): the same point samples the estimator was trained on.
 3. **Predict** every sweep in one batched call: a Gaussian per target in the network's scaled coordinate
    (each prior's support mapped onto [0, 1]; log for log-uniform priors).
 4. **Combine** the sweeps by the product of their Gaussians — the precision-weighted mean
@@ -28,8 +30,8 @@ Algorithm
 6. **Out of distribution** (:mod:`.ood`): the trace features against the training set's statistics and the
    simulated estimate against the recording (with ``ood_draws`` posterior-predictive draws). A flagged fit has
    ``metrics["out_of_distribution"] = True``, the reasons in ``diagnostics["ood"]``, a ``RuntimeWarning``,
-   and, after the verdict, a failed "warn" check ``out_of_distribution`` that makes a "passed" status
-   "warning" (:meth:`Amortized.fit`).
+   and in the verdict a failed "warn" check ``out_of_distribution`` that makes a "passed" status "warning"
+   (:meth:`Amortized.verdict_checks`, the core's hook for a backend's own checks).
 
 For many recordings at once use :func:`predict_traces` ((N, T) arrays in, means and stds out); to start another
 backend from the amortized estimate, :func:`amortized_init` — or, in a fit, the initializer :func:`warm_start`
@@ -42,7 +44,7 @@ import math
 import os
 import time
 import warnings
-from dataclasses import replace
+import dataclasses
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -53,7 +55,7 @@ from neo_pinn.errors import ConfigurationError, InputPathError
 from neo_pinn.problem import EstimationProblem
 from neo_pinn.toolkit import Estimator, EstimationResult, FitContext, choose_dt, noise_from_residuals, simulate
 from neo_pinn.trace import Trace
-from neo_pinn.verdict import Verdict
+from neo_pinn.verdict import Check
 
 from .config import AmortizedConfig
 from .estimator import AmortizedEstimator
@@ -63,7 +65,7 @@ from .training_set import DEFAULT_MAX_DT, DT_RTOL, add_noise, draw_parameters
 
 __all__ = ["Amortized", "AmortizedConfig", "ProtocolMismatchError", "load_estimator", "predict_traces",
            "amortized_init", "warm_start", "combine_sweeps", "check_problem", "check_sweeps",
-           "flag_out_of_distribution"]
+           "sweep_inputs"]
 
 #: share of a sweep's samples whose injected current may differ from the protocol's (the samples at its edges)
 STIMULUS_SLACK = 0.01
@@ -153,8 +155,20 @@ def combine_sweeps(mz: np.ndarray, sz: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return mean, std, (mz - mean) / sz
 
 
-def check_sweeps(est: AmortizedEstimator, traces: Sequence[Trace]) -> None:
+def check_sweeps(est: AmortizedEstimator, traces: Sequence[Trace], resample: bool = False) -> int:
     """Every sweep's sampling interval, length and injected current against the estimator's protocol.
+
+    Parameters
+    ----------
+    est : AmortizedEstimator
+    traces : sequence of Trace
+    resample : bool
+        Accept sweeps sampled k times faster than the protocol (k a whole number), read at every k-th sample.
+
+    Returns
+    -------
+    int
+        k: 1 for sweeps at the protocol's interval.
 
     Raises
     ------
@@ -164,14 +178,21 @@ def check_sweeps(est: AmortizedEstimator, traces: Sequence[Trace]) -> None:
     proto = est.protocol
     want = (f"the estimator reads {proto.n_samples} samples at {proto.sample_dt_ms:g} ms ({proto.duration_ms:g} ms "
             f"from the sweep start) under {proto.stimulus or 'the preset current'}")
+    factors = set()
     for tr in traces:
-        if abs(tr.dt - proto.sample_dt_ms) > DT_RTOL * proto.sample_dt_ms * 10:
-            raise ProtocolMismatchError(f"Sweep {tr.sweep} is sampled every {tr.dt:.6g} ms, but {want}. Resample the "
-                                        "recording or train an estimator for its protocol.")
-        if tr.t.size != proto.n_samples:
+        k = 1 if abs(tr.dt - proto.sample_dt_ms) <= DT_RTOL * proto.sample_dt_ms * 10 else \
+            proto.resample_factor(tr.dt)
+        if k is None or (k > 1 and not resample):
+            hint = (f" It is {k} times faster: pass the option resample=true (CLI --option resample=true) to read "
+                    f"every {k}-th sample, as the estimator was trained." if k else "")
+            raise ProtocolMismatchError(f"Sweep {tr.sweep} is sampled every {tr.dt:.6g} ms, but {want}.{hint or ' '}"
+                                        f"{'' if hint else 'Resample the recording or train an estimator for its protocol.'}")
+        factors.add(k)
+        lo, hi = proto.n_samples * k - k + 1, proto.n_samples * k
+        if not lo <= tr.t.size <= hi:
             cut = (f" Fit exactly that window, e.g. window=(0, {(proto.n_samples - 0.5) * proto.sample_dt_ms:g}) "
                    "ms from the sweep start (estimate(window=...), CLI --window; for Trace objects the window is in "
-                   "their own time)." if tr.t.size > proto.n_samples else " Train an estimator for this protocol.")
+                   "their own time)." if tr.t.size > hi else " Train an estimator for this protocol.")
             raise ProtocolMismatchError(f"Sweep {tr.sweep} has {tr.t.size} samples in the fitted window, but {want}."
                                         + cut)
         expected = _protocol_current(est, tr.t - tr.t[0])
@@ -181,6 +202,9 @@ def check_sweeps(est: AmortizedEstimator, traces: Sequence[Trace]) -> None:
             raise ProtocolMismatchError(f"The injected current of sweep {tr.sweep} differs from the estimator's "
                                         f"protocol by up to {diff.max():.4g} pA ({want}); give the sweep the "
                                         "estimator was trained for, or train one for this stimulus.")
+    if len(factors) > 1:
+        raise ProtocolMismatchError(f"The sweeps are sampled at different intervals; {want}. Fit them separately.")
+    return factors.pop() if factors else 1
 
 
 def _protocol_current(est: AmortizedEstimator, t_from_start: np.ndarray) -> np.ndarray:
@@ -191,7 +215,7 @@ def _protocol_current(est: AmortizedEstimator, t_from_start: np.ndarray) -> np.n
     return np.asarray(stim(t_from_start), dtype=float) * np.ones_like(t_from_start)
 
 
-def check_problem(est: AmortizedEstimator, problem: EstimationProblem) -> None:
+def check_problem(est: AmortizedEstimator, problem: EstimationProblem, resample: bool = False) -> None:
     """The problem against the estimator's manifest (see the module documentation, step 2).
 
     Raises
@@ -207,26 +231,38 @@ def check_problem(est: AmortizedEstimator, problem: EstimationProblem) -> None:
         raise ProtocolMismatchError(f"The estimator estimates exactly free={list(spec.free)}; this problem frees "
                                     f"{list(problem.free_names)}. Free those parameters (CLI --free "
                                     f"{','.join(spec.free)}) or train an estimator for this set.")
-    trained = dict(zip(model.param_names, model.theta(preset=spec.preset)))
+    trained = dict(zip(model.param_names, spec.base_theta()))
     for name, value in problem.fixed.items():
         if not math.isclose(float(value), float(trained[name]), rel_tol=1e-9, abs_tol=1e-12):
-            raise ProtocolMismatchError(f"The estimator was trained with {name} = {trained[name]:g} "
-                                        f"(preset {spec.preset or model.default_preset!r}); this problem fixes "
-                                        f"{name} = {value:g}. Fit with that preset and without --set {name}, or "
-                                        "train an estimator for these values.")
+            how = (f"--set {name}={trained[name]:g}" if name in spec.values
+                   else f"preset {spec.preset or model.default_preset!r} and without --set {name}")
+            raise ProtocolMismatchError(f"The estimator was trained with {name} = {trained[name]:g}; this problem "
+                                        f"fixes {name} = {value:g}. Fit with {how}, or train an estimator for these "
+                                        "values.")
     y0 = model.initial_state(spec.preset)
     given = problem.initial_state
     if isinstance(given, str):
         given = None if given == "fit" else model.initial_state(problem.preset)
+    if given is not None and spec.settle_ms > 0:
+        raise ProtocolMismatchError(f"The estimator's training traces start at rest ({spec.settle_ms:g} ms settled "
+                                    "before the protocol); this problem fixes the initial state. Use "
+                                    "initial_state='fit'.")
     if given is not None and not np.allclose(np.asarray(given, float), y0, rtol=1e-6, atol=1e-9):
         raise ProtocolMismatchError(f"The estimator's training traces start from {dict(zip(model.state_names, y0))}; "
                                     f"this problem starts from {np.asarray(given, float).tolist()}. Use "
                                     "initial_state='fit' (the estimator's start) or train for this start.")
-    check_sweeps(est, problem.traces)
+    check_sweeps(est, problem.traces, resample)
+
+
+def sweep_inputs(est: AmortizedEstimator, traces: Sequence[Trace], resample: bool = False) -> np.ndarray:
+    """The sweeps' voltages as the network reads them, (Q, n_samples), after :func:`check_sweeps`."""
+    k = check_sweeps(est, traces, resample)
+    n = est.protocol.n_samples
+    return np.stack([tr.v[: n * k: k] for tr in traces])
 
 
 def amortized_init(estimator: AmortizedEstimator | str | os.PathLike, traces: Trace | Sequence[Trace] | Any,
-                   dt_ms: float | None = None, *, device: str = "cpu") -> dict[str, float]:
+                   dt_ms: float | None = None, *, device: str = "cpu", resample: bool = False) -> dict[str, float]:
     """The amortized estimate of the free parameters, as the initial guess of another backend (warm start).
 
     Parameters
@@ -238,6 +274,8 @@ def amortized_init(estimator: AmortizedEstimator | str | os.PathLike, traces: Tr
     dt_ms : float, optional
         Sampling interval of an array, ms.
     device : str
+    resample : bool
+        Read sweeps sampled k times faster than the protocol at every k-th sample (see :func:`check_sweeps`).
 
     Returns
     -------
@@ -249,8 +287,7 @@ def amortized_init(estimator: AmortizedEstimator | str | os.PathLike, traces: Tr
     if isinstance(traces, Trace) or (isinstance(traces, (list, tuple)) and traces
                                      and all(isinstance(tr, Trace) for tr in traces)):
         sweeps = [traces] if isinstance(traces, Trace) else list(traces)
-        check_sweeps(est, sweeps)
-        x, dt = np.stack([tr.v for tr in sweeps]), sweeps[0].dt
+        x, dt = sweep_inputs(est, sweeps, resample), est.protocol.sample_dt_ms
     elif dt_ms is None:
         raise ConfigurationError("amortized_init needs dt_ms (the sampling interval, ms) for an array of traces.")
     else:
@@ -269,7 +306,8 @@ def warm_start(argument: str, traces: Sequence[Trace], model: Any, free: Sequenc
     argument : str
         The estimator folder (written by ``neo-pinn train`` or :meth:`AmortizedEstimator.save`).
     traces : sequence of Trace
-        The sweeps the fit will see (after sweep selection and the window), each of the estimator's protocol.
+        The sweeps the fit will see (after sweep selection and the window), each of the estimator's protocol (a
+        sweep sampled k times faster is read at every k-th sample: only the starting point depends on it).
     model : NeuronModel
         The fitted model: the estimator must have been trained for it.
     free : sequence of str
@@ -298,24 +336,7 @@ def warm_start(argument: str, traces: Sequence[Trace], model: Any, free: Sequenc
     if est.spec.model != getattr(model, "name", model):
         raise ProtocolMismatchError(f"The estimator {argument} was trained for the model {est.spec.model!r}; this fit "
                                     f"is of {getattr(model, 'name', model)!r}. Use an estimator trained for it.")
-    return {k: v for k, v in amortized_init(est, list(traces), device=device).items() if k in free}
-
-
-def flag_out_of_distribution(result: EstimationResult) -> EstimationResult:
-    """Put an out-of-distribution flag of ``metrics`` into the verdict: a failed "warn" check, "passed" → "warning".
-
-    A result without a verdict (fitted with ``check=False``) or without the flag is returned as it is.
-    """
-    ood = result.diagnostics.get("ood") or {}
-    if not result.metrics.get("out_of_distribution") or not result.verdict.get("checks"):
-        return result
-    checks = [c for c in result.verdict["checks"] if c.get("name") != "out_of_distribution"]
-    checks.append({"name": "out_of_distribution", "severity": "warn", "passed": False,
-                   "message": ood.get("message", "the recording is unlike the estimator's training data")})
-    status = "warning" if result.status == "passed" else result.status
-    verdict = dict(result.verdict) | {"status": status, "checks": checks}
-    verdict["lines"] = Verdict.from_dict(verdict).lines()
-    return replace(result, status=status, verdict=verdict)
+    return {k: v for k, v in amortized_init(est, list(traces), device=device, resample=True).items() if k in free}
 
 
 # ---------------------------------------------------------------------------------------------- the backend
@@ -339,22 +360,25 @@ class Amortized(Estimator):
                 "p1,p2 --n N --out PATH` (see `neo-pinn train --help`), or in Python with "
                 "neo_pinn_amortized.train_estimator(neo_pinn_amortized.TrainConfig(...)).save(PATH).")
 
-    def fit(self, problem: EstimationProblem, **kwargs: Any) -> EstimationResult:
-        """:meth:`Estimator.fit`, then an out-of-distribution flag made part of the verdict.
-
-        The ``neo_pinn_after_fit`` hook sees the result before that last step (its metrics and diagnostics
-        already say whether the recording is out of distribution).
-        """
-        return flag_out_of_distribution(super().fit(problem, **kwargs))
+    def verdict_checks(self, problem: EstimationProblem, result: EstimationResult) -> tuple[Check, ...]:
+        """The out-of-distribution flag as a "warn" check of the verdict (a flagged fit: at best "warning")."""
+        if "out_of_distribution" not in result.metrics:
+            return ()
+        flagged = bool(result.metrics["out_of_distribution"])
+        message = (result.diagnostics.get("ood") or {}).get("message") or (
+            "the recording is unlike the estimator's training data" if flagged else "like the training data")
+        return (Check("out_of_distribution", "warn", not flagged, message),)
 
     def _fit(self, problem: EstimationProblem, ctx: FitContext) -> EstimationResult:
         c = self.config
         est = load_estimator(c.estimator, ctx.device)
-        check_problem(est, problem)
+        check_problem(est, problem, c.resample)
         spec = est.spec
         traces = problem.traces
+        x = sweep_inputs(est, traces, c.resample)
+        k_resample = int(round(est.protocol.sample_dt_ms / traces[0].dt))
         start = time.perf_counter()
-        mz, sz = est.predict_scaled(np.stack([tr.v for tr in traces]), traces[0].dt)   # one batched call
+        mz, sz = est.predict_scaled(x, est.protocol.sample_dt_ms)   # one batched call
         t_infer = time.perf_counter() - start
         mc, sc, zq = combine_sweeps(mz, sz)
         mc = np.clip(mc, 0.0, 1.0)  # the estimate stays in the prior's support (far outside: out of distribution)
@@ -370,8 +394,14 @@ class Amortized(Estimator):
         sims = _simulate(est, problem, np.concatenate([theta_hat[None], theta_draws]), ctx)   # (1 + K, Q, T, S)
         states = [sims[0, q] for q in range(len(traces))]
         noise, sigma_hat = self._noise(est, problem, mean, std, draws, col, states)
-        predictive = self._predictive(est, sims[1:, :, :, 0], draws[:n_draws], col, ctx.rng) if n_draws else None
-        ood = self._ood(est, traces, states, sigma_hat, predictive)
+        # the checks read what the network read: every k-th sample of a faster recording
+        n_in = x.shape[1]
+        sub = [dataclasses.replace(tr, t=tr.t[::k_resample][:n_in], v=tr.v[::k_resample][:n_in],
+                                   i_ext=tr.i_ext[::k_resample][:n_in]) for tr in traces]
+        sub_states = [st[::k_resample][:n_in] for st in states]
+        predictive = (self._predictive(est, sims[1:, :, ::k_resample, 0][:, :, :n_in], draws[:n_draws], col, ctx.rng)
+                      if n_draws else None)
+        ood = self._ood(est, sub, sub_states, sigma_hat, predictive)
         names = est.target_names
         m_q, s_q = est.physical(mz, sz)
         per_sweep = [{"sweep": tr.sweep, "mean": dict(zip(names, map(float, m_q[q]))),
@@ -381,7 +411,8 @@ class Amortized(Estimator):
         metrics = {"out_of_distribution": bool(ood["flagged"]), "ood_feature_z": ood["feature_z"],
                    "reconstruction_ratio": ood["ratio"], "rmse_over_noise": ood["rmse_over_noise"],
                    "sweep_consistency_z": float(np.max(np.abs(zq))) if len(traces) > 1 else 0.0,
-                   "n_sweeps": len(traces), "n_samples": int(c.n_samples), "inference_s": t_infer}
+                   "n_sweeps": len(traces), "n_samples": int(c.n_samples), "inference_s": t_infer,
+                   "resample_factor": k_resample}
         diagnostics = {
             "estimator": _estimator_facts(est, c.estimator),
             "combination": "product of the sweeps' Gaussians in the scaled coordinate (precision-weighted mean)",
@@ -412,8 +443,15 @@ class Amortized(Estimator):
         rho, s = mean[col["rho"]], mean[col["s"]]
         marginal = draws[:, col["s"]] / np.sqrt(1.0 - draws[:, col["rho"]] ** 2)
         sigma = float(s / math.sqrt(1.0 - rho * rho))
-        return {"sigma": sigma, "sigma_std": float(marginal.std()), "rho": float(rho),
-                "rho_std": float(std[col["rho"]]), "s": float(s), "s_std": float(std[col["s"]])}, sigma
+        out = {"sigma": sigma, "sigma_std": float(marginal.std()), "rho": float(rho),
+               "rho_std": float(std[col["rho"]]), "s": float(s), "s_std": float(std[col["s"]])}
+        k = int(round(spec.protocol.sample_dt_ms / problem.traces[0].dt))
+        if k > 1 and rho > 0:  # read at every k-th sample: ρ per protocol interval is ρ_rec^k, σ unchanged
+            rho_rec = float(rho) ** (1.0 / k)
+            out |= {"rho": rho_rec, "rho_std": float(std[col["rho"]]) * rho_rec / (k * float(rho)),
+                    "s": sigma * math.sqrt(1.0 - rho_rec**2), "rho_per_protocol_interval": float(rho)}
+            out.pop("s_std")
+        return out, sigma
 
     def _predictive(self, est: AmortizedEstimator, v_draws: np.ndarray, draws: np.ndarray, col: Mapping[str, int],
                     rng: np.random.Generator) -> list[np.ndarray]:
@@ -468,20 +506,23 @@ def _simulate(est: AmortizedEstimator, problem: EstimationProblem, thetas: np.nd
               ) -> np.ndarray:
     """States (B, Q, T, S) of parameter sets ``thetas`` (B, P) on every sweep, float64, one batched simulation.
 
-    From the estimator's training initial state, under each sweep's recorded current held sample to sample, at
-    the estimator's integration step (every sweep has the protocol's sampling and length: checked).
+    From the estimator's training initial state (after its settling time, under the sweep's first current), under
+    each sweep's recorded current held sample to sample, at the estimator's integration step (every sweep has
+    the protocol's sampling and length: checked).
     """
     model, spec, traces = problem.model, est.spec, problem.traces
     B, Q, T = thetas.shape[0], len(traces), traces[0].t.size
-    dt, r = choose_dt(traces[0].dt, spec.dt_ms, DEFAULT_MAX_DT)
-    n_steps = (T - 1) * r
-    tk = dt * np.arange(n_steps + 1)
-    stim = np.stack([tr.held_current(tr.t[0] + tk) for tr in traces])                  # (Q, n_steps + 1)
+    same_rate = abs(traces[0].dt - spec.protocol.sample_dt_ms) <= DT_RTOL * 10 * spec.protocol.sample_dt_ms
+    dt, r = choose_dt(traces[0].dt, spec.dt_ms if same_rate else None, DEFAULT_MAX_DT)
+    n_settle = int(round(spec.settle_ms / traces[0].dt)) * r   # integration steps before the sweep
+    n_steps = (T - 1) * r + n_settle
+    tk = dt * (np.arange(n_steps + 1) - n_settle)
+    stim = np.stack([tr.held_current(tr.t[0] + np.maximum(tk, 0.0)) for tr in traces])  # (Q, n_steps + 1)
     y0 = model.initial_state(spec.preset)
     sim = simulate(model, np.repeat(thetas, Q, 0), duration=n_steps * dt, dt=dt, i_ext=np.tile(stim, (B, 1)),
                    y0=np.tile(y0, (B * Q, 1)), method=spec.method, dtype=torch.float64, device=ctx.device,
                    record_every=r, compile=False, check_finite=False)
-    y = sim.y.detach().cpu().numpy()[:, :T]
+    y = sim.y.detach().cpu().numpy()[:, n_settle // r:n_settle // r + T]
     return y.reshape(B, Q, T, model.n_states)
 
 

@@ -45,7 +45,8 @@ _FLAGS = {"model": "--model", "preset": "--preset", "free": "--free/--prior", "p
           "--noise-prior rho=uniform:0.66:0.92 --noise-prior s=uniform:0.0377:0.096 (ar1)",
           "duration_ms": "--duration", "sample_dt_ms": "--rate", "stimulus": "--protocol", "n": "--n",
           "arch": "--arch", "arch_options": "--arch-option", "epochs": "--epochs", "batch_size": "--batch-size",
-          "lr": "--lr", "renoise": "--renoise", "seed": "--seed", "device": "--device", "num_threads": "--threads"}
+          "lr": "--lr", "renoise": "--renoise/--no-renoise", "seed": "--seed", "device": "--device",
+          "num_threads": "--threads", "values": "--set", "settle_ms": "--settle"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,12 +72,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--window", default=None, metavar="T0:T1", help="cut the recording's sweep to T0:T1, ms from its start (fit "
       "with the same --window)")
     a("--n", type=int, required=True, help="simulated traces, training and validation together")
-    a("--arch", default=None, help="network: paper_dense, paper_cnn (default) or rescnn")
+    a("--set", action="append", metavar="K=V", help="a fixed parameter's value when it differs from the preset "
+      "(canonical units, e.g. C=50; fit with the same --set); repeatable")
+    a("--settle", default=None, metavar="MS", help="simulate this long before the protocol so that every training "
+      "trace starts at rest, as a recorded sweep does (ms, a whole number of sampling intervals; default 0)")
+    a("--arch", default=None, help="network: rescnn (default), paper_cnn or paper_dense")
     a("--arch-option", action="append", metavar="K=V", help="option of the network (JSON value), repeatable")
     a("--epochs", type=int, default=None, help="most training epochs (default 200)")
     a("--batch-size", type=int, default=None, help="mini-batch size (default 32)")
     a("--lr", type=float, default=None, help="AdamW learning rate (default 2e-3)")
-    a("--renoise", action="store_true", help="a fresh noise draw on the clean simulations every epoch")
+    a("--renoise", dest="renoise", action="store_true", default=None, help="a fresh noise draw on the clean "
+      "simulations every epoch (default: on whenever there is noise)")
+    a("--no-renoise", dest="renoise", action="store_false", help="train on one noise draw per simulation")
     a("--seed", type=int, default=0, help="seed of simulation, split, initialisation and batches (default 0)")
     a("--device", default="auto", help="auto (default: CUDA when present), cpu, cuda or cuda:N")
     a("--threads", type=int, default=None, help="torch CPU threads while training (default: torch's setting)")
@@ -228,6 +235,23 @@ def _check_out(out, inputs: Sequence[Any], overwrite: bool, manifest: str | None
         raise OutputPathError(f"The folder of --out {out} ({parent}) is not writable; choose another place.")
 
 
+def _set_values(items) -> dict[str, float]:
+    """``--set K=V`` flags → name → number (canonical units)."""
+    from neo_pinn.errors import ConfigurationError
+
+    out = {}
+    for text in items or ():
+        name, eq, value = (x.strip() for x in str(text).partition("="))
+        try:
+            out[name] = float(value)
+        except ValueError:
+            eq = ""
+        if not (eq and name):
+            raise ConfigurationError(f"--set {text!r}: write NAME=NUMBER in the parameter's canonical unit, e.g. "
+                                     "--set C=50.")
+    return out
+
+
 def _config(args, protocol: dict[str, Any], free: tuple[str, ...], priors: dict, noise_priors: dict,
             arch_options: dict):
     """The :class:`TrainConfig` of the flags (its own checks; an error names the flag of the option it refuses)."""
@@ -241,7 +265,9 @@ def _config(args, protocol: dict[str, Any], free: tuple[str, ...], priors: dict,
     options = dict(model=args.model, preset=args.preset, free=free, priors=priors or None, noise=args.noise,
                    noise_priors=noise_priors or None, estimate_noise=args.estimate_noise, n=args.n,
                    arch_options=arch_options, renoise=args.renoise, seed=args.seed, device=args.device,
-                   progress=not args.quiet, num_threads=args.threads, **protocol)
+                   progress=not args.quiet, num_threads=args.threads, values=_set_values(args.set), **protocol)
+    if args.settle is not None:
+        options["settle_ms"] = _quantity(args.settle, "time", "--settle", "300 (ms) or 0.3s")
     options |= {k: getattr(args, k) for k in ("arch", "epochs", "batch_size", "lr") if getattr(args, k) is not None}
     try:
         return TrainConfig.from_options(options)

@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from neo_pinn.toolkit import NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, BackendConfig, Check, option, optional
+from neo_pinn.toolkit import BOOL, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, BackendConfig, Check, option, optional
 
 from .ood import DEFAULT_RMSE_FACTOR, DEFAULT_Z_LIMIT
 
@@ -39,5 +39,7 @@ class AmortizedConfig(BackendConfig):
                                     "the larger of the noise level and the posterior-predictive 95 % RMSE")
     ood_draws: int = option(64, NON_NEGATIVE_INT, "posterior-predictive draws simulated for the reconstruction "
                             "check (0: compare with the noise level only)")
+    resample: bool = option(False, BOOL, "read a recording sampled k times faster than the estimator's protocol at "
+                            "every k-th sample (k a whole number; the training traces are such point samples)")
     num_threads: int | None = option(1, optional(POSITIVE_INT),
                                      "torch CPU threads during the fit (None: leave torch's setting)")

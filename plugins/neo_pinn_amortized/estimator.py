@@ -283,8 +283,9 @@ class AmortizedEstimator:
                       "parametrisation": "ar1: eta_i = rho*eta_(i-1) + eps_i, eps_i ~ N(0, s^2), stationary start; "
                                          "white: N(0, sigma^2)"},
             "protocol": spec["protocol"],
+            "fixed_values": spec["values"],
             "simulation": {"dt_ms": self.spec.integration()[0], "dt_ms_requested": spec["dt_ms"],
-                           "method": spec["method"], "dtype": "float32"},
+                           "method": spec["method"], "dtype": "float32", "settle_ms": spec["settle_ms"]},
             "normalisation": {
                 "input": {"shift": self.input_shift, "scale": self.input_scale},
                 "targets": {n: {"coordinate": "log" if p.log_scaled else "linear", "low": p.low, "high": p.high}
@@ -407,7 +408,8 @@ def _spec_dict(manifest: Mapping[str, Any]) -> dict[str, Any]:
         raise InputFormatError("The manifest's priors do not name its free parameters in order; re-save it.")
     return {"model": manifest["model"], "preset": manifest.get("preset"), "priors": manifest["priors"],
             "protocol": manifest["protocol"], "noise": noise["kind"], "noise_priors": noise["priors"],
-            "estimate_noise": noise["estimated"], "dt_ms": sim.get("dt_ms_requested"), "method": sim["method"]}
+            "estimate_noise": noise["estimated"], "dt_ms": sim.get("dt_ms_requested"), "method": sim["method"],
+            "values": manifest.get("fixed_values") or {}, "settle_ms": sim.get("settle_ms", 0.0)}
 
 
 def _read_weights(wpath: Path) -> dict[str, np.ndarray]:

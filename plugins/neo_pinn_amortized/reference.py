@@ -59,14 +59,15 @@ def reference_traces(spec: GenerativeSpec, free_values: np.ndarray, *, method: s
     """
     model = spec.neuron_model()
     free_values = np.atleast_2d(np.asarray(free_values, dtype=float))
-    theta = np.tile(model.theta(preset=spec.preset), (free_values.shape[0], 1))
+    theta = np.tile(spec.base_theta(), (free_values.shape[0], 1))
     for k, name in enumerate(spec.free):
         theta[:, model.param_index(name)] = free_values[:, k]
     proto = spec.protocol
     t_eval = proto.times()
     stim = proto.current()
     const = model.preset(spec.preset).i_ext if stim is None else None
-    edges = [0.0] + _edges(stim, proto.duration_ms) + [proto.duration_ms]
+    edges = ([-spec.settle_ms] if spec.settle_ms > 0 else []) + [0.0] + _edges(stim, proto.duration_ms) \
+        + [proto.duration_ms]  # a settling piece before the protocol holds its current at t = 0
     y0 = model.initial_state(spec.preset)
     S = model.n_states
     out = np.empty((theta.shape[0], t_eval.size))
@@ -79,7 +80,8 @@ def reference_traces(spec: GenerativeSpec, free_values: np.ndarray, *, method: s
             eps = 1e-9 * (b - a)  # a piece's current is read inside it, so a step is applied exactly
 
             def rhs(t, yy, th=th, B=B, a=a, b=b, eps=eps):
-                i_ext = const if stim is None else float(stim(np.array([min(max(t, a + eps), b - eps)]))[0])
+                tt = max(min(max(t, a + eps), b - eps), 0.0)  # settling: the current at the protocol's start
+                i_ext = const if stim is None else float(stim(np.array([tt]))[0])
                 return model.rhs(t, yy.reshape(B, S), th, i_ext).reshape(-1)
 
             inside = (t_eval >= a) & ((t_eval <= b) if b == edges[-1] else (t_eval < b))

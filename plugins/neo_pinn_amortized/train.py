@@ -62,6 +62,9 @@ class TrainConfig(OptionGroup):
     noise_priors: Mapping[str, Prior] | None = option(None, _PRIOR_MAP, "priors of the noise parameters: sigma "
                                                       "(white) or rho and s (ar1, s the innovation st.dev.)")
     estimate_noise: bool = option(True, BOOL, "estimate the noise parameters too")
+    values: Mapping[str, float] = option({}, MAPPING, "fixed parameters that differ from the preset (canonical "
+                                         "units), e.g. a measured cell's capacitance and leak")
+    settle_ms: float = option(0.0, NON_NEGATIVE, "simulate this long before the protocol so traces start at rest, ms")
     duration_ms: float = option(200.0, POSITIVE, "trace length, ms (a whole number of sampling intervals)")
     sample_dt_ms: float = option(0.2, POSITIVE, "sampling interval, ms")
     stimulus: str | None = option(None, _OPT_STR, "injected current as a stimulus spec (None: the preset's)")
@@ -70,7 +73,8 @@ class TrainConfig(OptionGroup):
     method: str = option("rk4", one_of(*METHODS), "fixed-step integrator")
     n: int = option(1280, POSITIVE_INT, "simulated traces, training and validation together")
     validation_fraction: float = option(0.2, between(0.01, 0.9), "share of the traces held out for validation")
-    arch: str = option("paper_cnn", one_of(*NETWORKS), "network architecture")
+    arch: str = option("rescnn", one_of(*NETWORKS), "network architecture (rescnn: the best measured, "
+                       "benchmarks/README.md)")
     arch_options: Mapping[str, Any] = option({}, MAPPING, "options of the architecture (numbers, lists)")
     epochs: int = option(200, POSITIVE_INT, "most epochs")
     batch_size: int = option(32, POSITIVE_INT, "mini-batch size")
@@ -78,7 +82,8 @@ class TrainConfig(OptionGroup):
     weight_decay: float = option(1e-4, NON_NEGATIVE, "AdamW weight decay")
     beta_nll: float = option(0.5, between(0.0, 1.0), "β of the β-NLL loss (0: plain Gaussian NLL)")
     patience: int = option(50, POSITIVE_INT, "stop after this many epochs without a better validation NLL")
-    renoise: bool = option(False, BOOL, "fresh noise (and noise parameters) on the clean simulations every epoch")
+    renoise: bool | None = option(None, optional(BOOL), "fresh noise (and noise parameters) on the clean "
+                                  "simulations every epoch (None: on when there is noise)")
     calibrate: bool = option(True, BOOL, "fit a per-target temperature of the std on the validation split")
     seed: int = option(0, Check(lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0,
                                 "give an integer ≥ 0"), "seed of simulation, split, initialisation and batches")
@@ -104,6 +109,11 @@ class TrainConfig(OptionGroup):
             raise self.bad("n", f"give enough traces for both splits (validation {n_val}, training {self.n - n_val})")
 
     @property
+    def fresh_noise(self) -> bool:
+        """Whether every epoch draws fresh noise (``renoise``; None: whenever there is noise, the measured best)."""
+        return self.noise != "none" if self.renoise is None else bool(self.renoise)
+
+    @property
     def n_validation(self) -> int:
         """Traces held out for validation."""
         return int(round(self.n * self.validation_fraction))
@@ -116,13 +126,15 @@ class TrainConfig(OptionGroup):
         return GenerativeSpec(model=self.model, priors=priors,
                               protocol=Protocol(self.duration_ms, self.sample_dt_ms, self.stimulus),
                               preset=self.preset, noise=self.noise, noise_priors=dict(self.noise_priors or {}),
-                              estimate_noise=self.estimate_noise, dt_ms=self.dt_ms, method=self.method)
+                              estimate_noise=self.estimate_noise, dt_ms=self.dt_ms, method=self.method,
+                              values=dict(self.values), settle_ms=self.settle_ms)
 
     def hyper_parameters(self) -> dict[str, Any]:
         """The training options as JSON-ready values (for the manifest)."""
         keys = ("n", "validation_fraction", "epochs", "batch_size", "lr", "weight_decay", "beta_nll", "patience",
                 "renoise", "calibrate", "seed", "device", "num_threads")
-        return {k: self[k] for k in keys} | {"optimizer": "AdamW", "schedule": "cosine to lr/20",
+        return {k: self[k] for k in keys} | {"renoise": self.fresh_noise, "optimizer": "AdamW",
+                                            "schedule": "cosine to lr/20",
                                             "early_stopping": "validation Gaussian NLL"}
 
 
@@ -146,7 +158,7 @@ def rudi2022_config(**overrides: Any) -> TrainConfig:
     """
     base = dict(model="fitzhugh_nagumo", priors=RUDI2022_PRIORS, noise="ar1", noise_priors=RUDI2022_AR1_PRIORS,
                 estimate_noise=True, duration_ms=200.0, sample_dt_ms=0.2, stimulus=None, n=1280,
-                validation_fraction=0.2, arch="paper_cnn", epochs=200, batch_size=32, lr=2e-3)
+                validation_fraction=0.2, arch="paper_cnn", epochs=200, batch_size=32, lr=2e-3, renoise=False)
     return TrainConfig.from_options(base | overrides)
 
 
@@ -214,7 +226,7 @@ def _fit(config: TrainConfig, spec: GenerativeSpec, network: torch.nn.Module, tr
         bar = tqdm(total=config.epochs, unit="epoch", desc=f"train {config.arch}", leave=False)
     try:
         for epoch in range(config.epochs):
-            if config.renoise:
+            if config.fresh_noise:
                 noise = draw_parameters(spec.noise_priors, train.clean.shape[0], rng)
                 x_tr = to_x(add_noise(train.clean, spec.noise, noise, rng).astype(np.float32))
                 y_tr = torch.as_tensor(_scaled(spec, _Split(train.clean, train.traces, train.free, noise)),

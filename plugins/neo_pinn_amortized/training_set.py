@@ -104,6 +104,45 @@ class Protocol:
     def from_dict(cls, data: Mapping[str, Any]) -> "Protocol":
         return cls(data["duration_ms"], data["sample_dt_ms"], data.get("stimulus"))
 
+    def resample_factor(self, dt_ms: float) -> int | None:
+        """k when ``dt_ms`` × k is the protocol's sampling interval (k ≥ 2 a whole number), else None."""
+        try:
+            k = self.sample_dt_ms / float(dt_ms)
+        except (TypeError, ValueError, ZeroDivisionError):
+            return None
+        if not math.isfinite(k) or round(k) < 2 or abs(k - round(k)) > 1e-6 * k:
+            return None
+        return int(round(k))
+
+    def subsample(self, traces: Any, dt_ms: float) -> tuple[np.ndarray, int]:
+        """Traces sampled k times faster than the protocol, cut to every k-th sample; (traces, k).
+
+        The documented, safe resampling of the amortized backend. The training traces are point samples of the
+        model plus noise at the protocol's interval, and so is every k-th sample of a faster recording: the
+        same times (0, k·dt, …), no smoothing of spikes, and white noise keeps its standard deviation (an
+        average over blocks would shrink it by √k and blunt the spikes). AR(1) noise of coefficient ρ per
+        recorded sample becomes AR(1) with ρᵏ per protocol sample. Traces already at the protocol's interval
+        come back checked and unchanged (k = 1).
+
+        Raises
+        ------
+        ConfigurationError
+            ``dt_ms`` is neither the protocol's interval nor that divided by a whole number, or the traces
+            hold fewer than ``n_samples`` × k samples.
+        """
+        k = self.resample_factor(dt_ms)
+        if k is None:
+            return self.check(traces, dt_ms), 1
+        x = np.asarray(traces, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[None, :]
+        need = self.n_samples * k
+        if x.ndim != 2 or x.shape[1] < need - k + 1:
+            raise ConfigurationError(f"Traces of shape {tuple(np.shape(traces))} at {float(dt_ms):g} ms are too short: "
+                                     f"every {k}-th sample of {self.duration_ms:g} ms from the sweep start needs "
+                                     f"{need - k + 1} samples.")
+        return self.check(x[:, :need:k], self.sample_dt_ms), k
+
     def check(self, traces: Any, dt_ms: float) -> np.ndarray:
         """Traces as a (N, n_samples) float32 array, or a ConfigurationError saying what is expected.
 
@@ -173,6 +212,14 @@ class GenerativeSpec:
         Integration step, ms, dividing the sampling interval (None: the largest ≤ 0.05 ms that does).
     method : str
         Fixed-step integrator of the simulator (``"rk4"``).
+    values : mapping of str to float
+        Fixed parameters that differ from the preset (canonical units), e.g. a measured cell's capacitance,
+        leak and resting potential (:func:`neo_pinn.cell.cell_scaled_ranges`).
+    settle_ms : float
+        Every simulation starts this long before the protocol (from the preset's initial state, with the
+        protocol's current at its start held), so that a trace starts where its parameters make the cell rest —
+        as a recorded sweep does — instead of relaxing from the preset's state (0: no settling). A whole number
+        of sampling intervals.
     """
 
     model: str
@@ -184,6 +231,8 @@ class GenerativeSpec:
     estimate_noise: bool = True
     dt_ms: float | None = None
     method: str = "rk4"
+    values: Mapping[str, float] = field(default_factory=dict)
+    settle_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.protocol, Protocol):
@@ -193,6 +242,14 @@ class GenerativeSpec:
         model = self.neuron_model()
         if self.preset is not None:
             model.preset(self.preset)  # UnknownNameError listing the presets
+        if not isinstance(self.values, Mapping):
+            raise ConfigurationError(f"values must map fixed parameter names to numbers; got {self.values!r}.")
+        fixed = {k: float(model.param_values(None, **{k: v})[k]) for k, v in self.values.items()}  # names, units
+        model.check_parameter_values(fixed, "fixed value of")
+        both = sorted(set(fixed) & set(self.priors or {}))
+        if both:
+            raise ConfigurationError(f"{', '.join(both)} has a prior and a fixed value; give one or the other.")
+        object.__setattr__(self, "values", fixed)
         if not self.priors:
             raise ConfigurationError(f"Give a prior for at least one free parameter of {self.model} "
                                      f"({', '.join(model.param_names)}).")
@@ -215,6 +272,15 @@ class GenerativeSpec:
         if self.method not in METHODS:
             raise ConfigurationError(f"method={self.method!r}: give one of {', '.join(METHODS)}.")
         choose_dt(self.protocol.sample_dt_ms, self.dt_ms, DEFAULT_MAX_DT)  # a dt not dividing the interval raises
+        settle = self.settle_ms
+        if isinstance(settle, bool) or not isinstance(settle, (int, float)) or not (math.isfinite(settle)
+                                                                                     and settle >= 0):
+            raise ConfigurationError(f"settle_ms must be a number of ms ≥ 0; got {settle!r}.")
+        n_settle = settle / self.protocol.sample_dt_ms
+        if abs(n_settle - round(n_settle)) > 1e-6 * max(1.0, n_settle):
+            raise ConfigurationError(f"settle_ms={settle:g} must be a whole number of sampling intervals "
+                                     f"({self.protocol.sample_dt_ms:g} ms).")
+        object.__setattr__(self, "settle_ms", float(settle))
 
     def neuron_model(self) -> NeuronModel:
         """The registered :class:`NeuronModel` named :attr:`model` (UnknownNameError when absent)."""
@@ -240,6 +306,15 @@ class GenerativeSpec:
     def target_priors(self) -> dict[str, Prior]:
         return {n: (self.priors.get(n) or self.noise_priors[n]) for n in self.target_names}
 
+    @property
+    def settle_samples(self) -> int:
+        """Sampling intervals simulated before the protocol starts (:attr:`settle_ms`)."""
+        return int(round(self.settle_ms / self.protocol.sample_dt_ms))
+
+    def base_theta(self) -> np.ndarray:
+        """The model's parameter vector (P,) of the preset with :attr:`values` (the free ones are drawn)."""
+        return self.neuron_model().theta(self.values, preset=self.preset)
+
     def integration(self) -> tuple[float, int]:
         """(integration step in ms, steps per sample)."""
         return choose_dt(self.protocol.sample_dt_ms, self.dt_ms, DEFAULT_MAX_DT)
@@ -248,7 +323,7 @@ class GenerativeSpec:
         return {"model": self.model, "preset": self.preset, "priors": priors_to_dict(self.priors),
                 "protocol": self.protocol.to_dict(), "noise": self.noise,
                 "noise_priors": priors_to_dict(self.noise_priors), "estimate_noise": self.estimate_noise,
-                "dt_ms": self.dt_ms, "method": self.method}
+                "dt_ms": self.dt_ms, "method": self.method, "values": dict(self.values), "settle_ms": self.settle_ms}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "GenerativeSpec":
@@ -256,7 +331,8 @@ class GenerativeSpec:
                    protocol=Protocol.from_dict(data["protocol"]), preset=data.get("preset"),
                    noise=data.get("noise", "none"), noise_priors=priors_from_dict(data.get("noise_priors", {})),
                    estimate_noise=bool(data.get("estimate_noise", True)), dt_ms=data.get("dt_ms"),
-                   method=data.get("method", "rk4"))
+                   method=data.get("method", "rk4"), values=dict(data.get("values") or {}),
+                   settle_ms=float(data.get("settle_ms", 0.0)))
 
 
 @dataclass
@@ -330,15 +406,21 @@ def simulate_clean(spec: GenerativeSpec, free_values: np.ndarray, *, device: str
     Non-finite rows (diverged simulations) are returned as NaN rows; the caller decides what to do.
     """
     model = spec.neuron_model()
-    theta = np.tile(model.theta(preset=spec.preset), (free_values.shape[0], 1))
+    theta = np.tile(spec.base_theta(), (free_values.shape[0], 1))
     for k, name in enumerate(spec.free):
         theta[:, model.param_index(name)] = free_values[:, k]
     dt, steps = spec.integration()
-    T = spec.protocol.n_samples
-    sim = simulate(model, theta, duration=T * spec.protocol.sample_dt_ms, dt=dt, record_every=steps,
-                   i_ext=spec.protocol.current(), preset=spec.preset, method=spec.method, dtype=dtype,
-                   device=device, states=[model.state_names[0]], compile=compile, check_finite=False)
-    y = sim.y[:, :T, 0].detach().to("cpu", torch.float32).numpy()
+    T, n0 = spec.protocol.n_samples, spec.settle_samples
+    current = spec.protocol.current()
+    if current is not None and n0:
+        stimulus = current
+
+        def current(t):  # settling holds the protocol's current at its start, as the reference solver does
+            return stimulus(t.clamp(min=0.0) if isinstance(t, torch.Tensor) else np.maximum(t, 0.0))
+    sim = simulate(model, theta, duration=(T + n0) * spec.protocol.sample_dt_ms, dt=dt, record_every=steps,
+                   t0=-spec.settle_ms, i_ext=current, preset=spec.preset, method=spec.method,
+                   dtype=dtype, device=device, states=[model.state_names[0]], compile=compile, check_finite=False)
+    y = sim.y[:, n0:n0 + T, 0].detach().to("cpu", torch.float32).numpy()
     bad = ~np.isfinite(y).all(1)
     y[bad] = np.nan
     return y
