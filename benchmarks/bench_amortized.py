@@ -291,9 +291,88 @@ def warm_start(est, traces: np.ndarray, truth: np.ndarray, labels, args) -> None
           f"{np.median(r[1]):.1f} s |")
 
 
+# ---------------------------------------------------------------------------------------------- bench_lsq.py's ml case
+def run_lsq_case(args, cache: Path | None) -> None:
+    """An estimator for the protocol of ``bench_lsq.py``'s (and ``bench_ga.py``'s) Morris–Lecar case, used on its
+    reference recordings: its own error, then lsq from it vs from random log-uniform starts over 0.25×–4×."""
+    from bench_lsq import CASES as LSQ_CASES, reference_recording
+    from neo_pinn.api import load_recording
+
+    model_name, preset, free, stimulus, _, _ = LSQ_CASES["ml"]
+    model = get_model(model_name)
+    truth = {k: model.param_values(preset)[k] for k in free}
+    duration, rate, sample_dt = 1000.0, 10000.0, 0.5  # bench_lsq.py's defaults; the estimator reads every 5th sample
+    priors = {k: LogUniform(0.25 * v, 4.0 * v) for k, v in truth.items()}
+    config = TrainConfig(model=model_name, preset=preset, priors=priors, noise="white",
+                         noise_priors={"sigma": LogUniform(0.5, 2.0)}, duration_ms=duration, sample_dt_ms=sample_dt,
+                         stimulus=stimulus, n=args.lsq_n, validation_fraction=0.2, arch=args.arch,
+                         epochs=args.lsq_epochs, patience=min(args.patience, args.lsq_epochs), seed=args.seed,
+                         device=args.device, num_threads=args.threads, batch_size=args.batch_size, lr=args.lr,
+                         progress=args.progress)
+    est, wall = trained(config, args, f"lsqml_{args.arch}_{args.lsq_n}")
+    tr = est.training
+    print(f"\n## amortized on bench_lsq.py's Morris–Lecar case ({preset}, {stimulus}, {duration:g} ms at "
+          f"{rate / 1000:g} kHz, white noise 1 mV, from the preset's initial state): {args.arch}, "
+          f"{tr['n_train']} + {tr['n_validation']} traces at {sample_dt:g} ms (every {int(sample_dt * rate / 1000)}th "
+          f"sample of the recording: option resample), priors log-uniform 0.25×–4× ({_fmt(truth.values())}), "
+          f"σ log-uniform 0.5–2 mV")
+    print(f"{_machine(args)}; simulation {tr['simulate_s']:.1f} s, training {wall:.1f} s in all "
+          f"({tr['epochs_run']} epochs, best {tr['best_epoch']})")
+    folder = Path(tempfile.mkdtemp(prefix="lsqml_"))
+    est.save(folder / "est")
+    rng = np.random.default_rng(args.seed)
+    rows, ok = [], {"amortized": [], "random": []}
+    recordings = Path(cache or tempfile.mkdtemp(prefix="lsq_recordings_"))
+    for seed in range(args.lsq_seeds):
+        rec = load_recording(reference_recording(recordings, "ml", duration, rate, seed))
+        common = dict(preset=preset, truth=truth, seed=seed, device=args.device, qc=False, scale_to_cell=False,
+                      staged=False)
+        start = time.perf_counter()
+        options = {"estimator": str(folder / "est"), "resample": True, "num_threads": args.threads}
+        amort = neo_pinn_estimate(rec, model, "amortized", free, window=(0.0, duration - sample_dt / 2),
+                                  backend_options=options, **common)
+        t_amort = time.perf_counter() - start
+        err_a = max(abs(amort[k].value / truth[k] - 1) for k in free)
+        fits = [("amortized", f"amortized:{folder / 'est'}")]
+        fits += [("random", {k: v * float(np.exp(rng.uniform(np.log(0.25), np.log(4.0)))) for k, v in truth.items()})
+                 for _ in range(args.lsq_random)]
+        for label, init in fits:
+            start = time.perf_counter()
+            try:
+                res = neo_pinn_estimate(rec, model, "lsq", free, init=init,
+                                        backend_options={"n_starts": 1}, **common)
+                rel = max(abs(res[k].value / truth[k] - 1) for k in free)
+            except NeoPinnError as exc:
+                res, rel = None, float("inf")
+                print(f"  seed {seed} {label}: {type(exc).__name__}")
+            wall = time.perf_counter() - start
+            ok[label].append((rel < TOL, wall))
+            rows.append(f"| {seed} | {label} | {'—' if label != 'amortized' else f'{100 * err_a:.2g} % ({t_amort:.1f} s)'}"
+                        f" | {'yes' if rel < TOL else 'no'} ({100 * rel:.2g} %) | {wall:.1f} |")
+    print(f"\nlsq (one start, default options) from the amortized estimate (init='amortized:DIR') vs from "
+          f"{args.lsq_random} random starts log-uniform over 0.25×–4× the truth, on {args.lsq_seeds} reference "
+          f"recordings of bench_lsq.py (seeds 0–{args.lsq_seeds - 1}); success = {', '.join(free)} all within "
+          f"{100 * TOL:g} %; the amortized column: the amortized estimate's own largest error (its fit time)\n")
+    print("| recording seed | start | amortized max rel. error | lsq success (max rel. error) | lsq wall s |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(r)
+    for label, items in ok.items():
+        print(f"| **{label}** | | | **{sum(x for x, _ in items)}/{len(items)}** | median "
+              f"{np.median([w for _, w in items]):.1f} |")
+
+
+def neo_pinn_estimate(*a, **k):
+    import neo_pinn
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return neo_pinn.estimate(*a, **k)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cases", nargs="+", choices=("fhn", "ml"), default=["fhn"], help="which cases")
+    ap.add_argument("--cases", nargs="+", choices=("fhn", "ml", "lsq"), default=["fhn"], help="which cases")
     ap.add_argument("--n", type=int, default=1024, help="FHN training traces (validation: a quarter more, at most 5,000)")
     ap.add_argument("--n-test", type=int, default=2048, help="FHN reference test traces")
     ap.add_argument("--arch", choices=sorted(NETWORKS), default="paper_cnn", help="network architecture")
@@ -311,6 +390,10 @@ def main(argv=None) -> None:
     ap.add_argument("--ml-epochs", type=int, default=60, help="Morris–Lecar most epochs")
     ap.add_argument("--ml-test", type=int, default=256, help="Morris–Lecar reference test traces")
     ap.add_argument("--lsq-cases", type=int, default=6, help="Morris–Lecar test traces fitted by lsq twice")
+    ap.add_argument("--lsq-seeds", type=int, default=3, help="lsq case: bench_lsq.py ml recordings (seeds 0…)")
+    ap.add_argument("--lsq-random", type=int, default=5, help="lsq case: random single starts per recording")
+    ap.add_argument("--lsq-n", type=int, default=6000, help="lsq case: training + validation traces")
+    ap.add_argument("--lsq-epochs", type=int, default=25, help="lsq case: most epochs")
     ap.add_argument("--cache", default=None, help="folder keeping the reference test sets between runs")
     ap.add_argument("--save", default=None, help="folder receiving the trained estimators")
     ap.add_argument("--reuse", action="store_true", help="read the estimators from --save instead of training "
@@ -322,6 +405,8 @@ def main(argv=None) -> None:
         run_fhn(args, cache)
     if "ml" in args.cases:
         run_ml(args, cache)
+    if "lsq" in args.cases:
+        run_lsq_case(args, cache)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@ from 147 to 647 ms), the script does what a user would do to read that cell with
    out-of-distribution flag and the verdict, and the report (``--out DIR/amortized_report.html``) with the
    simulated estimate against the recording;
 5. refines it with ``lsq`` started from it (``init="amortized:DIR"``) against ``lsq`` from its default start,
-   both on the same sweep and window: verdict, RMSE, wall time; and a figure of all three against the recording
-   (``DIR/amortized_real.png``).
+   both on the same sweep and window within the priors' ranges: verdict, RMSE, wall time; and a figure of all
+   three against the recording (``DIR/amortized_real.png``).
 
     python benchmarks/bench_amortized_real.py [--file 17o05028_ic_steps.abf] [--sweep 10] [--window 700]
         [--model morris_lecar] [--preset snlc] [--free C,gL,EL,gCa,gK,phi] [--sample-dt 0.4] [--settle 300]
@@ -149,8 +149,10 @@ def main(argv=None) -> int:
         print(f"| {name} | {s['r2']:.3f} | {100 * s['coverage_50']:.1f} % | {100 * s['coverage_90']:.1f} % |")
 
     window = (0.0, args.window - args.sample_dt / 2)  # exactly the protocol's samples from the sweep start
-    # the cell-scaled bounds (the priors' ranges) and lsq's cell-scaled default start; one stage
-    common = dict(preset=args.preset, sweeps=[args.sweep], window=window, staged=False, seed=0)
+    # every fit searches the priors' ranges (cell-scaled from all sweeps; one sweep alone has no passive
+    # measurement to scale by), in one stage
+    bounds = {k: (p.low, p.high) for k, p in priors.items()}
+    common = dict(preset=args.preset, sweeps=[args.sweep], window=window, staged=False, seed=0, bounds=bounds)
     fits = {}
     start = time.perf_counter()
     fits["amortized"] = (neo_pinn.estimate(rec, model, "amortized", list(free), backend_options={

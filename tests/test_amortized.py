@@ -237,3 +237,25 @@ def pq_nF():
     import quantities as pq
 
     return pq.nF
+
+
+def test_a_prior_of_draws_from_a_file_resamples_them_and_round_trips(tmp_path):
+    from neo_pinn.errors import InputPathError
+    from neo_pinn_amortized.cli_train import parse_prior
+    from neo_pinn_amortized.priors import Draws, draws_from_file, prior_from_dict
+
+    (tmp_path / "g.csv").write_text("gK,gCa\n8.0,4.0\n9.5,4.2\n7.0,3.9\n")
+    name, prior = parse_prior(f"gCa=file:{tmp_path / 'g.csv'}:log")
+    assert name == "gCa" and isinstance(prior, Draws) and prior.log_scaled
+    assert (prior.low, prior.high) == (3.9, 4.2) and sorted(prior.values) == [3.9, 4.0, 4.2]
+    x = prior.sample(1000, np.random.default_rng(0))
+    assert set(np.unique(x)) == {3.9, 4.0, 4.2} and prior.scale([3.9, 4.2]).tolist() == pytest.approx([0.0, 1.0])
+    assert prior_from_dict(json.loads(json.dumps(prior.to_dict()))) == prior
+    (tmp_path / "one.txt").write_text("1\n2\n3\n")
+    assert draws_from_file(tmp_path / "one.txt").mean() == pytest.approx(2.0)
+    with pytest.raises(ConfigurationError, match="none named 'phi'"):
+        draws_from_file(tmp_path / "g.csv", "phi")
+    with pytest.raises(InputPathError):
+        draws_from_file(tmp_path / "missing.csv")
+    with pytest.raises(ConfigurationError, match="2 distinct"):
+        Draws.of([1.0, 1.0])

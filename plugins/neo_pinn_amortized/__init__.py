@@ -3,7 +3,8 @@
 Rudi, Bessac & Lenzi (2022) train dense and convolutional networks on simulated FitzHugh–Nagumo traces with
 AR(1) noise to map a trace straight to its parameters. This package builds that for any registered model:
 
-* :mod:`.priors` — per-parameter priors (uniform, log-uniform, truncated normal), JSON round trip;
+* :mod:`.priors` — per-parameter priors (uniform, log-uniform, truncated normal, draws e.g. from a file), JSON
+  round trip;
 * :mod:`.training_set` — the generative model (:class:`GenerativeSpec`, :class:`Protocol`) and the batched
   simulation of a training set with noise;
 * :mod:`.networks` — the paper's dense network and CNN and a residual CNN, each with a Gaussian head;
@@ -30,7 +31,7 @@ from importlib import import_module
 __all__ = ["AmortizedEstimator", "TrainConfig", "train_estimator", "rudi2022_config", "GenerativeSpec", "Protocol",
            "Uniform", "LogUniform", "TruncatedNormal", "make_training_set", "reference_test_set", "Amortized",
            "AmortizedConfig", "ProtocolMismatchError", "predict_traces", "amortized_init", "load_estimator",
-           "warm_start", "protocol_of_recording"]
+           "warm_start", "protocol_of_recording", "Draws"]
 
 _LAZY = {"AmortizedEstimator": "estimator", "TrainConfig": "train", "train_estimator": "train",
          "rudi2022_config": "train", "GenerativeSpec": "training_set", "Protocol": "training_set",
@@ -38,7 +39,7 @@ _LAZY = {"AmortizedEstimator": "estimator", "TrainConfig": "train", "train_estim
          "TruncatedNormal": "priors", "reference_test_set": "reference", "Amortized": "backend",
          "AmortizedConfig": "config", "ProtocolMismatchError": "backend", "predict_traces": "backend",
          "amortized_init": "backend", "load_estimator": "backend", "warm_start": "backend",
-         "protocol_of_recording": "recorded_protocol"}
+         "protocol_of_recording": "recorded_protocol", "Draws": "priors"}
 
 
 def __getattr__(name: str):

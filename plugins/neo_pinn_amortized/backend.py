@@ -307,7 +307,8 @@ def warm_start(argument: str, traces: Sequence[Trace], model: Any, free: Sequenc
         The estimator folder (written by ``neo-pinn train`` or :meth:`AmortizedEstimator.save`).
     traces : sequence of Trace
         The sweeps the fit will see (after sweep selection and the window), each of the estimator's protocol (a
-        sweep sampled k times faster is read at every k-th sample: only the starting point depends on it).
+        sweep sampled k times faster is read at every k-th sample, a longer one for the protocol's length from
+        its start: only the starting point depends on them).
     model : NeuronModel
         The fitted model: the estimator must have been trained for it.
     free : sequence of str
@@ -336,7 +337,13 @@ def warm_start(argument: str, traces: Sequence[Trace], model: Any, free: Sequenc
     if est.spec.model != getattr(model, "name", model):
         raise ProtocolMismatchError(f"The estimator {argument} was trained for the model {est.spec.model!r}; this fit "
                                     f"is of {getattr(model, 'name', model)!r}. Use an estimator trained for it.")
-    return {k: v for k, v in amortized_init(est, list(traces), device=device, resample=True).items() if k in free}
+    proto = est.protocol
+    cut = []
+    for tr in traces:  # a longer sweep is read from its start for the protocol's length: only the start uses it
+        k = 1 if abs(tr.dt - proto.sample_dt_ms) <= DT_RTOL * 10 * proto.sample_dt_ms else proto.resample_factor(tr.dt)
+        n = proto.n_samples * (k or 1)
+        cut.append(tr.window(None, float(tr.t[n - 1])) if k and tr.t.size > n else tr)
+    return {k: v for k, v in amortized_init(est, cut, device=device, resample=True).items() if k in free}
 
 
 # ---------------------------------------------------------------------------------------------- the backend

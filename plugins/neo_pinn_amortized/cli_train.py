@@ -33,7 +33,8 @@ __all__ = ["HELP", "add_arguments", "run", "parse_prior", "PRIOR_FORMS"]
 
 HELP = "train an amortized estimator on simulations (for fit --backend amortized and fit --init amortized:DIR)"
 #: the prior forms of --prior and --noise-prior
-PRIOR_FORMS = "NAME=uniform:LO:HI, NAME=loguniform:LO:HI or NAME=truncnormal:MU:SD:LO:HI"
+PRIOR_FORMS = ("NAME=uniform:LO:HI, NAME=loguniform:LO:HI, NAME=truncnormal:MU:SD:LO:HI or NAME=file:PATH[:log] "
+               "(draws: one value per line, or a CSV column named NAME)")
 #: prior kind as written → (kind of .priors.PRIORS, the numbers it takes)
 _KINDS = {"uniform": ("uniform", ("LO", "HI")), "loguniform": ("log_uniform", ("LO", "HI")),
           "log_uniform": ("log_uniform", ("LO", "HI")), "log-uniform": ("log_uniform", ("LO", "HI")),
@@ -108,6 +109,16 @@ def parse_prior(text: str, flag: str = "--prior", example: str = "gCa=loguniform
     usage = f"write {PRIOR_FORMS} (numbers in the parameter's canonical unit), e.g. {flag} {example}"
     name, eq, rest = (x.strip() for x in str(text).partition("="))
     kind, *args = (x.strip() for x in rest.split(":"))
+    if eq and name and kind.lower() in ("file", "draws"):  # draws from a file: the path may itself hold ':'
+        from .priors import draws_from_file
+
+        path, log = rest.partition(":")[2], False
+        if path.lower().endswith(":log"):
+            path, log = path[:-4], True
+        try:
+            return name, draws_from_file(path, name, log=log)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{flag} {text!r}: {exc}") from None
     if not (eq and name and kind.lower() in _KINDS):
         raise ConfigurationError(f"{flag} {text!r}: {usage}.")
     cls_kind, fields = _KINDS[kind.lower()]

@@ -22,7 +22,7 @@ from scipy.special import ndtr, ndtri
 
 from neo_pinn.errors import ConfigurationError
 
-__all__ = ["Prior", "Uniform", "LogUniform", "TruncatedNormal", "PRIORS", "prior_from_dict", "priors_to_dict",
+__all__ = ["Prior", "Uniform", "LogUniform", "TruncatedNormal", "Draws", "draws_from_file", "PRIORS", "prior_from_dict", "priors_to_dict",
            "priors_from_dict", "RUDI2022_PRIORS", "RUDI2022_AR1_PRIORS"]
 
 
@@ -195,8 +195,116 @@ class TruncatedNormal(Prior):
         return self._moments()[1]
 
 
+@dataclass(frozen=True)
+class Draws(Prior):
+    """Given draws of a parameter (e.g. the posterior of earlier fits, read from a file), resampled with replacement.
+
+    ``low`` and ``high`` are the smallest and largest draw; the network's coordinate is min–max scaled, or log
+    min–max scaled when ``log`` (all draws positive). The draws are kept in the manifest, so an estimator trained
+    on them is one folder as any other.
+
+    Parameters
+    ----------
+    low, high : float
+        Support (set from the draws by :meth:`of`).
+    values : tuple of float
+        At least 2 distinct finite draws, canonical units.
+    log : bool
+        Scale the network's coordinate in log(value).
+    """
+
+    kind: ClassVar[str] = "draws"
+
+    values: tuple[float, ...] = ()
+    log: bool = False
+
+    def __post_init__(self) -> None:
+        vals = np.asarray(self.values, dtype=float).reshape(-1) if len(self.values) else np.empty(0)
+        if vals.size < 2 or not np.isfinite(vals).all() or vals.min() == vals.max():
+            raise ConfigurationError("A draws prior needs at least 2 distinct finite values (canonical units); give a "
+                                     "file with one value per line (or a column named after the parameter).")
+        if self.log and vals.min() <= 0:
+            raise ConfigurationError("A log-scaled draws prior needs positive values; drop log or the non-positive "
+                                     "draws.")
+        object.__setattr__(self, "values", tuple(float(v) for v in vals))
+        object.__setattr__(self, "log", bool(self.log))
+        super().__post_init__()
+        if not (self.low <= vals.min() and vals.max() <= self.high):
+            raise ConfigurationError(f"The draws span {vals.min():g}–{vals.max():g}, outside low={self.low:g}, "
+                                     f"high={self.high:g}; make the prior with Draws.of(values).")
+
+    @classmethod
+    def of(cls, values: Any, log: bool = False) -> "Draws":
+        """The prior of these draws (support: their range)."""
+        vals = np.asarray(values, dtype=float).reshape(-1)
+        if vals.size == 0:
+            raise ConfigurationError("A draws prior needs at least 2 distinct finite values; got none.")
+        return cls(float(np.nanmin(vals)), float(np.nanmax(vals)), values=tuple(vals), log=log)
+
+    @property
+    def log_scaled(self) -> bool:  # type: ignore[override]
+        return self.log
+
+    def sample(self, n, rng):
+        return rng.choice(np.asarray(self.values), int(n), replace=True)
+
+    def mean(self):
+        return float(np.mean(self.values))
+
+    def std(self):
+        return float(np.std(self.values))
+
+    def describe(self) -> str:
+        return (f"draws(n={len(self.values)}, {self.low:g}–{self.high:g}, mean={self.mean():g}"
+                f"{', log' if self.log else ''})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "low": self.low, "high": self.high, "values": list(self.values), "log": self.log}
+
+
+def draws_from_file(path: Any, name: str | None = None, log: bool = False) -> Draws:
+    """A :class:`Draws` prior from a text file: one number per line, or a CSV whose header names the parameter.
+
+    Raises
+    ------
+    ConfigurationError
+        No such column, non-numeric values, fewer than two distinct draws.
+    InputPathError
+        The file does not exist.
+    """
+    import csv
+    from pathlib import Path
+
+    from neo_pinn.errors import InputPathError
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputPathError(f"No draws file at {p}; give a text file with one value per line or a CSV with a "
+                             f"column {name or 'named after the parameter'}.")
+    rows = [r for r in csv.reader(p.read_text().splitlines()) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise ConfigurationError(f"The draws file {p.name} is empty.")
+    col = 0
+    try:
+        float(rows[0][0])
+    except ValueError:  # a header: the column named after the parameter (or the only one)
+        header = [c.strip() for c in rows[0]]
+        rows = rows[1:]
+        if name in header:
+            col = header.index(name)
+        elif len(header) != 1:
+            raise ConfigurationError(f"The draws file {p.name} has columns {', '.join(header)} but none named "
+                                     f"{name!r}.") from None
+    try:
+        values = [float(r[col]) for r in rows]
+    except (ValueError, IndexError):
+        raise ConfigurationError(f"The draws file {p.name} holds a value that is not a number in column "
+                                 f"{col + 1}.") from None
+    return Draws.of(values, log=log)
+
+
 #: the prior kinds a manifest may name (nothing else is ever constructed from a file)
-PRIORS: dict[str, type[Prior]] = {cls.kind: cls for cls in (Uniform, LogUniform, TruncatedNormal)}
+PRIORS: dict[str, type[Prior]] = {cls.kind: cls for cls in (Uniform, LogUniform, TruncatedNormal, Draws)}
 
 
 def prior_from_dict(data: Mapping[str, Any]) -> Prior:
