@@ -90,15 +90,9 @@ def _bounds(items: Sequence[str] | None) -> dict[str, tuple[float, float]]:
 
 
 def _window(text: str | None) -> tuple[float, float] | None:
-    if not text:
-        return None
-    from .units import parse_quantity
+    from .units import parse_window
 
-    try:
-        a, b = text.split(":")
-        return parse_quantity(a, "time"), parse_quantity(b, "time")
-    except (ValueError, NeoPinnError):
-        raise ConfigurationError(f"--window {text!r}: write T0:T1 in ms, e.g. 100:600.") from None
+    return parse_window(text)
 
 
 def _sweep_list(text: str | None, flag: str) -> tuple[int, ...]:

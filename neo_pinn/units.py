@@ -25,7 +25,7 @@ import re
 import numpy as np
 import quantities as pq
 
-from .errors import UnitsError, UnphysiologicalVoltageError
+from .errors import ConfigurationError, UnitsError, UnphysiologicalVoltageError
 
 __all__ = [
     "CANONICAL_UNITS",
@@ -218,6 +218,23 @@ def parse_quantity(text: str, kind: str | None = None, default_unit: str | None 
         if unit == "dimensionless":
             return number
     return to_canonical(number, unit, kind=kind)
+
+
+def parse_window(text: str | None, flag: str = "--window", example: str = "100:600") -> tuple[float, float] | None:
+    """``"T0:T1"`` (ms, or each with a time unit: ``"0.1s:600ms"``) → (t0, t1) in ms; empty or None → None.
+
+    Raises
+    ------
+    ConfigurationError
+        Not two times separated by ':' (the message names ``flag`` and shows ``example``).
+    """
+    if not text:
+        return None
+    try:
+        a, b = str(text).split(":")
+        return parse_quantity(a, "time"), parse_quantity(b, "time")
+    except (ValueError, UnitsError):
+        raise ConfigurationError(f"{flag} {text!r}: write T0:T1 in ms, e.g. {example}.") from None
 
 
 #: range (mV) a recorded membrane potential stays in; beyond it the data are in the wrong unit or an artefact

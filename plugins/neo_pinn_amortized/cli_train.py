@@ -177,16 +177,9 @@ def _quantity(text: str | None, kind: str, flag: str, example: str) -> float | N
 
 
 def _window(text: str | None) -> tuple[float, float] | None:
-    from neo_pinn.errors import ConfigurationError, NeoPinnError
-    from neo_pinn.units import parse_quantity
+    from neo_pinn.units import parse_window
 
-    if not text:
-        return None
-    try:
-        a, b = text.split(":")
-        return parse_quantity(a, "time"), parse_quantity(b, "time")
-    except (ValueError, NeoPinnError):
-        raise ConfigurationError(f"--window {text!r}: write T0:T1 in ms from the sweep's start, e.g. 0:400.") from None
+    return parse_window(text, example="0:400 (ms from the sweep's start)")
 
 
 def _protocol_source(args) -> tuple[Any, dict[str, Any]]:
