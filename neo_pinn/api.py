@@ -295,15 +295,15 @@ def estimate(
     """
     import torch
 
-    from .cellfit import CellFitOptions, fit_cell, plan_cell_fit
+    from .cellfit import fit_cell, plan_cell_fit
     from .estimator import check_seed
 
     m = get_model(model)
     # the backend's, the preparation's and the problem's arguments are checked before any file is read
     est = get_backend(backend)(**dict(backend_options or {}))
-    options = CellFitOptions(qc=qc, keep_sweeps=tuple(keep_sweeps), exclude_sweeps=tuple(exclude_sweeps),
-                             scale_to_cell=scale_to_cell, staged=staged, validate_on=validate_on,
-                             allow_unphysiological=allow_unphysiological)
+    options = _cell_options(est, qc=qc, keep_sweeps=tuple(keep_sweeps), exclude_sweeps=tuple(exclude_sweeps),
+                            scale_to_cell=scale_to_cell, staged=staged, validate_on=validate_on,
+                            allow_unphysiological=allow_unphysiological)
     window = check_window(window)
     check_seed(seed)
     free = _free_names(m, free)
@@ -317,6 +317,19 @@ def estimate(
                       noise=assumed_noise(noise), truth=truth, fit_kwargs={"seed": seed, "device": device, "dtype":
                       torch.float64 if dtype is None else dtype, "progress": progress})
     return result if record is None else replace(result, provenance=result.provenance | {"initializer": record})
+
+
+def _cell_options(est: Any, **options: Any) -> Any:
+    """The cell pipeline's options; a backend with a :attr:`~neo_pinn.estimator.Estimator.fixed_protocol` gets no
+    automatic step window and no stages (``staged=True`` is refused)."""
+    from .cellfit import CellFitOptions
+
+    if est.fixed_protocol and options["staged"] is True:
+        raise ConfigurationError(f"The {est.name} backend reads its sweeps as it was trained (one free set, one "
+                                 "protocol): fit without stages (staged=False or 'auto').")
+    if est.fixed_protocol:
+        options |= {"staged": False, "auto_window": False}
+    return CellFitOptions(**options)
 
 
 def _free_names(m: NeuronModel, free: Iterable[str] | None) -> list[str]:

@@ -117,7 +117,8 @@ class Estimator:
     """Base class of estimation backends.
 
     Subclasses set :attr:`name`, :attr:`description` and :attr:`config_class` (a frozen
-    :class:`~neo_pinn.config.BackendConfig` dataclass of their options) and implement :meth:`_fit`. A plugin
+    :class:`~neo_pinn.config.BackendConfig` dataclass of their options) and implement :meth:`_fit`; they may add
+    verdict checks (:meth:`verdict_checks`) and declare a :attr:`fixed_protocol`. A plugin
     of the first contract may instead set ``default_config`` to a dict; its options are then untyped.
     Unknown options and invalid values raise :class:`~neo_pinn.errors.ConfigurationError` when the
     backend is made. An option ``num_threads`` limits torch's CPU threads during the fit.
@@ -134,6 +135,9 @@ class Estimator:
     description: ClassVar[str] = ""
     config_class: ClassVar[type[BackendConfig]] = BackendConfig
     default_config: ClassVar[Mapping[str, Any]] = _DefaultConfig()  # type: ignore[assignment]
+    #: the backend reads sweeps exactly as it was trained to (a fixed protocol and free set, e.g. ``amortized``):
+    #: :func:`neo_pinn.estimate` then neither cuts a step protocol to its step window nor fits in stages
+    fixed_protocol: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -326,3 +326,26 @@ def test_a_faster_recording_is_read_at_every_kth_sample_only_when_asked(trained)
     assert fast_res.noise["sigma"] == pytest.approx(slow_res.noise["sigma"])
     # the states on the fast grid pass through the slow grid's states
     assert np.abs(fast_res.fits[0].states[::4, 0] - slow_res.fits[0].states[:, 0]).max() < 1e-6
+
+
+def test_estimate_keeps_the_estimators_protocol_no_step_window_and_no_stages(trained, monkeypatch):
+    _, folder, X, _ = trained
+    assert Amortized.fixed_protocol and not neo_pinn.get_backend("lsq").fixed_protocol
+    with pytest.raises(ConfigurationError, match="fit without stages"):
+        neo_pinn.estimate(_trace(X[0]), "fitzhugh_nagumo", "amortized", free=FREE, staged=True,
+                          backend_options=_options(folder), **CELL)
+    import neo_pinn.cellfit as cellfit
+
+    seen = {}
+    real = cellfit.plan_cell_fit
+
+    def spy(*a, **k):
+        seen["options"] = k["options"]
+        return real(*a, **k)
+
+    monkeypatch.setattr(cellfit, "plan_cell_fit", spy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        neo_pinn.estimate(_trace(X[0]), "fitzhugh_nagumo", "amortized", free=FREE, backend_options=_options(folder),
+                          **CELL)
+    assert seen["options"].staged is False and seen["options"].auto_window is False

@@ -354,6 +354,7 @@ class Amortized(Estimator):
     """
 
     name = "amortized"
+    fixed_protocol = True  # estimate() keeps the user's window and fits the estimator's free set in one stage
     description = "amortized inverse map: a network trained once on simulations, instant estimates with intervals"
     config_class = AmortizedConfig
     config: AmortizedConfig
