@@ -118,17 +118,23 @@ def _fill_registries(state: PluginState, name: str, plugin: object) -> None:
         _skip(state, name, exc, "failed to register")
 
 
-def _register(state: PluginState, name: str, plugin: object) -> None:
-    pm = state.manager
+def _admitted(pm: pluggy.PluginManager, state: PluginState | None, name: str, plugin: object) -> object | None:
+    """The plugin registered in ``pm`` under ``name``; None when blocked, already there, or refused by pluggy."""
     plugin = _hashable(plugin, name)
     if pm.is_blocked(name) or pm.is_registered(plugin) or pm.has_plugin(name):
-        return
+        return None
     try:
         pm.register(plugin, name=name)
     except Exception as exc:  # noqa: BLE001 - e.g. a hook implementation with a wrong signature
         _skip(state, name, exc, "failed its hook validation")
-        return
-    _fill_registries(state, name, plugin)
+        return None
+    return plugin
+
+
+def _register(state: PluginState, name: str, plugin: object) -> None:
+    plugin = _admitted(state.manager, state, name, plugin)
+    if plugin is not None:
+        _fill_registries(state, name, plugin)
 
 
 def _entry_points() -> tuple[list, Callable[[Any], bool]]:
@@ -171,13 +177,8 @@ def _is_core(ep) -> bool:
 
 def _add_commands(pm: pluggy.PluginManager, registry: CommandRegistry, name: str, plugin: object) -> None:
     """Register one plugin in the commands' manager and call its ``neo_pinn_register_commands``."""
-    plugin = _hashable(plugin, name)
-    if pm.is_blocked(name) or pm.is_registered(plugin) or pm.has_plugin(name):
-        return
-    try:
-        pm.register(plugin, name=name)
-    except Exception as exc:  # noqa: BLE001 - e.g. a hook implementation with a wrong signature
-        _skip(None, name, exc, "failed its hook validation")
+    plugin = _admitted(pm, None, name, plugin)
+    if plugin is None:
         return
     others = [p for _, p in pm.list_name_plugin() if p is not None and p is not plugin]
     snapshot = registry.snapshot()

@@ -51,6 +51,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """The module's tests on one torch thread (deterministic, and polite to whatever else runs on the machine);
+    modules ask for it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_fhn_estimator():
     """One tiny FitzHugh–Nagumo amortized estimator (Rudi et al. 2022 set-up, 384 traces, 15 epochs), trained once

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from neo_pinn.errors import ConfigurationError, InputFormatError, NeoPinnError, OutputPathError
 
@@ -27,13 +26,7 @@ from neo_pinn_amortized.training_set import Protocol, add_noise, simulate_clean
 DT = 0.2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Every test here on one torch thread (deterministic, and polite to whatever else runs on the machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread per module
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +203,7 @@ def test_a_manifest_naming_an_unknown_network_is_refused(tiny, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- fixed values, settling
-def test_fixed_values_and_settling_shape_the_training_traces_as_the_reference_solver_does(one_thread):
+def test_fixed_values_and_settling_shape_the_training_traces_as_the_reference_solver_does():
     from neo_pinn_amortized.training_set import GenerativeSpec
 
     proto = Protocol(300.0, 0.2, "step:amp=60pA,start=100ms,stop=250ms")

@@ -16,7 +16,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 import neo_pinn
 from neo_pinn.errors import ConfigurationError, InputPathError
@@ -39,13 +38,7 @@ FREE = ["theta0", "theta1"]
 CELL = {"qc": False, "allow_unphysiological": True, "device": "cpu"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Every test here on one torch thread (deterministic, and polite to whatever else runs on the machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread per module
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from neo_pinn.cli import EXIT_BAD_INPUT, main
 
@@ -28,12 +27,7 @@ FHN_FIT = ["--model", "fitzhugh_nagumo", "--free", "theta0,theta1", "--no-qc", "
            "--device", "cpu", "--option", "n_starts=1", "--option", "max_iter=5"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: one torch thread per module
 
 
 def run(capsys, *argv):
