@@ -307,6 +307,7 @@ def run_lsq_case(args, cache: Path | None) -> None:
                          noise_priors={"sigma": LogUniform(0.5, 2.0)}, duration_ms=duration, sample_dt_ms=sample_dt,
                          stimulus=stimulus, n=args.lsq_n, validation_fraction=0.2, arch=args.arch,
                          epochs=args.lsq_epochs, patience=min(args.patience, args.lsq_epochs), seed=args.seed,
+                         renoise=args.renoise or None,  # None: fresh noise (the default), as measured
                          device=args.device, num_threads=args.threads, batch_size=args.batch_size, lr=args.lr,
                          progress=args.progress)
     est, wall = trained(config, args, f"lsqml_{args.arch}_{args.lsq_n}")
