@@ -22,7 +22,8 @@ _LAZY: dict[str, str] = {
     "HOOKSPEC_VERSION": "hookspecs",
     **dict.fromkeys(("NeuronModel", "ParameterSpec", "Preset", "StateSpec"), "models.base"),
     "EstimationProblem": "problem", "FreeParameter": "problem",
-    **dict.fromkeys(("EstimationResult", "ParameterEstimate", "SweepFit", "build_result"), "result"),
+    **dict.fromkeys(("EstimationResult", "ParameterEstimate", "SweepFit", "DerivedSignal", "build_result"), "result"),
+    "compare_forecast": "forecast",
     "Trace": "trace",
     "attach_copy": "io.attach",
     **dict.fromkeys(("result_from_block", "parameters_of"), "io.attach_read"),
@@ -34,8 +35,8 @@ __all__ = [
     "__version__", "estimate", "simulate", "synthetic_trace", "load_recording", "get_model", "get_backend",
     "list_models", "list_backends", "NeoPinnError", "Estimator", "FitContext", "BackendConfig", "build_result",
     "NeuronModel", "ParameterSpec", "Preset", "StateSpec", "EstimationProblem", "FreeParameter", "EstimationResult",
-    "ParameterEstimate", "SweepFit", "Trace", "HOOKSPEC_VERSION", "attach", "attach_copy", "result_from_block",
-    "parameters_of", "StimulusSpec", "write_result_nwb", "read_result_nwb",
+    "DerivedSignal", "ParameterEstimate", "SweepFit", "Trace", "HOOKSPEC_VERSION", "attach", "attach_copy",
+    "result_from_block", "parameters_of", "StimulusSpec", "write_result_nwb", "read_result_nwb", "compare_forecast",
 ]
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from __getattr__
@@ -47,7 +48,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time the names come from
     from .hookspecs import HOOKSPEC_VERSION  # noqa: F401
     from .models.base import NeuronModel, ParameterSpec, Preset, StateSpec  # noqa: F401
     from .problem import EstimationProblem, FreeParameter  # noqa: F401
-    from .result import EstimationResult, ParameterEstimate, SweepFit, build_result  # noqa: F401
+    from .forecast import compare_forecast  # noqa: F401
+    from .result import DerivedSignal, EstimationResult, ParameterEstimate, SweepFit, build_result  # noqa: F401
     from .io.attach import attach_copy  # noqa: F401
     from .io.attach_read import parameters_of, result_from_block  # noqa: F401
     from .io.nwb_results import read_result_nwb, write_result_nwb  # noqa: F401

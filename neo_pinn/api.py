@@ -177,8 +177,9 @@ def synthetic_trace(
     return Trace(t=t, v=v, i_ext=i, stimulus_source=src, sweep=0, source={"kind": "synthetic", "model": m.name}), states
 
 
-def _sweeps_to_fit(data: Any, sweeps: Any, window, stimulus: Any) -> tuple[list[Trace], tuple | None]:
-    """The sweeps ``estimate`` fits and the window to apply to them, measured from each sweep's start (ms)."""
+def _sweeps_to_fit(data: Any, sweeps: Any, window, stimulus: Any) -> tuple[list[Trace], tuple | None, list[Trace]]:
+    """The sweeps ``estimate`` fits, the window to apply to them (ms from each sweep's start) and the whole sweeps
+    (before any window cut: what a forecast is compared with)."""
     from .io.convert import select_sweeps
 
     if isinstance(data, Trace) or (isinstance(data, (list, tuple)) and data
@@ -188,13 +189,14 @@ def _sweeps_to_fit(data: Any, sweeps: Any, window, stimulus: Any) -> tuple[list[
         chosen = select_sweeps(sweeps, numbers)  # checked even where sweep numbers repeat (then all are fitted)
         traces = [tr for tr in traces if tr.sweep in chosen] if len(set(numbers)) == len(numbers) else traces
         if window is None:
-            return traces, None
+            return traces, None, traces
         # traces given directly: the window is in their own (absolute) time
-        traces = [tr.window(*window) for tr in traces]
+        whole, traces = traces, [tr.window(*window) for tr in traces]
         check_fit_length(traces, window)
-        return traces, (0.0, float("inf"))
+        return traces, (0.0, float("inf")), whole
     rec = data if callable(getattr(data, "traces", None)) else load_recording(data, stimulus=stimulus)
-    return rec.traces(sweeps=sweeps), window
+    traces = rec.traces(sweeps=sweeps)
+    return traces, window, traces
 
 
 def estimate(
@@ -263,7 +265,7 @@ def estimate(
     seed, device, dtype, progress
         See :meth:`Estimator.fit` (dtype default float64).
     backend_options : mapping, optional
-        Backend configuration.
+        Backend configuration (``forecast_ms``: a forecast past the window is scored, see ``compare_forecast``).
     qc : bool
         Leave out the sweeps that sweep quality control rejects (see :func:`neo_pinn.cell.check_sweeps`).
     keep_sweeps, exclude_sweeps : sequence of int
@@ -310,13 +312,28 @@ def estimate(
     init_text = _initializer_text(init)
     values, init, bounds = check_fit_arguments(m, free, values, None if init_text else init, bounds)
     truth = m.canonical_values(truth, "truth") if truth else truth
-    traces, window = _sweeps_to_fit(data, sweeps, window, stimulus)
+    traces, window, whole = _sweeps_to_fit(data, sweeps, window, stimulus)
     plan = plan_cell_fit(m, traces, free, options=options, window=window, preset=preset, values=values)
     init, record = _initial_values(m, init_text, plan, free, bounds, device) if init_text else (init, None)
     result = fit_cell(est, m, plan, free, preset=preset, values=values, init=init, bounds=bounds,
                       noise=assumed_noise(noise), truth=truth, fit_kwargs={"seed": seed, "device": device, "dtype":
                       torch.float64 if dtype is None else dtype, "progress": progress})
-    return result if record is None else replace(result, provenance=result.provenance | {"initializer": record})
+    return _finish(result, record, whole)
+
+
+def _finish(result: EstimationResult, record: dict | None, whole: Sequence[Trace]) -> EstimationResult:
+    """The result of :func:`estimate`: with the initializer's ``record`` in its provenance, and its forecasts (a
+    backend's ``forecast_ms``) compared with the recording (:func:`neo_pinn.forecast.compare_forecast`: ``observed``,
+    ``forecast_*`` metrics) when the fit used a window of longer sweeps, so that the recording goes on past it."""
+    result = result if record is None else replace(result, provenance=result.provenance | {"initializer": record})
+    if not result.signals_of("forecast"):
+        return result
+    from .forecast import compare_forecast
+
+    by_sweep = {tr.sweep: tr for tr in whole}
+    cut = [f.sweep for f in result.fits if f.sweep in by_sweep and f.t.size
+           and by_sweep[f.sweep].t[-1] > f.t[-1] + 0.5 * by_sweep[f.sweep].dt]
+    return compare_forecast(result, [by_sweep[k] for k in cut]) if cut else result
 
 
 def _cell_options(est: Any, **options: Any) -> Any:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from .derived import DERIVED_ROLES, DerivedSignal, signal_from_dict, signal_summary, signal_to_dict
 from .errors import ConfigurationError, InputFormatError, NeoPinnError, UnknownNameError
 from .residuals import rms, voltage_rmse
 from .storage import atomic_write_text, dumps, read_json_object
@@ -25,7 +26,8 @@ if TYPE_CHECKING:  # pragma: no cover - for annotations only
 
     from .problem import EstimationProblem
 
-__all__ = ["STATUSES", "ParameterEstimate", "SweepFit", "EstimationResult", "build_result", "is_metric_value", "split_outputs"]
+__all__ = ["STATUSES", "ParameterEstimate", "SweepFit", "EstimationResult", "DerivedSignal", "DERIVED_ROLES",
+           "build_result", "is_metric_value", "split_outputs"]
 
 #: values of :attr:`EstimationResult.status`
 STATUSES = ("passed", "warning", "failed", "unchecked")
@@ -198,6 +200,10 @@ class EstimationResult:
         What was measured on the recording before the fit: sweep quality control (``qc``), passive and
         active properties (``properties``), the cell-scaled search ranges (``scaling``) and the result of
         each stage of a staged fit (``stages``).
+    signals : tuple of DerivedSignal
+        Signals the backend derived from the fitted sweeps beyond the reconstructed states: a ``"forecast"``
+        (the states simulated past the fitted window) or a ``"correction"`` current (pA), at most one of each
+        role per sweep; see :mod:`neo_pinn.derived` and :meth:`signals_of`.
     """
 
     model: str
@@ -216,8 +222,10 @@ class EstimationResult:
     status: str = "unchecked"
     verdict: dict[str, Any] = field(default_factory=dict)
     cell: dict[str, Any] = field(default_factory=dict)
+    signals: tuple[DerivedSignal, ...] = ()
 
     def __post_init__(self) -> None:
+        self._check_signals()
         if self.status not in STATUSES:
             raise ConfigurationError(f"status must be one of {', '.join(STATUSES)}; got {self.status!r}.")
         for key, value in self.metrics.items():
@@ -239,6 +247,25 @@ class EstimationResult:
         if len(lengths) > 1:
             raise ConfigurationError(f"Every parameter needs the same number of samples; got {sorted(lengths)}.")
 
+    def _check_signals(self) -> None:
+        if isinstance(self.signals, DerivedSignal) or not isinstance(self.signals, (tuple, list)):
+            raise ConfigurationError(f"signals of a {self.backend} result must be a tuple of DerivedSignal; got "
+                                     f"{type(self.signals).__name__}.")
+        fitted = {f.sweep for f in self.fits}
+        seen = set()
+        for s in self.signals:
+            if not isinstance(s, DerivedSignal):
+                raise ConfigurationError(f"signals of a {self.backend} result hold a {type(s).__name__}; give "
+                                         "DerivedSignal objects (neo_pinn.DerivedSignal).")
+            if s.sweep not in fitted:
+                raise ConfigurationError(f"The {s.role} signal is of sweep {s.sweep}, which this result did not fit "
+                                         f"(fitted sweeps: {sorted(fitted)}); give each signal a fitted sweep's index.")
+            if (s.sweep, s.role) in seen:
+                raise ConfigurationError(f"Two {s.role} signals of sweep {s.sweep}: give at most one signal of each "
+                                         "role per sweep (put several channels into one signal).")
+            seen.add((s.sweep, s.role))
+        object.__setattr__(self, "signals", tuple(self.signals))
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_fit(
@@ -256,6 +283,7 @@ class EstimationResult:
         samples: Mapping[str, Sequence[float]] | None = None,
         diagnostics: Mapping[str, Any] | None = None,
         config: Mapping[str, Any] | None = None,
+        signals: Sequence[DerivedSignal] = (),
     ) -> "EstimationResult":
         """Assemble a result from a backend's raw output (what every backend's ``_fit`` returns).
 
@@ -277,6 +305,8 @@ class EstimationResult:
             are added when absent.
         history, samples, diagnostics, config : mappings, optional
             Trajectories, parameter draws (free name → list), other backend output, options.
+        signals : sequence of DerivedSignal, optional
+            Forecasts and correction currents of the fitted sweeps (see :class:`~neo_pinn.derived.DerivedSignal`).
         """
         model = problem.model
         std = dict(std or {})
@@ -312,7 +342,8 @@ class EstimationResult:
         return cls(model=model.name, backend=backend, parameters=params, state_names=model.state_names,
                    state_units=model.state_units, fits=tuple(fits), noise=dict(noise or {}), metrics=m,
                    history=dict(history or {}), samples=draws, config=dict(config or {}),
-                   diagnostics=dict(diagnostics or {}), provenance={"initial_guess": guess})
+                   diagnostics=dict(diagnostics or {}), provenance={"initial_guess": guess},
+                   signals=tuple(signals))
 
     # ------------------------------------------------------------------ access
     @property
@@ -340,6 +371,25 @@ class EstimationResult:
             return self.parameters[name]
         except KeyError as exc:
             raise UnknownNameError(f"No parameter {name!r}; this result has {', '.join(self.parameters)}.") from exc
+
+    def signals_of(self, role: str, sweep: int | None = None) -> tuple[DerivedSignal, ...]:
+        """The derived signals of ``role`` (``"forecast"`` or ``"correction"``), of one sweep or of all.
+
+        Parameters
+        ----------
+        role : str
+            One of :data:`~neo_pinn.derived.DERIVED_ROLES`.
+        sweep : int, optional
+            A fitted sweep's index (``SweepFit.sweep``); None: every sweep.
+
+        Returns
+        -------
+        tuple of DerivedSignal
+            In the order of ``signals`` (empty when there are none).
+        """
+        if role not in DERIVED_ROLES:
+            raise ConfigurationError(f"No signal role {role!r}; derived signals are {', '.join(DERIVED_ROLES)}.")
+        return tuple(s for s in self.signals if s.role == role and (sweep is None or s.sweep == sweep))
 
     @property
     def failed(self) -> bool:
@@ -374,7 +424,12 @@ class EstimationResult:
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self, include_arrays: bool = True) -> dict[str, Any]:
-        """JSON-ready dictionary (arrays as lists when ``include_arrays``)."""
+        """JSON-ready dictionary (arrays as lists when ``include_arrays``).
+
+        A result with derived signals adds ``"signals"``: with the arrays, one
+        :func:`~neo_pinn.derived.signal_to_dict` each (NaN as null); without, a small summary each (sweep, role,
+        names, units, t0, t1 in ms).
+        """
         out: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
             "model": self.model,
@@ -408,6 +463,8 @@ class EstimationResult:
         else:
             out["fits"] = [{"sweep": f.sweep, "stimulus_source": f.stimulus_source, "source": f.source,
                             "rmse_mV": f.rmse} for f in self.fits]
+        if self.signals:  # a result without derived signals writes exactly what it wrote before
+            out["signals"] = [(signal_to_dict if include_arrays else signal_summary)(s) for s in self.signals]
         return out
 
     def to_json(self, path: str | Path | None = None, include_arrays: bool = True) -> str:
@@ -450,7 +507,8 @@ class EstimationResult:
                    history=dict(d.get("history", {})), samples=samples,
                    provenance=dict(d.get("provenance", {})), config=dict(d.get("config", {})),
                    diagnostics=diagnostics, status=str(d.get("status", "unchecked")),
-                   verdict=dict(d.get("verdict", {})), cell=dict(d.get("cell", {})))
+                   verdict=dict(d.get("verdict", {})), cell=dict(d.get("cell", {})),
+                   signals=tuple(signal_from_dict(s) for s in d.get("signals") or ()))
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "EstimationResult":

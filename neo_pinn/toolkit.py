@@ -21,6 +21,9 @@ configuration                      :class:`BackendConfig`, :class:`OptionGroup`,
                                    :func:`group` and the checks — :mod:`neo_pinn.config`
 the fit                            :class:`Estimator`, :class:`FitContext`, :func:`refine` (continue with
                                    another backend inside a fit), :class:`EstimationResult` (``from_fit``)
+derived signals                    :class:`DerivedSignal` (a ``"forecast"`` past the fitted window or a
+                                   ``"correction"`` current, pA), :data:`DERIVED_ROLES`; return them with
+                                   ``EstimationResult.from_fit(..., signals=...)`` — :mod:`neo_pinn.derived`
 =================================  ==============================================================
 """
 
@@ -31,7 +34,7 @@ from .estimator import Estimator, FitContext, refine
 from .features.recorded import SmoothingCheck, box_smooth, spike_preserving_width
 from .models.base import gate_mask, quasi_steady_states
 from .residuals import noise_from_residuals, rms, voltage_residuals, voltage_rmse
-from .result import EstimationResult
+from .result import DERIVED_ROLES, DerivedSignal, EstimationResult
 from .simulation import METHODS, Simulation, choose_dt, resolve_device, simulate, step
 from .simulation.driven import driven_hidden_states, quasi_steady_hidden
 from .transforms import LogLinear, LogLogit, UnitCube, free_bounds
@@ -44,6 +47,6 @@ __all__ = [
     "BackendConfig", "OptionGroup", "Check", "option", "group", "one_of", "optional", "either", "between",
     "POSITIVE_INT", "NON_NEGATIVE_INT", "POSITIVE", "NON_NEGATIVE", "FINITE", "BOOL", "STRINGS", "MAPPING",
     "is_integer", "is_number",
-    "Estimator", "FitContext", "refine", "EstimationResult",
+    "Estimator", "FitContext", "refine", "EstimationResult", "DerivedSignal", "DERIVED_ROLES",
     "box_smooth", "spike_preserving_width", "SmoothingCheck",
 ]

@@ -26,7 +26,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                  "neo_pinn.io.recording", "neo_pinn.io.stimulus_*", "neo_pinn.io.neo_files_reader")),
     ("plugins", ("neo_pinn.registry", "neo_pinn.plugins")),
     ("problem", ("neo_pinn.problem",)),
-    ("result", ("neo_pinn.result",)),
+    ("result", ("neo_pinn.result", "neo_pinn.derived", "neo_pinn.forecast")),
     ("verdict", ("neo_pinn.verdict",)),
     ("estimator", ("neo_pinn.estimator", "neo_pinn.toolkit")),
     ("backends", ("neo_pinn_lsq", "neo_pinn_lsq.*", "neo_pinn_pinn", "neo_pinn_pinn.*", "neo_pinn_ga",
@@ -34,8 +34,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
                   "neo_pinn_example.*")),
     ("io write", ("neo_pinn.io.attach", "neo_pinn.io.attach_read", "neo_pinn.io.fit_belongs", "neo_pinn.io.neo_writers", "neo_pinn.io.synthetic_nwb",
                   "neo_pinn.io.nwb_results", "neo_pinn.report",
-                  "neo_pinn.report_cell")),
-    ("api", ("neo_pinn", "neo_pinn.api", "neo_pinn.cellfit", "neo_pinn.cli", "neo_pinn.cli_plugins", "neo_pinn.batch",
+                  "neo_pinn.report_cell", "neo_pinn.report_signals")),
+    ("api", ("neo_pinn", "neo_pinn.api", "neo_pinn.cellfit", "neo_pinn.cli", "neo_pinn.cli_args",
+             "neo_pinn.cli_plugins", "neo_pinn.batch",
              "neo_pinn.testing", "neo_pinn.testing.*")),
 )
 #: deprecated aliases of moved modules: they may import anything, nothing may import them
