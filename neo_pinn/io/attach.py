@@ -11,6 +11,16 @@ sample times in the source segment's absolute time:
     ``neo_pinn_role="hidden_states"``, ``neo_pinn_state=<state>``; its ``array_annotations``
     ``state_names``, ``state_units`` and ``channel_names`` name the one channel.
 
+``<source>.neo_pinn.<model>.<backend>.<run id>.<role>.<channel>``
+    only for a result with derived signals (``result.signals``): one signal per channel of each
+    :class:`~neo_pinn.derived.DerivedSignal` of the sweep, on the derived signal's own times (a forecast
+    lies past the fitted window, so its sample count differs from the sweep's), in the channel's unit
+    (pA for a correction current), ``neo_pinn_role="forecast"`` or ``"correction"``,
+    ``neo_pinn_state=<channel>``, plus ``neo_pinn_unit`` (the channel's canonical unit),
+    ``neo_pinn_channels`` (every channel of that derived signal, in order), ``neo_pinn_description``
+    and ``neo_pinn_observed`` (whether the forecast held the recorded voltage, which
+    :func:`result_from_block` then re-reads from the sweep's voltage).
+
 All carry the same flat annotations, chosen so that NixIO and NWBIO (through
 :func:`neo_pinn.io.neo_writers.write_block`) can store them: only str, int, float, bool and lists of one
 of those, never None.
@@ -18,7 +28,7 @@ of those, never None.
 =============================  ======================================================================
 annotation                     value
 =============================  ======================================================================
-``neo_pinn_role``              ``"reconstruction"`` or ``"hidden_states"``
+``neo_pinn_role``              ``"reconstruction"``, ``"hidden_states"``, ``"forecast"`` or ``"correction"``
 ``neo_pinn_model``             registered model name
 ``neo_pinn_backend``           registered backend name
 ``neo_pinn_run_id``            run identifier (``result.run_id``)
@@ -296,13 +306,7 @@ def _signals_for(result: EstimationResult, fit: SweepFit, base: str, common: dic
             f"states over {np.asarray(fit.t).size} samples."
         )
     t0, dt = _sampling(fit)
-    per_fit = {
-        "neo_pinn_sweep": int(fit.sweep),
-        "neo_pinn_source_signal": source_name,
-        "neo_pinn_stimulus_source": str(fit.stimulus_source),
-        "neo_pinn_fit_source": _dumps(fit.source),
-        "neo_pinn_rmse_mV": float(fit.rmse),
-    }
+    per_fit = _per_fit_annotations(fit, source_name)
     # the source segment's absolute time, in the source signal's time units (Elephant slices by either)
     timing = dict(t_start=(t0 * pq.ms).rescale(time_units), sampling_rate=(1000.0 / dt) * pq.Hz)
     what = f"{result.model} fitted with {result.backend} (neo_pinn run {result.run_id}), sweep {fit.sweep}"
@@ -321,6 +325,38 @@ def _signals_for(result: EstimationResult, fit: SweepFit, base: str, common: dic
                                "channel_names": np.array([name])},
             **timing, **{"neo_pinn_role": ROLE_STATES, "neo_pinn_state": name, **common, **per_fit},
         ))
+    return out + _derived_for(result, fit, base, common, per_fit, time_units)
+
+
+def _per_fit_annotations(fit: SweepFit, source_name: str) -> dict[str, Any]:
+    return {
+        "neo_pinn_sweep": int(fit.sweep),
+        "neo_pinn_source_signal": source_name,
+        "neo_pinn_stimulus_source": str(fit.stimulus_source),
+        "neo_pinn_fit_source": _dumps(fit.source),
+        "neo_pinn_rmse_mV": float(fit.rmse),
+    }
+
+
+def _derived_for(result: EstimationResult, fit: SweepFit, base: str, common: dict, per_fit: dict,
+                 time_units) -> list:
+    """One AnalogSignal per channel of every derived signal (forecast, correction) of one fitted sweep."""
+    import neo
+
+    out = []
+    for sig in (s for s in result.signals if s.sweep == fit.sweep):
+        timing = dict(t_start=(float(sig.t[0]) * pq.ms).rescale(time_units), sampling_rate=(1000.0 / sig.dt) * pq.Hz)
+        what = (f"{sig.role} of {result.model} fitted with {result.backend} (neo_pinn run {result.run_id}), "
+                f"sweep {fit.sweep}")
+        for k, (name, unit) in enumerate(zip(sig.names, sig.units)):
+            out.append(neo.AnalogSignal(
+                sig.values[:, k].reshape(-1, 1).copy(), units=units_or_dimensionless(unit),
+                name=f"{base}.{sig.role}.{name}", description=f"{sig.description or what} — channel {name} ({unit}).",
+                array_annotations={"channel_names": np.array([name])}, **timing,
+                **{**common, **per_fit, "neo_pinn_role": sig.role, "neo_pinn_state": str(name),
+                   "neo_pinn_unit": str(unit), "neo_pinn_channels": [str(n) for n in sig.names],
+                   "neo_pinn_description": sig.description, "neo_pinn_observed": sig.observed is not None},
+            ))
     return out
 
 

@@ -13,17 +13,23 @@ import math
 import numpy as np
 import quantities as pq
 
+from ..derived import DERIVED_ROLES, DerivedSignal, sample_nearest
 from ..errors import ConfigurationError
 from ..result import EstimationResult, ParameterEstimate, SweepFit, split_outputs
 from .neo_files_reader import decode_nwb_payload
 
 __all__ = ["read_attached", "result_from_block", "parameters_of", "ROLE_RECONSTRUCTION", "ROLE_STATES", "ROLES",
-           "annotations_of", "name_of", "as_int", "nan_to_none", "units_or_dimensionless"]
+           "FIT_ROLES", "ROLE_FORECAST", "ROLE_CORRECTION", "annotations_of", "name_of", "as_int", "nan_to_none",
+           "units_or_dimensionless"]
 
 ROLE_RECONSTRUCTION = "reconstruction"
 ROLE_STATES = "hidden_states"
-#: the ``neo_pinn_role`` of every signal attach appends
-ROLES = (ROLE_RECONSTRUCTION, ROLE_STATES)
+ROLE_FORECAST, ROLE_CORRECTION = DERIVED_ROLES
+#: the roles of a fit's reconstruction on the sweep's own samples (the voltage and the hidden states)
+FIT_ROLES = (ROLE_RECONSTRUCTION, ROLE_STATES)
+#: the ``neo_pinn_role`` of every signal attach appends: the reconstruction and the derived signals
+#: (forecast, correction), which are never read as a reconstruction
+ROLES = FIT_ROLES + DERIVED_ROLES
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -106,7 +112,9 @@ def read_attached(block) -> list[dict]:
         ``segment_index``, ``source_signal``, ``stimulus_source``, ``source``, ``rmse_mV``, ``t``
         (ms, array), ``v_fit`` (mV, array), ``states`` (state name → array, in that state's unit) and
         ``signals`` (``"V"`` → the reconstruction, ``"states"`` → list of the hidden-state signals: one,
-        or one per state where a tool split the channels).
+        or one per state where a tool split the channels); and ``derived``: one dict per channel of each
+        forecast or correction (``sweep``, ``segment_index``, ``source_signal``, ``role``, ``channel``, ``unit``,
+        ``channels``, ``description``, ``observed`` (bool), ``t`` in ms, ``values`` in ``unit``, ``signal``).
     """
     runs: dict[str, dict] = {}
     for si, seg in enumerate(block.segments):
@@ -119,7 +127,10 @@ def read_attached(block) -> list[dict]:
             run = runs.get(rid)
             if run is None:
                 run = runs[rid] = _run_header(ann)
-                run["_sweeps"] = {}
+                run["_sweeps"], run["derived"] = {}, []
+            if role in DERIVED_ROLES:
+                run["derived"].append(_derived_channel(sig, ann, si))
+                continue
             key = (si, as_int(ann.get("neo_pinn_sweep")), str(ann.get("neo_pinn_source_signal", "")))
             sw = run["_sweeps"].setdefault(key, {
                 "sweep": key[1], "segment_index": si, "source_signal": key[2],
@@ -163,6 +174,24 @@ def read_attached(block) -> list[dict]:
         run["sweeps"] = sweeps
         out.append(run)
     return out
+
+
+def _derived_channel(sig, ann: dict, segment_index: int) -> dict:
+    """One channel of a forecast or correction signal attach appended, as plain numbers."""
+    unit = str(ann.get("neo_pinn_unit") or sig.units.dimensionality.string)
+    mag = np.asarray(sig.magnitude, dtype=float)[:, 0]
+    if sig.units != pq.dimensionless:
+        try:
+            mag = np.asarray(sig.rescale(units_or_dimensionless(unit)).magnitude, dtype=float)[:, 0]
+        except ValueError:
+            pass
+    return {"sweep": as_int(ann.get("neo_pinn_sweep")), "segment_index": segment_index,
+            "source_signal": str(ann.get("neo_pinn_source_signal", "")), "role": str(ann["neo_pinn_role"]),
+            "channel": str(ann.get("neo_pinn_state") or name_of(sig)), "unit": unit,
+            "channels": [str(c) for c in _as_list(ann.get("neo_pinn_channels"))],
+            "description": str(ann.get("neo_pinn_description") or ""),
+            "observed": bool(ann.get("neo_pinn_observed", False)),
+            "t": sig.times.rescale(pq.ms).magnitude.astype(float), "values": mag, "signal": sig}
 
 
 def parameters_of(obj, run_id: str | None = None) -> dict[str, ParameterEstimate]:
@@ -355,4 +384,47 @@ def result_from_block(block, run_id: str | None = None) -> EstimationResult:
         state_units=tuple(run["state_units"]), fits=tuple(fits), noise=dict(run["noise"]),
         # a result attached before metrics held numbers only brings its lists and texts back as diagnostics
         metrics=metrics, diagnostics=diagnostics, provenance=dict(run["provenance"]), config=dict(run["config"]),
+        signals=_derived_signals(block, run),
     )
+
+
+def _derived_signals(block, run: dict) -> tuple[DerivedSignal, ...]:
+    """The forecasts and corrections of a run, one DerivedSignal per (sweep, role), channels in their order."""
+    groups: dict[tuple[int, str], list[dict]] = {}
+    for ch in run.get("derived", []):
+        sweep = ch["sweep"] if ch["sweep"] is not None else ch["segment_index"]
+        groups.setdefault((sweep, ch["role"]), []).append(ch)
+    out = []
+    for (sweep, role), chans in groups.items():
+        order = chans[0]["channels"]
+        if sorted(order) == sorted(c["channel"] for c in chans):
+            chans = sorted(chans, key=lambda c: order.index(c["channel"]))
+        t = chans[0]["t"]
+        if any(c["t"].shape != t.shape for c in chans):
+            raise ConfigurationError(f"Run {run['run_id']}, sweep {sweep}: the channels of its {role} have different "
+                                     "lengths in the Block; they were changed after attach.")
+        observed = None
+        if chans[0]["observed"]:
+            seg = block.segments[chans[0]["segment_index"]]
+            observed = _recorded_voltage(seg, sweep, chans[0]["source_signal"], t)
+        out.append(DerivedSignal(sweep=int(sweep), role=role, t=t, values=np.column_stack([c["values"] for c in chans]),
+                                 names=tuple(c["channel"] for c in chans), units=tuple(c["unit"] for c in chans),
+                                 observed=observed, description=chans[0]["description"]))
+    return tuple(out)
+
+
+def _recorded_voltage(seg, sweep: int, name: str, t_ms: np.ndarray) -> np.ndarray:
+    """The sweep's recorded voltage (mV) at ``t_ms``, nearest sample, NaN past the recording (all NaN without one)."""
+    sigs = list(seg.analogsignals)
+    pool = [s for s in sigs if name and name_of(s) == name] + \
+        [s for s in sigs if annotations_of(s)[0].get("neo_pinn_role") == "voltage"]
+    for s in pool:
+        k = as_int(annotations_of(s)[0].get("neo_pinn_sweep"))
+        if k is not None and k != sweep:
+            continue
+        try:
+            v = np.asarray(s.rescale(pq.mV).magnitude, dtype=float)[:, 0]
+        except ValueError:
+            continue
+        return sample_nearest(s.times.rescale(pq.ms).magnitude.astype(float), v, t_ms)
+    return np.full(np.shape(t_ms), np.nan)

@@ -20,6 +20,10 @@ The written file is an ordinary NWB 2 file that pynwb, nwbinspector and DANDI re
       dimensionless gating variable ``dimensionless``;
   ``<model>_<backend>_<run id>_sweep<k>_residual``
       recorded minus reconstructed voltage (volts, stored in mV);
+  ``<model>_<backend>_<run id>_sweep<k>_<role>_<channel>``
+      only for a result with derived signals: one ``TimeSeries`` per channel of a ``forecast`` (the states
+      simulated past the fitted window, on its own times) or ``correction`` (a learned current, amperes
+      stored in pA), units as above, with the signal's description;
   ``<run id>_parameters``
       a table, one row per model parameter: ``parameter``, ``value``, ``unit``, ``std``, ``lower_bound``,
       ``upper_bound``, ``bounds_source``, ``free``, ``initial``, ``true_value``, ``relative_error``,
@@ -389,6 +393,29 @@ def _state_series(result: EstimationResult, fit: SweepFit, prefix: str, series_n
     return out
 
 
+def _derived_series(result: EstimationResult, fit: SweepFit, prefix: str) -> list:
+    """One TimeSeries per channel of the sweep's forecast and correction (none for a result without them)."""
+    from hdmf.backends.hdf5 import H5DataIO
+    from pynwb import TimeSeries
+
+    out = []
+    for sig in result.signals:
+        if sig.sweep != fit.sweep:
+            continue
+        t0, rate = float(sig.t[0]) / 1000.0, clean_rate(1000.0 / sig.dt)
+        what = (f"{sig.role} of the {result.model} model fitted with the neo_pinn backend {result.backend} (run "
+                f"{result.run_id}) to sweep {fit.sweep}")
+        for k, (name, unit) in enumerate(zip(sig.names, sig.units)):
+            nwb_unit, conversion = _SI.get(unit, (unit if unit not in ("", "1", "none") else "dimensionless", 1.0))
+            out.append(TimeSeries(name=_safe(f"{prefix}_sweep{fit.sweep}_{sig.role}_{name}"),
+                                  data=H5DataIO(np.ascontiguousarray(sig.values[:, k]), compression="gzip"),
+                                  unit=nwb_unit, conversion=conversion, starting_time=t0, rate=rate,
+                                  description=f"{(sig.description or what[0].upper() + what[1:]).rstrip('.')}. "
+                                              f"Channel {name} ({unit}).",
+                                  comments=f"neo_pinn run {result.run_id}", continuity="continuous"))
+    return out
+
+
 def _add_results(nwbfile, result: EstimationResult, series: dict[int, str], label: str, file_name: str, sha: str,
                  nwb_identifier: str) -> None:
     module = nwbfile.processing.get(PROCESSING_MODULE)
@@ -403,7 +430,8 @@ def _add_results(nwbfile, result: EstimationResult, series: dict[int, str], labe
                                  "the original recording, or a result of another run.")
     prefix = _safe(f"{result.model}_{result.backend}_{result.run_id}")
     for fit in result.fits:
-        for ts in _state_series(result, fit, prefix, series.get(fit.sweep), label):
+        derived = _derived_series(result, fit, prefix)
+        for ts in _state_series(result, fit, prefix, series.get(fit.sweep), label) + derived:
             if ts.name in module.data_interfaces:
                 raise ConfigurationError(f"{label} already holds a series named {ts.name!r}; two fits share sweep "
                                          f"{fit.sweep}.")
