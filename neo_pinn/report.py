@@ -24,6 +24,7 @@ from .errors import ConfigurationError, OutputPathError, UnknownNameError
 from .plugins import get_state
 from .cell import protocol_steps
 from .report_cell import BANNER_CSS, cell_section, verdict_banner, verdict_section
+from .report_signals import derived_section
 from .result import EstimationResult, SweepFit
 from .storage import atomic_write_text, dumps, same_file
 from .trace import Trace
@@ -620,7 +621,8 @@ def write_report(result: EstimationResult, path: str | os.PathLike, *, title: st
     Contents: parameter table (value, ± std, unit, free/fixed, initial guess, truth and relative error
     when known), noise estimates, metrics, per-sweep RMSE, per-sweep features recorded vs fitted (and the
     backend's own feature errors when ``result.history["sweep_features"]`` holds them), the f–I curve
-    recorded vs fitted when the sweeps hold two or more step amplitudes, one fit figure per sweep, the optimisation
+    recorded vs fitted when the sweeps hold two or more step amplitudes, one fit figure per sweep, the backend's
+    forecasts and correction currents when it made any (:mod:`neo_pinn.report_signals`), the optimisation
     history, provenance (versions, seed, device, wall time, input files with sha256) and the backend
     configuration as JSON. Every text is HTML-escaped.
     """
@@ -666,6 +668,8 @@ def write_report(result: EstimationResult, path: str | os.PathLike, *, title: st
     if len(result.fits) > len(shown):
         parts.append(f'<p class="note">{len(result.fits) - len(shown)} further sweep(s) not drawn '
                      f"(at most {len(shown)} figures); their RMSE is in the table above.</p>")
+    if result.signals:
+        parts.append(derived_section(result, max(0, int(max_sweeps))))
     hist = figure_history(result)
     if hist is not None:
         parts.append(_figure_html(hist, "Optimisation history"))
