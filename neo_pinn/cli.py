@@ -20,14 +20,17 @@ import io
 import json
 import math
 import os
-import re
 import shlex
 import subprocess
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
+from .cli_args import (DEVICE_PATTERN, MAX_SEED, backend_options as _options, bounds as _bounds,  # noqa: F401
+                       check_device as _check_device, check_seed as _check_seed, float_values as _float_values,
+                       forecast_option, kv_list as _kv_list, positive as _positive, sweep_list as _sweep_list,
+                       sweeps as _sweeps, validate_on as _validate_on, window as _window)
 from .cli_plugins import add_plugin_commands, cmd_plugins, init_argument
 from .errors import ConfigurationError, NeoPinnError, OutputPathError
 
@@ -46,138 +49,8 @@ EXIT_STATUS_HELP = f"""exit status:
   {EXIT_INTERRUPTED}  interrupted (Ctrl-C): no output of the run is written, temporary files removed
   {EXIT_TERMINATED}  terminated (SIGTERM): the same"""
 
-DEVICE_PATTERN = re.compile(r"(auto|cpu|cuda(:\d+)?)")  # what --device accepts (checked before torch is imported)
-MAX_SEED = 2**32 - 1  # largest --seed (numpy's legacy seeding takes 32 bits)
 QUIET_HELP = "no progress bar and no informational lines (the result itself is still printed)"
 
-
-# ---------------------------------------------------------------------- small parsers and checks
-def _kv_list(items: Sequence[str] | None, what: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for item in items or []:
-        for part in filter(None, (p.strip() for p in item.split(","))):
-            if "=" not in part:
-                raise ConfigurationError(f"{what} takes name=value pairs; got {part!r}.")
-            k, v = (x.strip() for x in part.split("=", 1))
-            out[k] = v
-    return out
-
-
-def _float_values(d: dict[str, str], what: str) -> dict[str, float]:
-    from .units import parse_quantity
-
-    out = {}
-    for k, v in d.items():
-        try:
-            out[k] = float(v)
-        except ValueError:
-            try:
-                out[k] = parse_quantity(v)
-            except NeoPinnError as exc:
-                raise ConfigurationError(f"{what} {k}={v!r} is not a number.") from exc
-    return out
-
-
-def _bounds(items: Sequence[str] | None) -> dict[str, tuple[float, float]]:
-    out = {}
-    for k, v in _kv_list(items, "--bounds").items():
-        try:
-            lo, hi = (float(x) for x in v.split(":"))
-        except ValueError:
-            raise ConfigurationError(f"--bounds {k}={v!r}: write low:high, e.g. gCa=1:16.") from None
-        out[k] = (lo, hi)
-    return out
-
-
-def _window(text: str | None) -> tuple[float, float] | None:
-    from .units import parse_window
-
-    return parse_window(text)
-
-
-def _sweep_list(text: str | None, flag: str) -> tuple[int, ...]:
-    """``"3,5"`` → (3, 5)."""
-    if not text:
-        return ()
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError as exc:
-        raise ConfigurationError(f"{flag} takes sweep numbers separated by commas, e.g. 3,5; got {text!r}.") from exc
-
-
-def _sweeps(text: str | None):
-    """``--sweep``: "all", one sweep number or a list of them."""
-    if text is None or text == "all":
-        return "all"
-    vals = _sweep_list(text, "--sweep")
-    if not vals:
-        raise ConfigurationError(f"--sweep {text!r} names no sweep; give 'all', a sweep number or a list, e.g. 3,5.")
-    return vals[0] if len(vals) == 1 else list(vals)
-
-
-def _validate_on(text: str | None):
-    """``--validate-on``: sweep numbers, a fraction (0.5) or ``alternate``."""
-    if not text:
-        return None
-    if text == "alternate":
-        return text
-    if "," not in text and "." in text:
-        with contextlib.suppress(ValueError):
-            return float(text)
-    return _sweep_list(text, "--validate-on")
-
-
-def _options(items: Sequence[str] | None) -> dict[str, Any]:
-    """Backend options from ``--option K=V`` items; V is JSON where it parses, else a string.
-
-    A whole item whose value is JSON is one option, so a dict or list value may contain commas
-    (``refine_options={"max_iter":8,"n_starts":2}``); otherwise an item may hold several comma-separated
-    pairs (``pop_size=32,n_gen=10``).
-    """
-    def json_or_text(v: str) -> Any:
-        try:
-            return json.loads(v)
-        except json.JSONDecodeError:
-            return v
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        k, sep, v = item.partition("=")
-        whole = json_or_text(v) if sep and k.strip() and "," in v else v
-        if whole is not v:                      # the whole value parsed as JSON (a dict or list with commas)
-            out[k.strip()] = whole
-            continue
-        out.update({k: json_or_text(v) for k, v in _kv_list([item], "--option").items()})
-    return out
-
-
-def _positive(value: float, flag: str, unit: str, example: str) -> float:
-    """``value`` when it is a positive finite number, else a ConfigurationError naming ``flag``."""
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigurationError(f"{flag} {value:g}: give a positive, finite number of {unit}, e.g. {flag} {example}.")
-    return value
-
-
-def _check_seed(seed: int) -> int:
-    if not 0 <= seed <= MAX_SEED:
-        raise ConfigurationError(f"--seed {seed}: give a whole number from 0 to {MAX_SEED}.")
-    return seed
-
-
-def _check_device(text: str, available: bool = False) -> str:
-    """``--device`` if it is auto, cpu, cuda or cuda:N (with ``available``: a GPU this machine has), else an error."""
-    if not DEVICE_PATTERN.fullmatch(text):
-        raise ConfigurationError(f"--device {text!r}: give auto, cpu, cuda or cuda:N (N: a GPU index); neo_pinn "
-                                 "runs on CPUs and NVIDIA GPUs.")
-    if available and text.startswith("cuda"):
-        import torch
-        from .simulation import resolve_device
-
-        dev = resolve_device(text)  # ConfigurationError without CUDA
-        n = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= n:
-            raise ConfigurationError(f"--device {text}: this machine has {n} CUDA device(s), numbered from 0.")
-    return text
 
 
 def _one_line(text: object) -> str:
@@ -404,6 +277,7 @@ def _run_fit(args):
             raise ConfigurationError(f"--refine needs a backend with a local refinement stage (e.g. ga); "
                                      f"{args.backend!r} has none.")
         options["refine"] = args.refine
+    options |= forecast_option(args.forecast, args.backend, backend_cls.default_config)
     if args.init == "random" and "random_starts" in backend_cls.default_config:
         options.setdefault("random_starts", "bounds")
     backend_cls(**options)  # bad options fail before the recording is read
@@ -565,6 +439,9 @@ _COMMANDS = [
         ("--voltage-channel", _VCHAN),
         ("--noise", dict(choices=["white", "ar1"], default=None, help="assumed observation-noise model")),
         ("--option", dict(action="append", metavar="K=V", help="backend option (JSON value), repeatable")),
+        ("--forecast", dict(type=float, default=None, metavar="MS", help="also forecast every state this many ms "
+                            "past the fitted window and compare with the recording where it goes on (backend option "
+                            "forecast_ms; e.g. --backend pinode)")),
         ("--refine", dict(choices=["none", "lsq", "cmaes", "cmaes+lsq"], default=None,
                           help="local refinement of ga's best solutions: lsq (trajectory fit), cmaes (CMA-ES on "
                                "ga's objectives), cmaes+lsq (one then the other; the default) or none")),
