@@ -223,6 +223,18 @@ def test_attach_appends_one_signal_per_channel_and_reads_them_back(tmp_path):
     assert_same_signals(res.signals, nix_back.signals)
 
 
+@pytest.mark.parametrize("suffix", [".nix", ".nwb"])
+def test_derived_signals_survive_the_neo_writers(tmp_path, suffix):
+    from neo_pinn.io.neo_files_reader import read_block
+    from neo_pinn.io.neo_writers import write_block
+
+    res, blk = full_result(), make_block()
+    attach(res, blk)
+    back = result_from_block(read_block(write_block(blk, tmp_path / f"out{suffix}")))
+    assert_same_signals(res.signals, back.signals)
+    np.testing.assert_allclose(back.fits[1].states, res.fits[1].states)
+
+
 def test_a_result_without_signals_attaches_as_before():
     blk = make_block()
     attach(make_result(), blk)

@@ -351,7 +351,8 @@ def _derived_for(result: EstimationResult, fit: SweepFit, base: str, common: dic
         for k, (name, unit) in enumerate(zip(sig.names, sig.units)):
             out.append(neo.AnalogSignal(
                 sig.values[:, k].reshape(-1, 1).copy(), units=units_or_dimensionless(unit),
-                name=f"{base}.{sig.role}.{name}", description=f"{sig.description or what} — channel {name} ({unit}).",
+                name=f"{base}.{sig.role}.{name}",
+                description=f"{(sig.description or what).rstrip('.')}; channel {name} ({unit}).",
                 array_annotations={"channel_names": np.array([name])}, **timing,
                 **{**common, **per_fit, "neo_pinn_role": sig.role, "neo_pinn_state": str(name),
                    "neo_pinn_unit": str(unit), "neo_pinn_channels": [str(n) for n in sig.names],
