@@ -1,0 +1,230 @@
+"""The ``pinode`` backend: a physics-informed neural ODE with scale-aware residuals (PI-NODE-SR).
+
+Algorithm
+---------
+An ensemble of ``n_members`` independently initialised members is trained as one batch
+(:func:`neo_pinn_pinode.trainer.train_members`). Each member owns a vector field (``mode``), a copy of the
+free parameters and the states at the shooting nodes:
+
+* ``neural``: an MLP over every state and the current, outputs in units of each state's derivative spread,
+  tied to the model's own ``derivatives`` (with the member's parameters) by the physics residual;
+* ``hybrid``: the model's ``derivatives`` plus a small learned current (pA) added to the stimulus — what
+  the model is missing — kept small by a penalty;
+* ``mechanistic``: the model alone.
+
+1. **Through the solver**: the field is integrated by the core's fixed step (``method``: Heun by default,
+   Euler, RK4) on the data grid, and the loss is backpropagated through the steps (or by the adjoint
+   method, ``adjoint``).
+2. **Multiple shooting with a curriculum**: rollouts start at nodes every ``node_ms``; their horizon grows
+   from ``horizon_start_ms`` (``curriculum``); where a rollout reaches the next node the gap is a loss.
+3. **Scale-aware residuals** (``scale_aware``): every state's residual is divided by the spread of that
+   state's derivative over the window, so fast (V, m) and slow (h, n) states weigh alike.
+4. **Controlled physics loss**: the physics weight ramps up over ``ramp_fraction`` of the steps to its cap.
+5. **Partial observation**: unobserved states are latent at the nodes, started from the hidden states
+   driven by the recorded voltage (toolkit) or from the given initial state.
+
+Result
+------
+Members whose final loss is within ``accept_factor`` of the best make the estimate (median, log coordinates
+for log-scale parameters) and its std (their spread). States, forecast and correction current are the best
+member's; with ``forecast_ms`` the field runs on past the window under the sweep's last current (a
+``forecast`` :class:`~neo_pinn.result.DerivedSignal`), and in ``hybrid`` mode the learned current is a
+``correction`` signal in pA.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from neo_pinn.errors import ConfigurationError
+from neo_pinn.features import spike_times
+from neo_pinn.problem import EstimationProblem
+from neo_pinn.toolkit import (DerivedSignal, EstimationResult, Estimator, FitContext, driven_hidden_states, gate_mask,
+                              noise_from_residuals, voltage_residuals)
+from neo_pinn.verdict import Check
+
+from .config import PINODEConfig
+from .data import SweepData
+from .trainer import Layout, Trained, train_members
+
+__all__ = ["PINODE", "ABLATIONS"]
+
+#: every technique and the options that switch it off (for ablations)
+ABLATIONS = {
+    "physics_loss": {"physics": False},
+    "scale_aware_residuals": {"scale_aware": False},
+    "heun_solver_euler": {"method": "euler"},
+    "heun_solver_rk4": {"method": "rk4"},
+    "direct_backprop_adjoint": {"adjoint": True},
+    "curriculum": {"curriculum": False},
+}
+
+
+class PINODE(Estimator):
+    """Physics-informed neural ODE ensemble (see the module docstring for the algorithm).
+
+    Parameters
+    ----------
+    config : PINODEConfig, optional
+    observed_states : mapping, optional
+        Hidden states observed besides the voltage (e.g. a simulation's gates): state name → one (T,) array
+        per fitted sweep, on the sweep's samples, canonical units. Recordings observe the voltage only.
+    **options
+        Options by name (:class:`~neo_pinn_pinode.config.PINODEConfig`), e.g. ``PINODE(mode="neural")``.
+    """
+
+    name = "pinode"
+    description = "physics-informed neural ODE (Heun, scale-aware residuals, multiple shooting, forecast)"
+    config_class = PINODEConfig
+
+    def __init__(self, config: PINODEConfig | None = None, *, observed_states: Mapping[str, Sequence] | None = None,
+                 **options: Any) -> None:
+        super().__init__(config, **options)
+        self.observed_states = {str(k): [np.asarray(a, float) for a in v] for k, v in dict(observed_states or {}).items()}
+
+    # ------------------------------------------------------------------ fit
+    def _fit(self, problem: EstimationProblem, ctx: FitContext) -> EstimationResult:
+        ens = self.config.ensemble
+        starts = problem.starting_points(int(ens.n_members), ctx.rng, ens.random_starts, float(ens.jitter))
+        layout = self.layout(problem)
+        sweeps, observed = self.sweeps(problem, layout, starts)
+        fixed = [self.given_start(problem)] * len(sweeps)
+        tr = train_members(layout, sweeps, observed, starts, self.config, ctx, fixed)
+        return self.assemble(problem, tr, starts)
+
+    @staticmethod
+    def layout(problem: EstimationProblem) -> Layout:
+        """Where the free parameters sit among the model's (fixed values, free ones at their first start)."""
+        model = problem.model
+        theta = problem.theta_full({f.name: (f.init if f.init is not None else math.sqrt(f.bounds[0] * f.bounds[1])
+                                             if f.log_scale else 0.5 * sum(f.bounds)) for f in problem.free})
+        return Layout(model=model, free=problem.free, theta=np.asarray(theta, float),
+                      free_index=np.array([model.param_index(n) for n in problem.free_names]), gates=gate_mask(model))
+
+    def given_start(self, problem: EstimationProblem) -> np.ndarray | None:
+        """The sweeps' initial state when the problem gives it ("preset" or a vector), else None (fitted)."""
+        init = problem.initial_state
+        if isinstance(init, str):
+            return None if init == "fit" else np.asarray(problem.model.initial_state(problem.preset), float)
+        return np.asarray(init, float)
+
+    def sweeps(self, problem: EstimationProblem, layout: Layout, starts: np.ndarray) -> tuple[list[SweepData], np.ndarray]:
+        """Training data per sweep (observed states, driven hidden-state guesses) and the observed-state mask."""
+        model = problem.model
+        names = model.state_names
+        unknown = sorted(set(self.observed_states) - set(names[1:]))
+        if unknown:
+            raise ConfigurationError(f"observed_states names {unknown}, not hidden states of {model.name} "
+                                     f"({', '.join(names[1:])}).")
+        observed = np.array([k == 0 or n in self.observed_states for k, n in enumerate(names)])
+        thetas = np.repeat(layout.theta[None], starts.shape[0], 0)
+        thetas[:, layout.free_index] = starts
+        out = []
+        for j, tr in enumerate(problem.traces):
+            obs = np.full((tr.t.size, model.n_states), np.nan)
+            obs[:, 0] = tr.v
+            for name, arrays in self.observed_states.items():
+                if len(arrays) != len(problem.traces) or arrays[j].shape != tr.t.shape:
+                    raise ConfigurationError(f"observed_states[{name!r}] needs one array per fitted sweep "
+                                             f"({len(problem.traces)}), each on the sweep's {tr.t.size} samples.")
+                obs[:, names.index(name)] = arrays[j]
+            guess = np.empty((starts.shape[0], tr.t.size, model.n_states))
+            guess[:, :, 0] = tr.v
+            if model.n_states > 1:
+                guess[:, :, 1:] = driven_hidden_states(model, thetas, tr.t, tr.v, tr.i_ext, layout.gates,
+                                                       max_dt=float(self.config.solver.max_dt))
+            for s in np.flatnonzero(observed):
+                guess[:, :, s] = obs[:, s]
+            out.append(SweepData(t=tr.t, i_ext=tr.i_ext, observed=obs, guess=guess))
+        return out, observed
+
+    # ------------------------------------------------------------------ result
+    def assemble(self, problem: EstimationProblem, tr: Trained, starts: np.ndarray) -> EstimationResult:
+        """The :class:`~neo_pinn.result.EstimationResult` of a trained ensemble (see the module docstring)."""
+        names = problem.free_names
+        finite = np.isfinite(tr.loss)
+        if not finite.any():
+            tr.loss[:] = np.inf
+            finite[:] = True  # every member diverged: report member 0, the verdict will say the rest
+        best_loss = float(np.min(tr.loss[finite]))
+        accepted = finite & (tr.loss <= float(self.config.ensemble.accept_factor) * best_loss)
+        best = int(np.argmin(np.where(finite, tr.loss, np.inf)))
+        th = tr.theta_free[accepted]
+        logs = np.array([f.log_scale for f in problem.free])
+        est = np.where(logs, np.exp(np.median(np.log(th), 0)), np.median(th, 0))
+        std = {n: (float(np.std(th[:, j], ddof=1)) if th.shape[0] > 1 else None) for j, n in enumerate(names)}
+        states = [s[best] for s in tr.states]
+        noise = noise_from_residuals(voltage_residuals(problem.traces, states), problem.noise)
+        metrics = {"n_members": int(tr.loss.size), "n_accepted": int(accepted.sum()), "best_member": best,
+                   "loss": best_loss, **{f"loss_{k}": float(v[best]) for k, v in tr.loss_terms.items()}}
+        signals, details = self.signals(problem, tr, best)
+        metrics |= {k: v for k, v in details.items() if not isinstance(v, list)}
+        diagnostics = {"loss": tr.loss.tolist(), "accepted": accepted.astype(int).tolist(),
+                       **{f"init_{n}": starts[:, j].tolist() for j, n in enumerate(names)},
+                       **{k: v for k, v in details.items() if isinstance(v, list)},
+                       **{k: v for k, v in tr.info.items() if k not in ("field", "params")}}
+        history = {k: v for k, v in tr.history.items() if k != "theta"}
+        history["params"] = {n: [float(np.median(np.asarray(row)[:, j])) for row in tr.history["theta"]]
+                             for j, n in enumerate(names)}
+        result = EstimationResult.from_fit(problem, self.name, dict(zip(names, est)), states, std=std,
+                                           init=dict(zip(names, starts[0])), noise=noise, metrics=metrics,
+                                           history=history,
+                                           samples={n: tr.theta_free[:, j].tolist() for j, n in enumerate(names)},
+                                           diagnostics=diagnostics, signals=tuple(signals))
+        return result
+
+    def signals(self, problem: EstimationProblem, tr: Trained, best: int) -> tuple[list, dict]:
+        """The forecast and correction signals of the best member, and what they show (metrics and per-member)."""
+        model = problem.model
+        threshold, rearm = problem.spike_levels
+        out, details = [], {}
+        for j, trace in enumerate(problem.traces):
+            if tr.corrections is not None:
+                c = tr.corrections[j][best]
+                out.append(DerivedSignal(sweep=trace.sweep, role="correction", t=trace.t, values=c[:, None],
+                                         names=("I_correction",), units=("pA",),
+                                         description="current the model lacks, learned by the hybrid field (pA)"))
+                if j == 0:
+                    details["correction_rms_pA"] = float(np.sqrt(np.mean(c * c)))
+            if tr.forecast[j] is None:
+                continue
+            t_f, states_f, _ = tr.forecast[j]
+            out.append(DerivedSignal(sweep=trace.sweep, role="forecast", t=t_f, values=states_f[best],
+                                     names=model.state_names, units=model.state_units,
+                                     description=f"{self.config.field.mode} field run on past the fitted window"))
+            if j == 0:
+                counts = [int(spike_times(s[:, 0], t_f, threshold, rearm).size) if np.isfinite(s).all() else -1
+                          for s in states_f]
+                details["forecast_spikes_per_member"] = counts
+                details["forecast_spikes"] = counts[best]
+                details["forecast_finite"] = bool(np.isfinite(states_f[best]).all())
+                rate = _rate(spike_times(states_f[best][:, 0], t_f, threshold, rearm))
+                details["forecast_rate_hz"] = rate
+                details["window_rate_hz"] = _rate(spike_times(trace.v, trace.t, threshold, rearm))
+        return out, details
+
+    def verdict_checks(self, problem: EstimationProblem, result: EstimationResult) -> tuple[Check, ...]:
+        """The forecast keeps firing like the fitted window (warn), and it stays finite (fail)."""
+        m = result.metrics
+        checks = []
+        if "forecast_finite" in m:
+            ok = bool(m["forecast_finite"])
+            checks.append(Check("forecast_finite", "fail", ok, "the forecast stays finite" if ok else
+                                "the forecast diverged: the learned field is unstable past the window; fit a "
+                                "longer window or use mode=hybrid."))
+            w, f = m.get("window_rate_hz", math.nan), m.get("forecast_rate_hz", math.nan)
+            if math.isfinite(w) and w > 0:
+                near = math.isfinite(f) and abs(f - w) <= 0.25 * w
+                checks.append(Check("forecast_rate", "warn", near,
+                                    f"forecast fires at {f:.3g} Hz, the fitted window at {w:.3g} Hz" + (
+                                        "" if near else "; the forecast does not keep the cell's rhythm: do not "
+                                        "trust it beyond the window.")))
+        return tuple(checks)
+
+
+def _rate(times: np.ndarray) -> float:
+    """Firing rate from the inter-spike intervals (Hz), 0 with fewer than two spikes."""
+    return float(1000.0 / np.mean(np.diff(times))) if times.size >= 2 else 0.0

@@ -1,0 +1,119 @@
+"""The ``pinode`` backend's options: a frozen, typed configuration in groups that say what they control.
+
+Every technique of the method has a switch here, for ablations: the solver (``method``: Heun, Euler, RK4),
+``adjoint``, ``curriculum``, ``physics`` and ``scale_aware``. Every option keeps its flat name
+(``PINODE(method="euler")``, ``--option method=euler``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from neo_pinn.toolkit import (BOOL, METHODS, NON_NEGATIVE, POSITIVE, POSITIVE_INT, BackendConfig, Check, OptionGroup,
+                              group, is_number, one_of, option, optional)
+
+__all__ = ["MODES", "PINODEConfig", "FieldOptions", "SolverOptions", "CurriculumOptions", "PhysicsOptions",
+           "TrainingOptions", "EnsembleOptions", "OutputOptions"]
+
+#: the vector fields: an MLP over every state, the model plus a learned current, the model alone
+MODES = ("hybrid", "neural", "mechanistic")
+
+AT_LEAST_ONE = Check(lambda x: is_number(x) and x >= 1.0, "give a number ≥ 1")
+FRACTION = Check(lambda x: is_number(x) and 0.0 <= x <= 1.0, "give a number in [0, 1]")
+
+
+@dataclass(frozen=True)
+class FieldOptions(OptionGroup):
+    """Which vector field is learned, and its networks."""
+
+    mode: str = option("hybrid", one_of(*MODES),
+                       "Vector field: 'neural' (an MLP over every state, tied to the model by the physics residual), "
+                       "'hybrid' (the model plus a learned correction current) or 'mechanistic' (the model alone).")
+    width: int = option(64, POSITIVE_INT, "Hidden width of the neural vector field ('neural').")
+    depth: int = option(3, POSITIVE_INT, "Hidden layers of the neural vector field ('neural').")
+    correction_width: int = option(16, POSITIVE_INT, "Hidden width of the correction-current network ('hybrid').")
+    correction_penalty: float = option(0.1, NON_NEGATIVE,
+                                       "Weight of the mean squared correction current, in units of the membrane "
+                                       "current's spread ('hybrid'): keeps the unexplained current small.")
+
+
+@dataclass(frozen=True)
+class SolverOptions(OptionGroup):
+    """The solver trained through."""
+
+    method: str = option("heun", one_of(*METHODS), "Fixed-step solver on the data grid (the core's step).")
+    max_dt: float = option(0.05, POSITIVE, "Largest integration step, ms (a whole fraction of the sampling interval).")
+    adjoint: bool = option(False, BOOL, "Gradients by the adjoint method (torchdiffeq.odeint_adjoint) instead of "
+                           "backpropagation through the solver's steps.")
+
+
+@dataclass(frozen=True)
+class CurriculumOptions(OptionGroup):
+    """Multiple shooting: rollouts from nodes along the window, their horizon growing during training."""
+
+    curriculum: bool = option(True, BOOL, "Grow the rollout horizon from horizon_start_ms; off: the full horizon "
+                              "from the first step.")
+    horizon_start_ms: float = option(1.0, POSITIVE, "First rollout horizon, ms.")
+    horizon_ms: float | None = option(None, optional(POSITIVE),
+                                      "Last rollout horizon, ms; None: the node spacing (neighbouring rollouts meet).")
+    node_ms: float = option(5.0, POSITIVE, "Spacing of the shooting nodes, ms.")
+    grow_fraction: float = option(0.6, FRACTION, "Share of the steps over which the horizon grows.")
+
+
+@dataclass(frozen=True)
+class PhysicsOptions(OptionGroup):
+    """The physics residual: against the model's own derivatives ('neural'), or the shooting defects."""
+
+    physics: bool = option(True, BOOL, "Physics loss on (off: a vanilla neural ODE in 'neural' mode).")
+    scale_aware: bool = option(True, BOOL, "Divide each state's residual by the spread of that state's derivative "
+                               "(off: plain residuals, every state in the voltage's units).")
+    physics_weight: float = option(1.0, NON_NEGATIVE, "Cap of the ramped physics-loss weight.")
+    physics_start: float = option(0.2, FRACTION, "Share of the steps fitted to the data alone before the physics "
+                                  "weight starts to ramp (a field near zero would pull the parameters to zero).")
+    ramp_fraction: float = option(0.3, FRACTION, "Share of the steps over which the physics weight ramps to its cap.")
+    extrapolate_ms: float = option(30.0, NON_NEGATIVE, "Collocation points beyond the window, along the learned "
+                                   "field's own rollout, ms ('neural'; 0: none).")
+
+
+@dataclass(frozen=True)
+class TrainingOptions(OptionGroup):
+    """The optimiser."""
+
+    steps: int = option(1500, POSITIVE_INT, "Optimiser steps.")
+    lr: float = option(3e-3, POSITIVE, "Adam learning rate of the networks (decays tenfold over the steps).")
+    lr_params: float = option(2e-2, POSITIVE, "Adam learning rate of the parameters and latent states "
+                              "(log coordinates; decays tenfold).")
+
+
+@dataclass(frozen=True)
+class EnsembleOptions(OptionGroup):
+    """Independently initialised members trained as one batch; their spread is the uncertainty."""
+
+    n_members: int = option(4, POSITIVE_INT, "Members (networks and parameter starts) trained as one batch.")
+    random_starts: str = option("jitter", one_of("bounds", "jitter"),
+                                "Starts after the first: log-uniform within the bounds, or log-normal around member 0.")
+    jitter: float = option(0.3, NON_NEGATIVE, "Spread (std of log θ) of 'jitter' starts.")
+    accept_factor: float = option(2.0, AT_LEAST_ONE,
+                                  "Members whose final loss ≤ accept_factor × the best make the estimate.")
+
+
+@dataclass(frozen=True)
+class OutputOptions(OptionGroup):
+    """What is returned, and the resources used."""
+
+    forecast_ms: float = option(0.0, NON_NEGATIVE, "Forecast beyond the fitted window, ms (0: none; CLI --forecast).")
+    log_every: int = option(25, POSITIVE_INT, "Steps between history records and progress updates.")
+    num_threads: int | None = option(1, optional(POSITIVE_INT), "torch CPU threads during the fit; None: unchanged.")
+
+
+@dataclass(frozen=True)
+class PINODEConfig(BackendConfig):
+    """Options of the ``pinode`` backend, by group (every option also by its flat name)."""
+
+    field: FieldOptions = group(FieldOptions)
+    solver: SolverOptions = group(SolverOptions)
+    shooting: CurriculumOptions = group(CurriculumOptions)
+    residuals: PhysicsOptions = group(PhysicsOptions)
+    training: TrainingOptions = group(TrainingOptions)
+    ensemble: EnsembleOptions = group(EnsembleOptions)
+    output: OutputOptions = group(OutputOptions)

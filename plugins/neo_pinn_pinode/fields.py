@@ -1,0 +1,149 @@
+"""The learned vector fields, each usable by the core's :func:`~neo_pinn.toolkit.step` (they have ``derivatives``).
+
+Every field evaluates all ensemble members at once: a state is a tuple of (E, B) tensors (E members, B points),
+a parameter a (E, 1) tensor, the injected current (pA) broadcasts against (E, B).
+
+* :class:`NeuralField` — an MLP over every state and the current (the seed's set-up); inputs are each
+  state scaled by its spread, outputs each derivative in units of its own spread (scale-aware).
+* :class:`HybridField` — the model's own ``derivatives`` plus a learned current (pA) injected with the
+  stimulus: the "unexplained current" of the membrane equation.
+* :class:`MechanisticField` — the model alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["Scales", "MemberMLP", "NeuralField", "HybridField", "MechanisticField"]
+
+
+@dataclass(frozen=True)
+class Scales:
+    """Centres and spreads of the states, their derivatives and the current (canonical units; from the data).
+
+    Attributes
+    ----------
+    mean, spread : numpy.ndarray
+        (S,) centre and spread of each state.
+    rate : numpy.ndarray
+        (S,) spread of each state's derivative over the window (state units per ms): the scale of its residual.
+    current_mean, current_spread : float
+        Centre and spread of the injected current, pA.
+    membrane_current : float
+        Spread of the membrane current, pA: the unit of the correction current.
+    """
+
+    mean: np.ndarray
+    spread: np.ndarray
+    rate: np.ndarray
+    current_mean: float
+    current_spread: float
+    membrane_current: float
+
+
+class MemberMLP(torch.nn.Module):
+    """E independent tanh MLPs evaluated as one batch: (E, B, n_in) → (E, B, n_out).
+
+    Parameters
+    ----------
+    members, n_in, n_out, width, depth : int
+    last_gain : float
+        Scale of the last layer's initial weights (small: the field starts near zero).
+    dtype, device
+        Of the weights.
+    """
+
+    def __init__(self, members: int, n_in: int, n_out: int, width: int, depth: int, last_gain: float = 0.1,
+                 dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu") -> None:
+        super().__init__()
+        dims = [n_in] + [width] * depth + [n_out]
+        self.weights = torch.nn.ParameterList()
+        self.biases = torch.nn.ParameterList()
+        for k, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
+            gain = last_gain if k == len(dims) - 2 else 1.0
+            w = torch.randn(members, a, b, dtype=dtype, device=device) * (gain * math.sqrt(1.0 / a))
+            self.weights.append(torch.nn.Parameter(w))
+            self.biases.append(torch.nn.Parameter(torch.zeros(members, 1, b, dtype=dtype, device=device)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.weights) - 1
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(b, x, w)
+            if k < last:
+                x = torch.tanh(x)
+        return x
+
+
+def _as_members(x, like: torch.Tensor) -> torch.Tensor:
+    """``x`` (a number or a tensor broadcasting against (E, B)) as an (E, B) tensor."""
+    return torch.as_tensor(x, dtype=like.dtype, device=like.device).expand_as(like)
+
+
+class _Normalised(torch.nn.Module):
+    """Inputs of a network: each state by its centre and spread, and the current by its own."""
+
+    def __init__(self, scales: Scales, dtype: torch.dtype, device) -> None:
+        super().__init__()
+        kw = dict(dtype=dtype, device=device)
+        self.register_buffer("mu", torch.tensor(scales.mean, **kw))
+        self.register_buffer("sd", torch.tensor(np.maximum(scales.spread, 1e-9), **kw))
+        self.register_buffer("rate", torch.tensor(np.maximum(scales.rate, 1e-12), **kw))
+        self.i_mean = float(scales.current_mean)
+        self.i_spread = float(max(scales.current_spread, 1e-9))
+        self.membrane_current = float(scales.membrane_current)
+
+    def inputs(self, state, i_ext) -> torch.Tensor:
+        cols = [(y - self.mu[s]) / self.sd[s] for s, y in enumerate(state)]
+        cols.append((_as_members(i_ext, state[0]) - self.i_mean) / self.i_spread)
+        return torch.stack(cols, -1)
+
+
+class NeuralField(_Normalised):
+    """An MLP vector field over every state and the current; output s is dy_s/dt in units of ``rate[s]``."""
+
+    def __init__(self, members: int, scales: Scales, width: int, depth: int, dtype: torch.dtype, device) -> None:
+        super().__init__(scales, dtype, device)
+        n = len(scales.mean)
+        self.net = MemberMLP(members, n + 1, n, width, depth, dtype=dtype, device=device)
+
+    def derivatives(self, t, state, p, i_ext):  # noqa: ARG002 - the step's signature
+        out = self.net(self.inputs(state, i_ext))
+        return tuple(out[..., s] * self.rate[s] for s in range(out.shape[-1]))
+
+    def correction(self, state, i_ext):  # noqa: ARG002
+        return None
+
+
+class HybridField(_Normalised):
+    """The model's derivatives with a learned current (pA, an MLP of the states) added to the stimulus."""
+
+    def __init__(self, model, members: int, scales: Scales, width: int, dtype: torch.dtype, device) -> None:
+        super().__init__(scales, dtype, device)
+        self.model = model
+        self.net = MemberMLP(members, len(scales.mean), 1, width, 2, last_gain=0.01, dtype=dtype, device=device)
+
+    def correction(self, state, i_ext):  # noqa: ARG002
+        """The learned current (E, B), pA."""
+        x = torch.stack([(y - self.mu[s]) / self.sd[s] for s, y in enumerate(state)], -1)
+        return self.net(x)[..., 0] * self.membrane_current
+
+    def derivatives(self, t, state, p, i_ext):
+        return self.model.derivatives(t, state, p, i_ext + self.correction(state, i_ext))
+
+
+class MechanisticField(torch.nn.Module):
+    """The model alone (no learned part)."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def derivatives(self, t, state, p, i_ext):
+        return self.model.derivatives(t, state, p, i_ext)
+
+    def correction(self, state, i_ext):  # noqa: ARG002
+        return None

@@ -1,0 +1,387 @@
+"""The training loop: an ensemble of vector fields trained through the solver by multiple shooting.
+
+Per member, the loss is
+
+* **data**: every rollout's observed states against the recording, each state in units of its spread;
+* **continuity**: where a rollout reaches the next node, the gap to that node's (latent) states;
+* **physics** (``neural``): the learned field against the model's own derivatives with the member's
+  parameters, at the rollouts' states and along the field's own run beyond the window, each state's
+  residual in units of the spread of its derivative (``scale_aware``) — weighted by a ramped, capped factor;
+* **correction** (``hybrid``): the mean squared learned current, in units of the membrane current's spread.
+
+The horizon of the rollouts grows from ``horizon_start_ms`` to its last value (``curriculum``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field as dc_field
+
+import numpy as np
+import torch
+
+from neo_pinn.toolkit import LogLinear, choose_dt
+
+from .config import PINODEConfig
+from .data import Nodes, SweepData, build_nodes, data_scales, sampling_interval
+from .fields import HybridField, MechanisticField, NeuralField, Scales
+from .rollout import free_run, rollout
+
+__all__ = ["Layout", "Trained", "train_members", "membrane_gain"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the free parameters sit in the model's parameter vector.
+
+    Attributes
+    ----------
+    model : NeuronModel
+    free : tuple of FreeParameter
+    theta : numpy.ndarray
+        (P,) every parameter (free ones at any value), canonical units.
+    free_index : numpy.ndarray
+        (F,) positions of the free parameters.
+    gates : numpy.ndarray
+        (S,) bool, states kept in [0, 1].
+    """
+
+    model: object
+    free: tuple
+    theta: np.ndarray
+    free_index: np.ndarray
+    gates: np.ndarray
+
+
+@dataclass
+class Trained:
+    """What :func:`train_members` returns (per member e of E)."""
+
+    theta_free: np.ndarray
+    loss: np.ndarray
+    loss_terms: dict
+    states: list
+    corrections: list | None
+    forecast: list
+    history: dict
+    info: dict = dc_field(default_factory=dict)
+
+
+def membrane_gain(model, theta: np.ndarray, state: np.ndarray, current: float) -> float:
+    """Change of dV/dt (mV/ms) per pA of injected current at ``state`` (canonical units)."""
+    p = dict(zip(model.param_names, (float(x) for x in theta)))
+    ys = tuple(float(x) for x in state)
+    a = model.derivatives(0.0, ys, p, current)[0]
+    b = model.derivatives(0.0, ys, p, current + 1.0)[0]
+    return float(b - a)
+
+
+def _make_field(cfg: PINODEConfig, layout: Layout, members: int, scales: Scales, dtype, device):
+    mode = cfg.field.mode
+    if mode == "neural":
+        return NeuralField(members, scales, cfg.field.width, cfg.field.depth, dtype, device)
+    if mode == "hybrid":
+        return HybridField(layout.model, members, scales, cfg.field.correction_width, dtype, device)
+    return MechanisticField(layout.model)
+
+
+class _Problem:
+    """The trainable tensors and their maps: parameters in log coordinates, nodes in units of each state."""
+
+    def __init__(self, layout: Layout, starts: np.ndarray, nodes: Nodes, sweeps: list[SweepData], scales: Scales,
+                 fixed_start: list, dtype, device) -> None:
+        self.layout, self.kw = layout, dict(dtype=dtype, device=device)
+        self.coords = LogLinear(layout.free, dtype=dtype, device=device)
+        self.z = torch.tensor(self.coords.to_z(starts), **self.kw).requires_grad_(True)
+        self.theta0 = torch.tensor(layout.theta, **self.kw)
+        self.free_index = torch.tensor(layout.free_index, device=device)
+        self.mu = torch.tensor(scales.mean, **self.kw)
+        self.sd = torch.tensor(scales.spread, **self.kw)
+        E = starts.shape[0]
+        start = np.stack([sweeps[j].guess[:, k] for j, k in zip(nodes.sweep, nodes.index)], 1)  # (E, N, S)
+        self.u = torch.tensor((start - scales.mean) / scales.spread, **self.kw).requires_grad_(True)
+        self.gates = torch.tensor(layout.gates, device=device)
+        # nodes whose state is given (initial_state "preset" or a vector): held at it
+        held = [(n, fixed_start[j]) for n, (j, k) in enumerate(zip(nodes.sweep, nodes.index))
+                if k == 0 and fixed_start[j] is not None]
+        self.held = [(n, torch.tensor((np.asarray(x) - scales.mean) / scales.spread, **self.kw)) for n, x in held]
+        self.members = E
+        self.project()
+
+    def theta(self) -> torch.Tensor:
+        th = self.theta0.expand(self.members, -1).clone()
+        th[:, self.free_index] = self.coords.theta(self.z)
+        return th
+
+    def params(self) -> dict:
+        th = self.theta()
+        return {name: th[:, k:k + 1] for k, name in enumerate(self.layout.model.param_names)}
+
+    def nodes(self) -> torch.Tensor:
+        return self.mu + self.sd * self.u
+
+    def project(self) -> None:
+        with torch.no_grad():
+            self.coords.project_(self.z)
+            lo, hi = (0.0 - self.mu) / self.sd, (1.0 - self.mu) / self.sd
+            u = torch.where(self.gates, torch.maximum(torch.minimum(self.u, hi), lo), self.u)
+            self.u.copy_(u)
+            for n, value in self.held:
+                self.u[:, n] = value
+
+
+def _masked_mean(sq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over every axis but the first (members) of ``sq`` where ``mask``."""
+    sq = torch.where(mask, sq, torch.zeros_like(sq))
+    return sq.flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
+
+
+class _Losses:
+    """The loss terms of one step, per member (see the module docstring)."""
+
+    def __init__(self, cfg: PINODEConfig, model, nodes: Nodes, scales: Scales, observed: np.ndarray, dtype,
+                 device) -> None:
+        self.cfg, self.model, self.nodes = cfg, model, nodes
+        kw = dict(dtype=dtype, device=device)
+        self.sd = torch.tensor(scales.spread, **kw)
+        self.rate = torch.tensor(scales.rate, **kw)
+        self.plain_rate = torch.full_like(self.rate, float(scales.rate[0]))
+        self.plain_sd = torch.full_like(self.sd, float(scales.spread[0]))
+        self.observed = torch.tensor(observed, device=device)
+        self.membrane_current = float(scales.membrane_current)
+        self.has_next = np.flatnonzero(nodes.next_node >= 0)
+
+    def data(self, pred: torch.Tensor, h: int) -> torch.Tensor:
+        obs = self.nodes.obs[:, :h + 1]
+        mask = torch.isfinite(obs) & self.observed
+        diff = (pred - torch.nan_to_num(obs).unsqueeze(0)) / self.sd
+        return _masked_mean(diff * diff, mask.unsqueeze(0).expand_as(diff))
+
+    def continuity(self, pred: torch.Tensor, nodes_state: torch.Tensor, h: int) -> torch.Tensor:
+        if h < self.nodes.spacing or self.has_next.size == 0:
+            return torch.zeros(pred.shape[0], dtype=pred.dtype, device=pred.device)
+        sd = self.sd if self.cfg.residuals.scale_aware else self.plain_sd
+        gap = (pred[:, self.has_next, self.nodes.spacing] - nodes_state[:, self.nodes.next_node[self.has_next]]) / sd
+        return (gap * gap).mean((1, 2))
+
+    def physics(self, field, p: dict, points: torch.Tensor) -> torch.Tensor:
+        """Scale-aware residual of the learned field against the model at ``points`` (E, B, S), current as given."""
+        state, current = tuple(points[..., :-1].unbind(-1)), points[..., -1]
+        learned = torch.stack(field.derivatives(0.0, state, p, current), -1)
+        target = torch.stack(self.model.derivatives(0.0, state, p, current), -1)
+        scale = self.rate if self.cfg.residuals.scale_aware else self.plain_rate
+        r = (learned - target) / scale
+        return (r * r).mean((1, 2))
+
+    def correction(self, field, pred: torch.Tensor) -> torch.Tensor:
+        c = field.correction(tuple(pred.flatten(1, 2).unbind(-1)), 0.0)
+        c = c / self.membrane_current
+        return (c * c).mean(1)
+
+
+def _physics_weight(cfg: PINODEConfig, it: int, steps: int) -> float:
+    """The controlled physics weight: zero for ``physics_start`` of the steps, then a linear ramp to the cap."""
+    begin = cfg.residuals.physics_start * steps
+    ramp = max(1.0, cfg.residuals.ramp_fraction * steps)
+    return float(cfg.residuals.physics_weight) * float(np.clip((it + 1 - begin) / ramp, 0.0, 1.0))
+
+
+def _horizon(cfg: PINODEConfig, it: int, steps: int, first: int, last: int) -> int:
+    if not cfg.shooting.curriculum:
+        return last
+    grow = max(1, int(cfg.shooting.grow_fraction * steps))
+    frac = min(1.0, it / grow)
+    return int(round(first * (last / first) ** frac)) if last > first else last
+
+
+def _collocation(pred: torch.Tensor, nodes: Nodes, h: int, extra: torch.Tensor | None) -> torch.Tensor:
+    """Points (E, B, S + 1) where the physics residual is evaluated: the rollouts' states (and the observed ones
+    where every state is observed) with their current, plus the field's own run beyond the window."""
+    E = pred.shape[0]
+    cur = nodes.current[:, ::2 * nodes.sub][:, :h + 1]
+    pts = [torch.cat([pred.detach(), cur.unsqueeze(0).unsqueeze(-1).expand(E, -1, -1, 1)], -1).flatten(1, 2)]
+    obs = nodes.obs[:, :h + 1]
+    full = torch.isfinite(obs).all(-1)
+    if bool(full.any()):
+        seen = torch.cat([obs[full], cur[full].unsqueeze(-1)], -1)
+        pts.append(seen.unsqueeze(0).expand(E, -1, -1))
+    if extra is not None:
+        pts.append(extra)
+    return torch.cat(pts, 1)
+
+
+def _terms(cfg: PINODEConfig, field, prob: _Problem, losses: _Losses, nodes: Nodes, h: int,
+           extra: torch.Tensor | None) -> dict:
+    start = prob.nodes()
+    adjoint_params = tuple(field.parameters()) + (prob.z,)
+    pred = rollout(field, prob.params, start, nodes.current, h, nodes.sub, nodes.dt, cfg.solver.method,
+                   cfg.solver.adjoint, adjoint_params)
+    zero = torch.zeros(prob.members, dtype=pred.dtype, device=pred.device)
+    terms = {"data": losses.data(pred, h), "continuity": losses.continuity(pred, start, h),
+             "physics": zero, "correction": zero}
+    if cfg.field.mode == "neural" and cfg.residuals.physics:
+        terms["physics"] = losses.physics(field, prob.params(), _collocation(pred, nodes, h, extra))
+    if cfg.field.mode == "hybrid":
+        terms["correction"] = losses.correction(field, pred)
+    return terms | {"pred": pred}
+
+
+def _total(cfg: PINODEConfig, terms: dict, weight: float) -> torch.Tensor:
+    return (terms["data"] + terms["continuity"] + weight * terms["physics"]
+            + cfg.field.correction_penalty * terms["correction"])
+
+
+def _extrapolation(cfg: PINODEConfig, field, prob: _Problem, pred: torch.Tensor, nodes: Nodes, sweeps,
+                   dt_s: float) -> torch.Tensor | None:
+    """Collocation points along the field's own run from the window's end (no gradients)."""
+    samples = int(round(cfg.residuals.extrapolate_ms / dt_s))
+    if samples < 1:
+        return None
+    last = int(np.flatnonzero(nodes.sweep == 0)[-1])
+    reach = min(sweeps[0].t.size - 1 - int(nodes.index[last]), pred.shape[2] - 1)
+    start = pred[:, last:last + 1, reach].detach()
+    current = float(sweeps[0].i_ext[-1])
+    every = max(1, samples // 256)
+    states, _ = free_run(field, prob.params(), start, current, samples, nodes.sub, nodes.dt, cfg.solver.method, every)
+    states = states[:, 0]
+    ok = torch.isfinite(states).all(-1, keepdim=True).all(1, keepdim=True)
+    states = torch.where(ok, states, start.expand_as(states))  # a diverged run teaches nothing
+    return torch.cat([states, torch.full_like(states[..., :1], current)], -1)
+
+
+def _setup(layout: Layout, sweeps: list[SweepData], observed: np.ndarray, starts: np.ndarray, cfg: PINODEConfig,
+           fixed_start: list, dtype, device):
+    dt_s = sampling_interval(sweeps)
+    dt, sub = choose_dt(dt_s, None, float(cfg.solver.max_dt))
+    longest = max(sw.t.size for sw in sweeps) - 1
+    spacing = int(min(max(1, round(cfg.shooting.node_ms / dt_s)), max(longest, 1)))
+    horizon = cfg.shooting.horizon_ms
+    last = spacing if horizon is None else int(min(max(1, round(horizon / dt_s)), longest))
+    first = int(min(last, max(1, round(cfg.shooting.horizon_start_ms / dt_s))))
+    nodes = build_nodes(sweeps, spacing, max(last, spacing), sub, dt, dtype, device)
+    theta = layout.theta.copy()
+    theta[layout.free_index] = starts[0]
+    scales = data_scales(sweeps, membrane_gain(layout.model, theta, sweeps[0].guess[0, 0], float(sweeps[0].i_ext[0])))
+    E = starts.shape[0]
+    field = _make_field(cfg, layout, E, scales, dtype, device)
+    prob = _Problem(layout, starts, nodes, sweeps, scales, fixed_start, dtype, device)
+    losses = _Losses(cfg, layout.model, nodes, scales, observed, dtype, device)
+    return dt_s, nodes, scales, field, prob, losses, first, last
+
+
+def train_members(layout: Layout, sweeps: list[SweepData], observed: np.ndarray, starts: np.ndarray,
+                  cfg: PINODEConfig, ctx, fixed_start: list | None = None) -> Trained:
+    """Train E members (one per row of ``starts``, (E, F) canonical units) as one batch.
+
+    Parameters
+    ----------
+    layout : Layout
+    sweeps : list of SweepData
+    observed : numpy.ndarray
+        (S,) bool, the observed states (the voltage at least).
+    starts : numpy.ndarray
+        (E, F) starting values of the free parameters.
+    cfg : PINODEConfig
+    ctx : FitContext
+        Device, dtype and progress.
+    fixed_start : list, optional
+        Per sweep None (fit the first node's hidden states) or the (S,) state it starts from.
+    """
+    fixed_start = fixed_start or [None] * len(sweeps)
+    dt_s, nodes, scales, field, prob, losses, first, last = _setup(layout, sweeps, observed, starts, cfg,
+                                                                  fixed_start, ctx.dtype, ctx.device)
+    steps = int(cfg.training.steps)
+    groups = [torch.optim.Adam([prob.z, prob.u], lr=float(cfg.training.lr_params))]
+    if list(field.parameters()):
+        groups.append(torch.optim.Adam(field.parameters(), lr=float(cfg.training.lr)))
+    scheds = [torch.optim.lr_scheduler.LambdaLR(o, lambda it: 0.1 ** (it / steps)) for o in groups]
+    history = {k: [] for k in ("step", "horizon", "loss", "data", "continuity", "physics", "correction", "theta")}
+    extra, neural = None, cfg.field.mode == "neural" and cfg.residuals.physics
+    bar = _progress(ctx, steps)
+    for it in range(steps):
+        h = _horizon(cfg, it, steps, first, last)
+        weight = _physics_weight(cfg, it, steps)
+        terms = _terms(cfg, field, prob, losses, nodes, h, extra)
+        total = _total(cfg, terms, weight)
+        for o in groups:
+            o.zero_grad(set_to_none=True)
+        torch.where(torch.isfinite(total), total, torch.zeros_like(total)).sum().backward()
+        for o in groups:
+            for g in o.param_groups:
+                for q in g["params"]:
+                    if q.grad is not None:
+                        torch.nan_to_num_(q.grad, nan=0.0, posinf=0.0, neginf=0.0)
+            o.step()
+        for s in scheds:
+            s.step()
+        prob.project()
+        if neural and (it % 50 == 0 or extra is None):
+            extra = _extrapolation(cfg, field, prob, terms["pred"], nodes, sweeps, dt_s)
+        if it % int(cfg.output.log_every) == 0 or it == steps - 1:
+            _record(history, it, h, total, terms, prob)
+            if bar is not None:
+                bar.set_postfix(loss=f"{float(np.nanmin(total.detach().cpu().numpy())):.3g}", horizon_ms=f"{h * dt_s:.3g}")
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return _finish(cfg, field, prob, losses, nodes, sweeps, dt_s, last, extra, history,
+                   info={"dt_ms": nodes.dt, "node_ms": nodes.spacing * dt_s, "horizon_ms": last * dt_s,
+                         "n_nodes": int(nodes.index.size), "physics_weight": float(cfg.residuals.physics_weight)})
+
+
+def _progress(ctx, steps: int):
+    if not ctx.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps, desc="pinode", unit="step")
+
+
+def _record(history: dict, it: int, h: int, total: torch.Tensor, terms: dict, prob: _Problem) -> None:
+    def med(x):
+        x = x.detach().cpu().numpy()
+        return float(np.nanmedian(x)) if np.isfinite(x).any() else math.nan
+
+    history["step"].append(it)
+    history["horizon"].append(h)
+    history["loss"].append(med(total))
+    for k in ("data", "continuity", "physics", "correction"):
+        history[k].append(med(terms[k]))
+    history["theta"].append(prob.coords.theta(prob.z).detach().cpu().numpy().tolist())
+
+
+@torch.no_grad()
+def _finish(cfg, field, prob: _Problem, losses: _Losses, nodes: Nodes, sweeps, dt_s: float, last: int, extra,
+            history: dict, info: dict) -> Trained:
+    """Final loss at the full horizon, the stitched reconstruction, the correction current and the forecast."""
+    terms = _terms(cfg, field, prob, losses, nodes, max(last, nodes.spacing), extra)
+    total = _total(cfg, terms, float(cfg.residuals.physics_weight)).cpu().numpy()
+    pred = terms["pred"]
+    p = prob.params()
+    states, corrections, forecast = [], [], []
+    for j, sw in enumerate(sweeps):
+        out = torch.empty(prob.members, sw.t.size, pred.shape[-1], dtype=pred.dtype, device=pred.device)
+        for n in np.flatnonzero(nodes.sweep == j):
+            k = int(nodes.index[n])
+            stop = sw.t.size if nodes.next_node[n] < 0 else k + nodes.spacing
+            out[:, k:stop] = pred[:, n, :stop - k]
+        states.append(out.cpu().numpy())
+        corr = field.correction(tuple(out.unbind(-1)), 0.0)
+        corrections.append(None if corr is None else corr.cpu().numpy())
+        forecast.append(_forecast(cfg, field, p, out[:, -1], float(sw.i_ext[-1]), float(sw.t[-1]), dt_s, nodes))
+    return Trained(theta_free=prob.coords.theta(prob.z).cpu().numpy(), loss=total,
+                   loss_terms={k: terms[k].cpu().numpy() for k in ("data", "continuity", "physics", "correction")},
+                   states=states, corrections=None if corrections[0] is None else corrections,
+                   forecast=forecast, history=history, info=info | {"field": field, "params": p})
+
+
+def _forecast(cfg, field, p: dict, start: torch.Tensor, current: float, t_end: float, dt_s: float, nodes: Nodes):
+    """(times (K,), states (E, K, S), correction (E, K) or None) after the window, or None without a forecast."""
+    samples = int(round(float(cfg.output.forecast_ms) / dt_s))
+    if samples < 1:
+        return None
+    states, corr = free_run(field, p, start.unsqueeze(1), current, samples, nodes.sub, nodes.dt, cfg.solver.method,
+                            correction=True)
+    t = t_end + dt_s * np.arange(1, samples + 1)
+    return t, states[:, 0, 1:].cpu().numpy(), None if corr is None else corr[:, 0, 1:].cpu().numpy()

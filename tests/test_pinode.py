@@ -1,0 +1,85 @@
+"""The ``pinode`` backend: the backend contract, its options, the forecast and correction signals, and the
+science on small cases (parameters of Hodgkin–Huxley from the voltage alone, data from scipy's Radau solver)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from neo_pinn import EstimationProblem, Trace, get_backend, get_model
+from neo_pinn.errors import ConfigurationError
+from neo_pinn.reference import reference_solution
+from neo_pinn.testing import BackendCompliance, synthetic_problem
+
+FAST = {"n_members": 2, "steps": 20, "node_ms": 5.0, "horizon_start_ms": 1.0, "max_dt": 0.1}
+
+
+class TestPinodeCompliance(BackendCompliance):
+    backend = "pinode"
+    options = FAST
+    step_options = {"max_dt": 0.05}
+
+
+class TestPinodeNeuralCompliance(BackendCompliance):
+    backend = "pinode"
+    options = FAST | {"mode": "neural", "width": 8, "depth": 1, "extrapolate_ms": 2.0}
+
+
+def test_options_switch_every_technique_off():
+    from neo_pinn_pinode import ABLATIONS, PINODEConfig
+
+    for change in ABLATIONS.values():
+        cfg = PINODEConfig.from_options(change)
+        for key, value in change.items():
+            assert cfg[key] == value
+    with pytest.raises(ConfigurationError, match="mode"):
+        get_backend("pinode")(mode="magic")
+    with pytest.raises(ConfigurationError, match="method"):
+        get_backend("pinode")(method="rk45")
+
+
+def test_forecast_and_correction_signals():
+    problem = synthetic_problem(duration=60.0)
+    res = get_backend("pinode")(**FAST, mode="hybrid", forecast_ms=30.0).fit(problem, seed=1, device="cpu")
+    (forecast,) = res.signals_of("forecast")
+    (correction,) = res.signals_of("correction")
+    dt = float(np.median(np.diff(problem.traces[0].t)))
+    assert forecast.values.shape == (int(round(30.0 / dt)), problem.model.n_states)
+    assert forecast.t[0] == pytest.approx(problem.traces[0].t[-1] + dt)
+    assert forecast.names == problem.model.state_names
+    assert correction.units == ("pA",) and correction.values.shape == (problem.traces[0].t.size, 1)
+    assert "forecast_spikes" in res.metrics and "correction_rms_pA" in res.metrics
+    assert any(c["name"] == "forecast_finite" for c in res.verdict["checks"])
+
+
+def test_observed_states_must_match_the_sweeps():
+    problem = synthetic_problem(duration=40.0)
+    est = get_backend("pinode")(**FAST, observed_states={"w": [np.zeros(3)]})
+    with pytest.raises(ConfigurationError, match="observed_states"):
+        est.fit(problem, device="cpu")
+    with pytest.raises(ConfigurationError, match="not hidden states"):
+        get_backend("pinode")(**FAST, observed_states={"q": [np.zeros(3)]}).fit(problem, device="cpu")
+
+
+def _hh_voltage_problem(init_scale: float, seed: int = 0):
+    """60 ms of tonic Hodgkin–Huxley from scipy's Radau solver (not our integrator), 1 % noise, 0.05 ms samples."""
+    m = get_model("hodgkin_huxley")
+    t, y = reference_solution(m, duration=90.0, dt_out=0.05, i_ext=10.0, preset="tonic", method="Radau",
+                              rtol=1e-8, atol=1e-10)
+    keep = t >= 30.0
+    t, y = t[keep] - 30.0, y[keep]
+    v = y[:, 0] + 0.01 * np.ptp(y[:, 0]) * np.random.default_rng(seed).standard_normal(t.size)
+    truth = {"gNa": 120.0, "gK": 36.0, "gL": 0.3}
+    tr = Trace(t=t, v=v, i_ext=np.full(t.size, 10.0), sweep=0)
+    return EstimationProblem.build(m, [tr], list(truth), preset="tonic", truth=truth,
+                                   init={k: init_scale * x for k, x in truth.items()}), y
+
+
+@pytest.mark.slow
+def test_voltage_only_hodgkin_huxley_parameters_and_hidden_states():
+    problem, y = _hh_voltage_problem(init_scale=1.6)
+    res = get_backend("pinode")(mode="mechanistic").fit(problem, seed=0, device="cpu")
+    assert res["gNa"].relative_error < 0.05 and res["gK"].relative_error < 0.05
+    for k in (1, 2, 3):
+        st = res.fits[0].states[:, k]
+        assert np.linalg.norm(st - y[:, k]) / np.linalg.norm(y[:, k]) < 0.05
