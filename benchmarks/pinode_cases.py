@@ -59,8 +59,9 @@ class HodgkinHuxleyM(NeuronModel):
         ParameterSpec("tau_max", "ms", 200.0, (10.0, 2000.0), True, "largest M-current time constant"),
     )
     presets = {
-        "adapting": Preset("adapting", {}, 10.0, (-64.996, 0.05296, 0.5960, 0.3177, 0.0474), "tonic",
-                           "I = 10 µA/cm², gM = 1: tonic firing, slower than plain HH after adaptation", {}, 300.0),
+        "adapting": Preset("adapting", {}, 20.0, (-64.996, 0.05296, 0.5960, 0.3177, 0.0474), "tonic",
+                           "I = 20 µA/cm², gM = 1: tonic firing at 66.4 Hz (plain HH: 86.5 Hz); at I = 10 it stops "
+                           "after one spike", {"rate_hz": 66.4}, 300.0),
     }
     default_preset = "adapting"
     spike_threshold = 0.0
