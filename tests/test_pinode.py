@@ -11,7 +11,8 @@ from neo_pinn.errors import ConfigurationError
 from neo_pinn.reference import reference_solution
 from neo_pinn.testing import BackendCompliance, synthetic_problem
 
-FAST = {"n_members": 2, "steps": 20, "node_ms": 5.0, "horizon_start_ms": 1.0, "max_dt": 0.1}
+FAST = {"n_members": 2, "steps": 20, "node_ms": 5.0, "horizon_start_ms": 1.0, "max_dt": 0.1, "polish_steps": 4,
+        "screen_steps": 10, "screen_rounds": 1}
 
 
 class TestPinodeCompliance(BackendCompliance):

@@ -42,12 +42,13 @@ import numpy as np
 from neo_pinn.errors import ConfigurationError
 from neo_pinn.features import spike_times
 from neo_pinn.problem import EstimationProblem
-from neo_pinn.toolkit import (DerivedSignal, EstimationResult, Estimator, FitContext, driven_hidden_states, gate_mask,
+from neo_pinn.toolkit import (DerivedSignal, EstimationResult, Estimator, FitContext, gate_mask,
                               noise_from_residuals, voltage_residuals)
 from neo_pinn.verdict import Check
 
 from .config import PINODEConfig
 from .data import SweepData
+from .screen import drive_hidden, screen_starts
 from .trainer import Layout, Trained, train_members
 
 __all__ = ["PINODE", "ABLATIONS"]
@@ -91,8 +92,17 @@ class PINODE(Estimator):
         starts = problem.starting_points(int(ens.n_members), ctx.rng, ens.random_starts, float(ens.jitter))
         layout = self.layout(problem)
         sweeps, observed = self.sweeps(problem, layout, starts)
+        screened = starts
+        sc = self.config.screening
+        if sc.screen:
+            screened, sweeps = screen_starts(layout, sweeps, observed, starts, rounds=int(sc.screen_rounds),
+                                             steps=int(sc.screen_steps), interval_ms=float(sc.screen_interval_ms),
+                                             max_dt=float(self.config.solver.max_dt), dtype=ctx.dtype,
+                                             device=ctx.device)
         fixed = [self.given_start(problem)] * len(sweeps)
-        tr = train_members(layout, sweeps, observed, starts, self.config, ctx, fixed)
+        tr = train_members(layout, sweeps, observed, screened, self.config, ctx, fixed)
+        if sc.screen:
+            tr.info |= {f"screened_{n}": screened[:, j].tolist() for j, n in enumerate(problem.free_names)}
         return self.assemble(problem, tr, starts)
 
     @staticmethod
@@ -120,8 +130,6 @@ class PINODE(Estimator):
             raise ConfigurationError(f"observed_states names {unknown}, not hidden states of {model.name} "
                                      f"({', '.join(names[1:])}).")
         observed = np.array([k == 0 or n in self.observed_states for k, n in enumerate(names)])
-        thetas = np.repeat(layout.theta[None], starts.shape[0], 0)
-        thetas[:, layout.free_index] = starts
         out = []
         for j, tr in enumerate(problem.traces):
             obs = np.full((tr.t.size, model.n_states), np.nan)
@@ -131,14 +139,9 @@ class PINODE(Estimator):
                     raise ConfigurationError(f"observed_states[{name!r}] needs one array per fitted sweep "
                                              f"({len(problem.traces)}), each on the sweep's {tr.t.size} samples.")
                 obs[:, names.index(name)] = arrays[j]
-            guess = np.empty((starts.shape[0], tr.t.size, model.n_states))
-            guess[:, :, 0] = tr.v
-            if model.n_states > 1:
-                guess[:, :, 1:] = driven_hidden_states(model, thetas, tr.t, tr.v, tr.i_ext, layout.gates,
-                                                       max_dt=float(self.config.solver.max_dt))
-            for s in np.flatnonzero(observed):
-                guess[:, :, s] = obs[:, s]
-            out.append(SweepData(t=tr.t, i_ext=tr.i_ext, observed=obs, guess=guess))
+            guess = np.repeat(np.nan_to_num(obs)[None], starts.shape[0], 0)
+            out.append(drive_hidden(layout, SweepData(t=tr.t, i_ext=tr.i_ext, observed=obs, guess=guess), observed,
+                                    starts, float(self.config.solver.max_dt)))
         return out, observed
 
     # ------------------------------------------------------------------ result
@@ -154,7 +157,7 @@ class PINODE(Estimator):
         best = int(np.argmin(np.where(finite, tr.loss, np.inf)))
         th = tr.theta_free[accepted]
         logs = np.array([f.log_scale for f in problem.free])
-        est = np.where(logs, np.exp(np.median(np.log(th), 0)), np.median(th, 0))
+        est = np.where(logs, np.exp(np.median(np.log(np.where(logs, th, 1.0)), 0)), np.median(th, 0))
         std = {n: (float(np.std(th[:, j], ddof=1)) if th.shape[0] > 1 else None) for j, n in enumerate(names)}
         states = [s[best] for s in tr.states]
         noise = noise_from_residuals(voltage_residuals(problem.traces, states), problem.noise)

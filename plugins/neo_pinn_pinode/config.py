@@ -9,17 +9,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from neo_pinn.toolkit import (BOOL, METHODS, NON_NEGATIVE, POSITIVE, POSITIVE_INT, BackendConfig, Check, OptionGroup,
+from neo_pinn.toolkit import (BOOL, METHODS, NON_NEGATIVE, NON_NEGATIVE_INT, POSITIVE, POSITIVE_INT, BackendConfig, Check, OptionGroup,
                               group, is_number, one_of, option, optional)
 
-__all__ = ["MODES", "PINODEConfig", "FieldOptions", "SolverOptions", "CurriculumOptions", "PhysicsOptions",
-           "TrainingOptions", "EnsembleOptions", "OutputOptions"]
+__all__ = ["MODES", "shooting_lengths", "PINODEConfig", "FieldOptions", "SolverOptions", "CurriculumOptions", "PhysicsOptions",
+           "TrainingOptions", "ScreenOptions", "EnsembleOptions", "OutputOptions"]
 
 #: the vector fields: an MLP over every state, the model plus a learned current, the model alone
 MODES = ("hybrid", "neural", "mechanistic")
 
 AT_LEAST_ONE = Check(lambda x: is_number(x) and x >= 1.0, "give a number ≥ 1")
 FRACTION = Check(lambda x: is_number(x) and 0.0 <= x <= 1.0, "give a number in [0, 1]")
+
+
+#: the measured defaults of (first horizon, last horizon, node spacing) in ms per mode (None: one sample / the
+#: node spacing); a learned field needs dense nodes and short rollouts, the model alone long ones
+_SHOOTING = {"neural": (None, 3.0, 0.5), "hybrid": (1.0, None, 5.0), "mechanistic": (1.0, None, 5.0)}
+
+
+def shooting_lengths(cfg: "PINODEConfig", sample_ms: float) -> tuple[float, float | None, float]:
+    """(first horizon, last horizon or None for the node spacing, node spacing) in ms, the mode's defaults
+    where the options are None; ``sample_ms`` is the sampling interval (the shortest horizon)."""
+    first, last, node = _SHOOTING[cfg.field.mode]
+    sh = cfg.shooting
+    return (sh.horizon_start_ms if sh.horizon_start_ms is not None else first if first is not None else sample_ms,
+            sh.horizon_ms if sh.horizon_ms is not None else last,
+            sh.node_ms if sh.node_ms is not None else node)
 
 
 @dataclass(frozen=True)
@@ -53,11 +68,17 @@ class CurriculumOptions(OptionGroup):
 
     curriculum: bool = option(True, BOOL, "Grow the rollout horizon from horizon_start_ms; off: the full horizon "
                               "from the first step.")
-    horizon_start_ms: float = option(1.0, POSITIVE, "First rollout horizon, ms.")
+    horizon_start_ms: float | None = option(None, optional(POSITIVE),
+                                            "First rollout horizon, ms; None: one sample ('neural'), 1 ms otherwise.")
     horizon_ms: float | None = option(None, optional(POSITIVE),
-                                      "Last rollout horizon, ms; None: the node spacing (neighbouring rollouts meet).")
-    node_ms: float = option(5.0, POSITIVE, "Spacing of the shooting nodes, ms.")
+                                      "Last rollout horizon, ms; None: 3 ms ('neural'), else the node spacing "
+                                      "(neighbouring rollouts meet).")
+    node_ms: float | None = option(None, optional(POSITIVE),
+                                   "Spacing of the shooting nodes, ms; None: 0.5 ms ('neural'), 5 ms otherwise.")
     grow_fraction: float = option(0.6, FRACTION, "Share of the steps over which the horizon grows.")
+    continuity_weight: float = option(100.0, AT_LEAST_ONE, "Last weight of the gaps between neighbouring rollouts "
+                                      "(1 during Adam, raised tenfold per L-BFGS round): multiple shooting "
+                                      "tightens towards one continuous trajectory.")
 
 
 @dataclass(frozen=True)
@@ -79,10 +100,25 @@ class PhysicsOptions(OptionGroup):
 class TrainingOptions(OptionGroup):
     """The optimiser."""
 
-    steps: int = option(1500, POSITIVE_INT, "Optimiser steps.")
+    steps: int = option(600, POSITIVE_INT, "Adam steps through the solver.")
     lr: float = option(3e-3, POSITIVE, "Adam learning rate of the networks (decays tenfold over the steps).")
     lr_params: float = option(2e-2, POSITIVE, "Adam learning rate of the parameters and latent states "
                               "(log coordinates; decays tenfold).")
+    pretrain_steps: int = option(2000, NON_NEGATIVE_INT, "'neural' with physics: Adam steps fitting the network to "
+                                 "the model's derivatives (screened parameters) around the data before any rollout, "
+                                 "then as many L-BFGS iterations / 4 (0: none).")
+    polish_steps: int = option(200, NON_NEGATIVE_INT, "L-BFGS iterations on everything after Adam, at the last "
+                               "horizon and the full physics weight, shared by the continuity rounds (0: none).")
+
+
+@dataclass(frozen=True)
+class ScreenOptions(OptionGroup):
+    """The screened start: parameters fitted to the integral form of the equations along the data first."""
+
+    screen: bool = option(True, BOOL, "Screen every member's start before the shooting (off: start where given).")
+    screen_rounds: int = option(3, POSITIVE_INT, "Rounds of (drive the hidden states, fit the parameters).")
+    screen_steps: int = option(150, POSITIVE_INT, "Adam steps per round.")
+    screen_interval_ms: float = option(1.0, POSITIVE, "Integration interval of the residual, ms.")
 
 
 @dataclass(frozen=True)
@@ -93,7 +129,7 @@ class EnsembleOptions(OptionGroup):
     random_starts: str = option("jitter", one_of("bounds", "jitter"),
                                 "Starts after the first: log-uniform within the bounds, or log-normal around member 0.")
     jitter: float = option(0.3, NON_NEGATIVE, "Spread (std of log θ) of 'jitter' starts.")
-    accept_factor: float = option(2.0, AT_LEAST_ONE,
+    accept_factor: float = option(1.2, AT_LEAST_ONE,
                                   "Members whose final loss ≤ accept_factor × the best make the estimate.")
 
 
@@ -115,5 +151,6 @@ class PINODEConfig(BackendConfig):
     shooting: CurriculumOptions = group(CurriculumOptions)
     residuals: PhysicsOptions = group(PhysicsOptions)
     training: TrainingOptions = group(TrainingOptions)
+    screening: ScreenOptions = group(ScreenOptions)
     ensemble: EnsembleOptions = group(EnsembleOptions)
     output: OutputOptions = group(OutputOptions)

@@ -20,7 +20,8 @@ TORCHDIFFEQ_METHODS = {"euler": "euler", "heun": "heun2", "rk4": "rk4"}
 
 
 def rollout(field, params: Callable[[], dict], start: torch.Tensor, current: torch.Tensor, samples: int, sub: int,
-            dt: float, method: str, adjoint: bool = False, adjoint_params: tuple = ()) -> torch.Tensor:
+            dt: float, method: str, adjoint: bool = False, adjoint_params: tuple = (),
+            limits: tuple | None = None) -> torch.Tensor:
     """States (E, N, samples + 1, S) on the sampling grid, from ``start`` (E, N, S).
 
     Parameters
@@ -40,6 +41,9 @@ def rollout(field, params: Callable[[], dict], start: torch.Tensor, current: tor
     method : {"euler", "heun", "rk4"}
     adjoint : bool
         Use ``torchdiffeq.odeint_adjoint`` (gradients for ``start`` and ``adjoint_params``).
+    limits : (torch.Tensor, torch.Tensor), optional
+        (S,) lowest and highest value of each state: a step that leaves them is clipped back (direct rollouts), so
+        a member whose parameters make the solver unstable returns a finite, bad fit instead of NaN.
     """
     if adjoint:
         return _adjoint_rollout(field, params, start, current, samples, sub, dt, method, adjoint_params)
@@ -49,6 +53,8 @@ def rollout(field, params: Callable[[], dict], start: torch.Tensor, current: tor
     for k in range(samples * sub):
         j = 2 * k
         ys = step(field, method, 0.0, ys, p, current[:, j], current[:, j + 1], current[:, j + 2], dt)
+        if limits is not None:
+            ys = tuple(torch.clamp(y, lo, hi) for y, lo, hi in zip(ys, limits[0], limits[1]))
         if (k + 1) % sub == 0:
             out.append(torch.stack(ys, -1))
     return torch.stack(out, 2)
@@ -62,7 +68,7 @@ class _Vector(torch.nn.Module):
         self.field, self.params, self.current, self.half = field, params, current, dt / 2.0
 
     def forward(self, t, y):
-        j = int(round(float(t) / self.half))
+        j = int(round(float(t.detach()) / self.half))
         j = min(max(j, 0), self.current.shape[1] - 1)
         d = self.field.derivatives(t, tuple(y.unbind(-1)), self.params(), self.current[:, j])
         return torch.stack(d, -1)
@@ -80,14 +86,14 @@ def _adjoint_rollout(field, params, start, current, samples, sub, dt, method, ad
 
 @torch.no_grad()
 def free_run(field, p: dict, start: torch.Tensor, current: float, samples: int, sub: int, dt: float, method: str,
-             every: int = 1, correction: bool = False):
+             every: int = 1, correction: bool = False, limits: tuple | None = None):
     """The field run freely from ``start`` (E, B, S) under a constant current (pA), without gradients.
 
     Returns
     -------
     (torch.Tensor, torch.Tensor or None)
         States (E, B, samples // every + 1, S) every ``every`` samples, and with ``correction`` the field's
-        correction current (E, B, ·) there (None for fields without one).
+        correction current (E, B, ·) there (None for fields without one). ``limits`` as in :func:`rollout`.
     """
     ys = tuple(start.unbind(-1))
     states, corr = [start], []
@@ -95,6 +101,8 @@ def free_run(field, p: dict, start: torch.Tensor, current: float, samples: int, 
         corr.append(field.correction(ys, current))
     for k in range(samples * sub):
         ys = step(field, method, 0.0, ys, p, current, current, current, dt)
+        if limits is not None:
+            ys = tuple(torch.clamp(y, lo, hi) for y, lo, hi in zip(ys, limits[0], limits[1]))
         if (k + 1) % (sub * every) == 0:
             states.append(torch.stack(ys, -1))
             if correction:

@@ -22,7 +22,7 @@ import torch
 
 from neo_pinn.toolkit import LogLinear, choose_dt
 
-from .config import PINODEConfig
+from .config import PINODEConfig, shooting_lengths
 from .data import Nodes, SweepData, build_nodes, data_scales, sampling_interval
 from .fields import HybridField, MechanisticField, NeuralField, Scales
 from .rollout import free_run, rollout
@@ -101,6 +101,14 @@ class _Problem:
         start = np.stack([sweeps[j].guess[:, k] for j, k in zip(nodes.sweep, nodes.index)], 1)  # (E, N, S)
         self.u = torch.tensor((start - scales.mean) / scales.spread, **self.kw).requires_grad_(True)
         self.gates = torch.tensor(layout.gates, device=device)
+        # where a state may go in a rollout: far outside the data's range (a safeguard, not a constraint)
+        lo = torch.where(self.gates, torch.zeros_like(self.mu), self.mu - 20.0 * self.sd)
+        hi = torch.where(self.gates, torch.ones_like(self.mu), self.mu + 20.0 * self.sd)
+        self.limits = (lo, hi)
+        # where the physics residual is asked: the data's neighbourhood (a run that wanders far off it would
+        # ask the model for derivatives many orders larger than any in the data)
+        self.region = (torch.where(self.gates, torch.zeros_like(self.mu), self.mu - 3.0 * self.sd),
+                       torch.where(self.gates, torch.ones_like(self.mu), self.mu + 3.0 * self.sd))
         # nodes whose state is given (initial_state "preset" or a vector): held at it
         held = [(n, fixed_start[j]) for n, (j, k) in enumerate(zip(nodes.sweep, nodes.index))
                 if k == 0 and fixed_start[j] is not None]
@@ -164,14 +172,26 @@ class _Losses:
         gap = (pred[:, self.has_next, self.nodes.spacing] - nodes_state[:, self.nodes.next_node[self.has_next]]) / sd
         return (gap * gap).mean((1, 2))
 
-    def physics(self, field, p: dict, points: torch.Tensor) -> torch.Tensor:
-        """Scale-aware residual of the learned field against the model at ``points`` (E, B, S), current as given."""
+    def physics(self, field, p: dict, points: torch.Tensor, beyond: torch.Tensor | None = None) -> torch.Tensor:
+        """Residual of the learned field against the model, per member, at ``points`` (E, B, S + 1: the states
+        and the current) inside the window and at ``beyond`` (past it).
+
+        Past the window only the network learns from it (the parameters are held there): the field's own run
+        can wander where the model's derivatives are huge, and shrinking the parameters would be the cheapest
+        way to agree with it — the collapse a physics loss must not cause.
+        """
+        sq = [self._residual(field, p, points)]
+        if beyond is not None:
+            sq.append(self._residual(field, {k: v.detach() for k, v in p.items()}, beyond))
+        return torch.cat(sq, 1).mean(1)
+
+    def _residual(self, field, p: dict, points: torch.Tensor) -> torch.Tensor:
         state, current = tuple(points[..., :-1].unbind(-1)), points[..., -1]
         learned = torch.stack(field.derivatives(0.0, state, p, current), -1)
         target = torch.stack(self.model.derivatives(0.0, state, p, current), -1)
         scale = self.rate if self.cfg.residuals.scale_aware else self.plain_rate
         r = (learned - target) / scale
-        return (r * r).mean((1, 2))
+        return (r * r).mean(-1)
 
     def correction(self, field, pred: torch.Tensor) -> torch.Tensor:
         c = field.correction(tuple(pred.flatten(1, 2).unbind(-1)), 0.0)
@@ -179,11 +199,11 @@ class _Losses:
         return (c * c).mean(1)
 
 
-def _physics_weight(cfg: PINODEConfig, it: int, steps: int) -> float:
-    """The controlled physics weight: zero for ``physics_start`` of the steps, then a linear ramp to the cap."""
+def _ramp(cfg: PINODEConfig, it: int, steps: int) -> float:
+    """Where the controlled weights stand, 0 … 1: zero for ``physics_start`` of the steps, then a linear ramp."""
     begin = cfg.residuals.physics_start * steps
     ramp = max(1.0, cfg.residuals.ramp_fraction * steps)
-    return float(cfg.residuals.physics_weight) * float(np.clip((it + 1 - begin) / ramp, 0.0, 1.0))
+    return float(np.clip((it + 1 - begin) / ramp, 0.0, 1.0))
 
 
 def _horizon(cfg: PINODEConfig, it: int, steps: int, first: int, last: int) -> int:
@@ -194,9 +214,9 @@ def _horizon(cfg: PINODEConfig, it: int, steps: int, first: int, last: int) -> i
     return int(round(first * (last / first) ** frac)) if last > first else last
 
 
-def _collocation(pred: torch.Tensor, nodes: Nodes, h: int, extra: torch.Tensor | None) -> torch.Tensor:
-    """Points (E, B, S + 1) where the physics residual is evaluated: the rollouts' states (and the observed ones
-    where every state is observed) with their current, plus the field's own run beyond the window."""
+def _collocation(pred: torch.Tensor, nodes: Nodes, h: int) -> torch.Tensor:
+    """Points (E, B, S + 1) in the window where the physics residual is evaluated: the rollouts' states (and the
+    observed ones where every state is observed) with their current."""
     E = pred.shape[0]
     cur = nodes.current[:, ::2 * nodes.sub][:, :h + 1]
     pts = [torch.cat([pred.detach(), cur.unsqueeze(0).unsqueeze(-1).expand(E, -1, -1, 1)], -1).flatten(1, 2)]
@@ -205,9 +225,13 @@ def _collocation(pred: torch.Tensor, nodes: Nodes, h: int, extra: torch.Tensor |
     if bool(full.any()):
         seen = torch.cat([obs[full], cur[full].unsqueeze(-1)], -1)
         pts.append(seen.unsqueeze(0).expand(E, -1, -1))
-    if extra is not None:
-        pts.append(extra)
     return torch.cat(pts, 1)
+
+
+def _clamp_points(points: torch.Tensor, region: tuple) -> torch.Tensor:
+    """Collocation points (…, S + 1) with each state clipped into ``region`` ((S,), (S,)); the current is kept."""
+    states = torch.maximum(torch.minimum(points[..., :-1], region[1]), region[0])
+    return torch.cat([states, points[..., -1:]], -1)
 
 
 def _terms(cfg: PINODEConfig, field, prob: _Problem, losses: _Losses, nodes: Nodes, h: int,
@@ -215,19 +239,24 @@ def _terms(cfg: PINODEConfig, field, prob: _Problem, losses: _Losses, nodes: Nod
     start = prob.nodes()
     adjoint_params = tuple(field.parameters()) + (prob.z,)
     pred = rollout(field, prob.params, start, nodes.current, h, nodes.sub, nodes.dt, cfg.solver.method,
-                   cfg.solver.adjoint, adjoint_params)
+                   cfg.solver.adjoint, adjoint_params, prob.limits)
     zero = torch.zeros(prob.members, dtype=pred.dtype, device=pred.device)
     terms = {"data": losses.data(pred, h), "continuity": losses.continuity(pred, start, h),
              "physics": zero, "correction": zero}
     if cfg.field.mode == "neural" and cfg.residuals.physics:
-        terms["physics"] = losses.physics(field, prob.params(), _collocation(pred, nodes, h, extra))
+        p = prob.params()
+        if cfg.screening.screen:  # the parameters come from the screen: the field learns the model, not vice versa
+            p = {k: v.detach() for k, v in p.items()}
+        inside = _clamp_points(_collocation(pred, nodes, h), prob.region)
+        terms["physics"] = losses.physics(field, p, inside, None if extra is None else _clamp_points(extra, prob.region))
     if cfg.field.mode == "hybrid":
         terms["correction"] = losses.correction(field, pred)
     return terms | {"pred": pred}
 
 
-def _total(cfg: PINODEConfig, terms: dict, weight: float) -> torch.Tensor:
-    return (terms["data"] + terms["continuity"] + weight * terms["physics"]
+def _total(cfg: PINODEConfig, terms: dict, ramp: float, tie: float = 1.0) -> torch.Tensor:
+    """Every term per member: the physics weight at ``ramp`` ∈ [0, 1] of its schedule, the gaps times ``tie``."""
+    return (terms["data"] + tie * terms["continuity"] + ramp * float(cfg.residuals.physics_weight) * terms["physics"]
             + cfg.field.correction_penalty * terms["correction"])
 
 
@@ -242,7 +271,8 @@ def _extrapolation(cfg: PINODEConfig, field, prob: _Problem, pred: torch.Tensor,
     start = pred[:, last:last + 1, reach].detach()
     current = float(sweeps[0].i_ext[-1])
     every = max(1, samples // 256)
-    states, _ = free_run(field, prob.params(), start, current, samples, nodes.sub, nodes.dt, cfg.solver.method, every)
+    states, _ = free_run(field, prob.params(), start, current, samples, nodes.sub, nodes.dt, cfg.solver.method, every,
+                         limits=prob.limits)
     states = states[:, 0]
     ok = torch.isfinite(states).all(-1, keepdim=True).all(1, keepdim=True)
     states = torch.where(ok, states, start.expand_as(states))  # a diverged run teaches nothing
@@ -254,10 +284,10 @@ def _setup(layout: Layout, sweeps: list[SweepData], observed: np.ndarray, starts
     dt_s = sampling_interval(sweeps)
     dt, sub = choose_dt(dt_s, None, float(cfg.solver.max_dt))
     longest = max(sw.t.size for sw in sweeps) - 1
-    spacing = int(min(max(1, round(cfg.shooting.node_ms / dt_s)), max(longest, 1)))
-    horizon = cfg.shooting.horizon_ms
+    first_ms, horizon, node_ms = shooting_lengths(cfg, dt_s)
+    spacing = int(min(max(1, round(node_ms / dt_s)), max(longest, 1)))
     last = spacing if horizon is None else int(min(max(1, round(horizon / dt_s)), longest))
-    first = int(min(last, max(1, round(cfg.shooting.horizon_start_ms / dt_s))))
+    first = int(min(last, max(1, round(first_ms / dt_s))))
     nodes = build_nodes(sweeps, spacing, max(last, spacing), sub, dt, dtype, device)
     theta = layout.theta.copy()
     theta[layout.free_index] = starts[0]
@@ -290,6 +320,8 @@ def train_members(layout: Layout, sweeps: list[SweepData], observed: np.ndarray,
     fixed_start = fixed_start or [None] * len(sweeps)
     dt_s, nodes, scales, field, prob, losses, first, last = _setup(layout, sweeps, observed, starts, cfg,
                                                                   fixed_start, ctx.dtype, ctx.device)
+    if cfg.field.mode == "neural" and cfg.residuals.physics and int(cfg.training.pretrain_steps) > 0:
+        _pretrain(cfg, field, prob, losses, sweeps, ctx.rng)
     steps = int(cfg.training.steps)
     groups = [torch.optim.Adam([prob.z, prob.u], lr=float(cfg.training.lr_params))]
     if list(field.parameters()):
@@ -300,7 +332,7 @@ def train_members(layout: Layout, sweeps: list[SweepData], observed: np.ndarray,
     bar = _progress(ctx, steps)
     for it in range(steps):
         h = _horizon(cfg, it, steps, first, last)
-        weight = _physics_weight(cfg, it, steps)
+        weight = _ramp(cfg, it, steps)
         terms = _terms(cfg, field, prob, losses, nodes, h, extra)
         total = _total(cfg, terms, weight)
         for o in groups:
@@ -325,9 +357,89 @@ def train_members(layout: Layout, sweeps: list[SweepData], observed: np.ndarray,
             bar.update(1)
     if bar is not None:
         bar.close()
+    if int(cfg.training.polish_steps) > 0:
+        polished = _polish(cfg, field, prob, losses, nodes, last, extra)
+        history["polish_loss"] = polished
     return _finish(cfg, field, prob, losses, nodes, sweeps, dt_s, last, extra, history,
                    info={"dt_ms": nodes.dt, "node_ms": nodes.spacing * dt_s, "horizon_ms": last * dt_s,
                          "n_nodes": int(nodes.index.size), "physics_weight": float(cfg.residuals.physics_weight)})
+
+
+def _polish(cfg: PINODEConfig, field, prob: _Problem, losses: _Losses, nodes: Nodes, h: int,
+            extra: torch.Tensor | None) -> list[float]:
+    """L-BFGS (strong Wolfe) on parameters, nodes and networks at the last horizon and the full physics weight.
+
+    Adam leaves the slow phase of a spiking field a little off; a quasi-Newton finish takes the fit to the
+    precision a forecast over many periods needs. Returns the loss at each evaluation.
+    """
+    trainable = [prob.z, prob.u] + list(field.parameters())
+    trace: list[float] = []
+    cap = float(cfg.shooting.continuity_weight)
+    ties = [cap] if cap <= 10.0 else list(np.geomspace(10.0, cap, max(1, int(round(np.log10(cap))))))
+    for tie in ties:
+        opt = torch.optim.LBFGS(trainable, lr=1.0, max_iter=max(1, int(cfg.training.polish_steps) // len(ties)),
+                                history_size=30, line_search_fn="strong_wolfe", tolerance_grad=1e-12,
+                                tolerance_change=1e-14)
+        _lbfgs(cfg, opt, field, prob, losses, nodes, h, extra, trainable, float(tie), trace)
+    prob.project()
+    return trace
+
+
+def _lbfgs(cfg, opt, field, prob, losses, nodes, h, extra, trainable, tie: float, trace: list) -> None:
+    """One L-BFGS run at continuity weight ``tie``; a run that ends non-finite is undone."""
+
+    def closure():
+        opt.zero_grad(set_to_none=True)
+        total = _total(cfg, _terms(cfg, field, prob, losses, nodes, h, extra), 1.0, tie)
+        loss = torch.where(torch.isfinite(total), total, torch.zeros_like(total)).sum()
+        loss.backward()
+        for q in trainable:
+            if q.grad is not None:
+                torch.nan_to_num_(q.grad, nan=0.0, posinf=0.0, neginf=0.0)
+        trace.append(float(loss.detach()))
+        return loss
+
+    before = [q.detach().clone() for q in trainable]
+    opt.step(closure)
+    if not all(torch.isfinite(q).all() for q in trainable):  # a failed line search: keep what came before
+        with torch.no_grad():
+            for q, b in zip(trainable, before):
+                q.copy_(b)
+    prob.project()
+
+
+def _pretrain(cfg: PINODEConfig, field, prob: _Problem, losses: _Losses, sweeps, rng: np.random.Generator) -> None:
+    """Fit the neural field to the model's derivatives at the data's states and jittered copies of them.
+
+    Only the network learns (the parameters are held at their screened values): a regression without any
+    rollout, cheap enough to take the field close to the model before training through the solver.
+    """
+    base = np.concatenate([np.concatenate([sw.guess, np.broadcast_to(sw.i_ext[None, :, None], sw.guess.shape[:2] + (1,))],
+                                          -1) for sw in sweeps], 1)  # (E, T, S + 1)
+    spread = np.append(np.asarray(prob.sd.cpu()), 0.0)
+    jitter = [base + 0.05 * spread * rng.standard_normal(base.shape) for _ in range(2)]
+    pts = torch.tensor(np.concatenate([base] + jitter, 1), dtype=prob.mu.dtype, device=prob.mu.device)
+    pts = _clamp_points(pts, prob.region)
+    p = {k: v.detach() for k, v in prob.params().items()}
+    params = list(field.parameters())
+    steps = int(cfg.training.pretrain_steps)
+    opt = torch.optim.Adam(params, lr=float(cfg.training.lr))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 0.1 ** (it / steps))
+    for _ in range(steps):
+        opt.zero_grad(set_to_none=True)
+        losses.physics(field, p, pts).sum().backward()
+        opt.step()
+        sched.step()
+    lbfgs = torch.optim.LBFGS(params, lr=1.0, max_iter=max(1, steps // 4), history_size=30,
+                              line_search_fn="strong_wolfe", tolerance_grad=1e-14, tolerance_change=1e-16)
+
+    def closure():
+        lbfgs.zero_grad(set_to_none=True)
+        loss = losses.physics(field, p, pts).sum()
+        loss.backward()
+        return loss
+
+    lbfgs.step(closure)
 
 
 def _progress(ctx, steps: int):
@@ -356,7 +468,7 @@ def _finish(cfg, field, prob: _Problem, losses: _Losses, nodes: Nodes, sweeps, d
             history: dict, info: dict) -> Trained:
     """Final loss at the full horizon, the stitched reconstruction, the correction current and the forecast."""
     terms = _terms(cfg, field, prob, losses, nodes, max(last, nodes.spacing), extra)
-    total = _total(cfg, terms, float(cfg.residuals.physics_weight)).cpu().numpy()
+    total = _total(cfg, terms, 1.0, float(cfg.shooting.continuity_weight)).cpu().numpy()
     pred = terms["pred"]
     p = prob.params()
     states, corrections, forecast = [], [], []
