@@ -41,9 +41,10 @@ def shooting_lengths(cfg: "PINODEConfig", sample_ms: float) -> tuple[float, floa
 class FieldOptions(OptionGroup):
     """Which vector field is learned, and its networks."""
 
-    mode: str = option("hybrid", one_of(*MODES),
-                       "Vector field: 'neural' (an MLP over every state, tied to the model by the physics residual), "
-                       "'hybrid' (the model plus a learned correction current) or 'mechanistic' (the model alone).")
+    mode: str = option("mechanistic", one_of(*MODES),
+                       "Vector field: 'mechanistic' (the model alone: the parameters explain the data), 'hybrid' (the "
+                       "model plus a learned correction current: what the model lacks, traded against the "
+                       "parameters) or 'neural' (an MLP over every state, tied to the model by the physics residual).")
     width: int = option(64, POSITIVE_INT, "Hidden width of the neural vector field ('neural').")
     depth: int = option(3, POSITIVE_INT, "Hidden layers of the neural vector field ('neural').")
     correction_width: int = option(16, POSITIVE_INT, "Hidden width of the correction-current network ('hybrid').")
