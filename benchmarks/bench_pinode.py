@@ -280,7 +280,8 @@ def case_ablation(args, st: Settings) -> dict[str, Any]:
     forecast = st.horizon_ms - win["length_ms"]
     seeds = 1 if args.quick else args.seeds
     rows = []
-    jobs = [(label, change, seed) for label, change in VARIANTS for seed in range(seeds)]
+    chosen = [(label, change) for k, (label, change) in enumerate(VARIANTS) if args.variants is None or k in args.variants]
+    jobs = [(label, change, seed) for label, change in chosen for seed in range(seeds)]
     for label, change, seed in tqdm(jobs, desc="ablation", disable=None):
         if change is None:
             opts = dict(PINN_QUICK) if args.quick else {}
@@ -299,7 +300,7 @@ def case_ablation(args, st: Settings) -> dict[str, Any]:
     print("| variant | period error | amplitude error | \\|drift\\| (ms) | spike count match | all marks | wall (s) "
           "| errors |\n|---|---|---|---|---|---|---|---|")
     summary = {}
-    for label, _ in VARIANTS:
+    for label, _ in chosen:
         mine = [r for r in rows if r["variant"] == label]
         ok = [r["scores"] for r in mine if r["scores"] is not None]
         cols = []
@@ -579,6 +580,8 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", nargs="+", default=list(CASES), choices=CASES)
     ap.add_argument("--seeds", type=int, default=5, help="fit seeds per ablation variant")
+    ap.add_argument("--variants", type=int, nargs="+", default=None,
+                    help="ablation variants to run, by position in VARIANTS (default: all)")
     ap.add_argument("--draws", type=int, default=10, help="initial guesses in the voltage case")
     ap.add_argument("--steps", type=int, default=None, help="pinode optimiser steps (default: the backend's)")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "neo_pinn_bench_pinode_cache"),

@@ -19,6 +19,7 @@ import numpy as np
 from .derived import DerivedSignal, sample_nearest
 from .errors import ConfigurationError
 from .features import spike_times
+from .residuals import rms
 from .result import EstimationResult
 from .trace import Trace
 from .units import magnitude_in
@@ -118,7 +119,7 @@ def forecast_metrics(signal: DerivedSignal, threshold: float = 0.0, rearm: float
     errors = _nearest_errors(rec, pred)
     out |= {
         "compared_ms": span, "samples_compared": n,
-        "rmse_mV": float(np.sqrt(np.mean((v_pred - v_rec) ** 2))) if n else math.nan,
+        "rmse_mV": rms(v_pred - v_rec) if n else math.nan,
         "spikes_recorded": int(rec.size), "spikes_predicted": int(pred.size),
         "spike_times_recorded_ms": rec.tolist(), "spike_times_predicted_ms": pred.tolist(),
         "spike_time_errors_ms": errors.tolist(),

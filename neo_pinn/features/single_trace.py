@@ -67,9 +67,12 @@ def spike_count(v, t, threshold: float = 0.0, rearm: float | None = None) -> int
     return int(spike_times(v, t, threshold, rearm).size)
 
 
-def firing_rate(v, t, threshold: float = 0.0, t_from: float | None = None) -> float:
-    """Mean firing rate in Hz from the mean inter-spike interval after ``t_from`` (ms); 0 if < 2 spikes."""
-    st = spike_times(v, t, threshold)
+def firing_rate(v, t, threshold: float = 0.0, t_from: float | None = None, rearm: float | None = None) -> float:
+    """Mean firing rate in Hz from the mean inter-spike interval after ``t_from`` (ms); 0 if < 2 spikes.
+
+    ``threshold`` and ``rearm`` (mV) as in :func:`spike_times`.
+    """
+    st = spike_times(v, t, threshold, rearm)
     if t_from is not None:
         st = st[st >= t_from]
     if st.size < 2:

@@ -40,7 +40,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from neo_pinn.errors import ConfigurationError
-from neo_pinn.features import spike_times
+from neo_pinn.features import firing_rate, spike_times
 from neo_pinn.problem import EstimationProblem
 from neo_pinn.toolkit import (DerivedSignal, EstimationResult, Estimator, FitContext, gate_mask,
                               noise_from_residuals, voltage_residuals)
@@ -204,9 +204,8 @@ class PINODE(Estimator):
                 details["forecast_spikes_per_member"] = counts
                 details["forecast_spikes"] = counts[best]
                 details["forecast_finite"] = bool(np.isfinite(states_f[best]).all())
-                rate = _rate(spike_times(states_f[best][:, 0], t_f, threshold, rearm))
-                details["forecast_rate_hz"] = rate
-                details["window_rate_hz"] = _rate(spike_times(trace.v, trace.t, threshold, rearm))
+                details["forecast_rate_hz"] = firing_rate(states_f[best][:, 0], t_f, threshold, rearm=rearm)
+                details["window_rate_hz"] = firing_rate(trace.v, trace.t, threshold, rearm=rearm)
         return out, details
 
     def verdict_checks(self, problem: EstimationProblem, result: EstimationResult) -> tuple[Check, ...]:
@@ -226,8 +225,3 @@ class PINODE(Estimator):
                                         "" if near else "; the forecast does not keep the cell's rhythm: do not "
                                         "trust it beyond the window.")))
         return tuple(checks)
-
-
-def _rate(times: np.ndarray) -> float:
-    """Firing rate from the inter-spike intervals (Hz), 0 with fewer than two spikes."""
-    return float(1000.0 / np.mean(np.diff(times))) if times.size >= 2 else 0.0
