@@ -22,11 +22,15 @@ free parameters and the states at the shooting nodes:
 4. **Controlled physics loss**: the physics weight ramps up over ``ramp_fraction`` of the steps to its cap.
 5. **Partial observation**: unobserved states are latent at the nodes, started from the hidden states
    driven by the recorded voltage (toolkit) or from the given initial state.
+6. **Single-shooting finish** (``mechanistic``, ``hybrid``; ``finish_steps``): Levenberg–Marquardt on the
+   parameters and each sweep's first state with one rollout over the whole sweep — the least-squares fit the
+   multiple shooting approaches — and its local covariance (:mod:`neo_pinn_pinode.finish`).
 
 Result
 ------
 Members whose final loss is within ``accept_factor`` of the best make the estimate (median, log coordinates
-for log-scale parameters) and its std (their spread). States, forecast and correction current are the best
+for log-scale parameters) and its std (their spread, or the best member's Laplace std from the finish where that
+is larger: members that met at one optimum spread less than the data allow). States, forecast and correction current are the best
 member's; with ``forecast_ms`` the field runs on past the window under the sweep's last current (a
 ``forecast`` :class:`~neo_pinn.result.DerivedSignal`), and in ``hybrid`` mode the learned current is a
 ``correction`` signal in pA.
@@ -42,7 +46,7 @@ import numpy as np
 from neo_pinn.errors import ConfigurationError
 from neo_pinn.features import firing_rate, spike_times
 from neo_pinn.problem import EstimationProblem
-from neo_pinn.toolkit import (DerivedSignal, EstimationResult, Estimator, FitContext, gate_mask,
+from neo_pinn.toolkit import (DerivedSignal, EstimationResult, Estimator, FitContext, LogLinear, gate_mask,
                               noise_from_residuals, voltage_residuals)
 from neo_pinn.verdict import Check
 
@@ -159,6 +163,9 @@ class PINODE(Estimator):
         logs = np.array([f.log_scale for f in problem.free])
         est = np.where(logs, np.exp(np.median(np.log(np.where(logs, th, 1.0)), 0)), np.median(th, 0))
         std = {n: (float(np.std(th[:, j], ddof=1)) if th.shape[0] > 1 else None) for j, n in enumerate(names)}
+        local = self.local_std(problem, tr.theta_free[best], tr.info.pop("finish_covariance_z", None), best)
+        if local is not None:  # members that met at one optimum spread less than the data allow: take the larger
+            std = {n: float(np.nanmax([x for x in (std[n], local[j]) if x is not None])) for j, n in enumerate(names)}
         states = [s[best] for s in tr.states]
         noise = noise_from_residuals(voltage_residuals(problem.traces, states), problem.noise)
         metrics = {"n_members": int(tr.loss.size), "n_accepted": int(accepted.sum()), "best_member": best,
@@ -178,6 +185,21 @@ class PINODE(Estimator):
                                            samples={n: tr.theta_free[:, j].tolist() for j, n in enumerate(names)},
                                            diagnostics=diagnostics, signals=tuple(signals))
         return result
+
+    @staticmethod
+    def local_std(problem: EstimationProblem, theta: np.ndarray, covariance_z, member: int) -> np.ndarray | None:
+        """(F,) Laplace std (canonical units) of one member from the finish's log-coordinate covariance, or None."""
+        if covariance_z is None:
+            return None
+        cov = np.asarray(covariance_z, float)[member]
+        if not np.isfinite(cov).all():
+            return None
+        coords = LogLinear(problem.free)
+        z = coords.to_z(np.asarray(theta, float)[None])
+        h = 1e-6
+        grad = np.array([(coords.to_theta(z + h * np.eye(z.shape[1])[k][None])[0, k] - theta[k]) / h
+                         for k in range(z.shape[1])])
+        return np.sqrt(np.clip(np.diag(cov), 0.0, None)) * np.abs(grad)
 
     def signals(self, problem: EstimationProblem, tr: Trained, best: int) -> tuple[list, dict]:
         """The forecast and correction signals of the best member, and what they show (metrics and per-member)."""

@@ -110,6 +110,11 @@ class TrainingOptions(OptionGroup):
                                  "then as many L-BFGS iterations / 4 (0: none).")
     polish_steps: int = option(200, NON_NEGATIVE_INT, "L-BFGS iterations on everything after Adam, at the last "
                                "horizon and the full physics weight, shared by the continuity rounds (0: none).")
+    finish_steps: int = option(100, NON_NEGATIVE_INT, "'mechanistic' and 'hybrid': iterations of a "
+                               "single-shooting finish — one rollout per sweep from its first state over the whole "
+                               "sweep fitted to the data, the maximum-likelihood fit the multiple shooting approaches "
+                               "(Levenberg–Marquardt on the parameters and first states, with their local covariance; "
+                               "a 'hybrid' field's network is held; 0: none).")
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from neo_pinn.toolkit import LogLinear, choose_dt
 from .config import PINODEConfig, shooting_lengths
 from .data import Nodes, SweepData, build_nodes, data_scales, sampling_interval
 from .fields import HybridField, MechanisticField, NeuralField, Scales
+from .finish import levenberg_marquardt
 from .rollout import free_run, rollout
 
 __all__ = ["Layout", "Trained", "train_members", "membrane_gain"]
@@ -131,9 +132,7 @@ class _Problem:
     def project(self) -> None:
         with torch.no_grad():
             self.coords.project_(self.z)
-            lo, hi = (0.0 - self.mu) / self.sd, (1.0 - self.mu) / self.sd
-            u = torch.where(self.gates, torch.maximum(torch.minimum(self.u, hi), lo), self.u)
-            self.u.copy_(u)
+            self.u.copy_(_clip_gates(self, self.u))
             for n, value in self.held:
                 self.u[:, n] = value
 
@@ -360,9 +359,15 @@ def train_members(layout: Layout, sweeps: list[SweepData], observed: np.ndarray,
     if int(cfg.training.polish_steps) > 0:
         polished = _polish(cfg, field, prob, losses, nodes, last, extra)
         history["polish_loss"] = polished
+    extra_info: dict = {}
+    if cfg.field.mode != "neural" and int(cfg.training.finish_steps) > 0:
+        finish = _single_shooting(cfg, field, prob, nodes, sweeps, scales, observed)
+        history["finish_loss"] = finish.pop("costs")
+        extra_info = {f"finish_{k}": v for k, v in finish.items()}
     return _finish(cfg, field, prob, losses, nodes, sweeps, dt_s, last, extra, history,
                    info={"dt_ms": nodes.dt, "node_ms": nodes.spacing * dt_s, "horizon_ms": last * dt_s,
-                         "n_nodes": int(nodes.index.size), "physics_weight": float(cfg.residuals.physics_weight)})
+                         "n_nodes": int(nodes.index.size), "physics_weight": float(cfg.residuals.physics_weight)}
+                   | extra_info)
 
 
 def _polish(cfg: PINODEConfig, field, prob: _Problem, losses: _Losses, nodes: Nodes, h: int,
@@ -383,6 +388,85 @@ def _polish(cfg: PINODEConfig, field, prob: _Problem, losses: _Losses, nodes: No
         _lbfgs(cfg, opt, field, prob, losses, nodes, h, extra, trainable, float(tie), trace)
     prob.project()
     return trace
+
+
+def _single_shooting(cfg: PINODEConfig, field, prob: _Problem, nodes: Nodes, sweeps: list[SweepData], scales: Scales,
+                     observed: np.ndarray) -> dict:
+    """Finish on one rollout per whole sweep from its first state (see :mod:`neo_pinn_pinode.finish`).
+
+    Levenberg–Marquardt on the parameters and first states (with their local covariance); a ``hybrid`` field's
+    correction network is held as trained (its weights are far too many for Gauss–Newton). The shooting nodes are
+    then set on that rollout, so what follows (loss, states, forecast) sees one trajectory. Returns what the finish
+    did.
+    """
+    kw = dict(dtype=prob.mu.dtype, device=prob.mu.device)
+    longest = max(max(sw.t.size for sw in sweeps) - 1, 1)
+    whole = build_nodes(sweeps, longest, longest, nodes.sub, nodes.dt, **kw)
+    losses = _Losses(cfg, prob.layout.model, whole, scales, observed, **kw)
+    firsts = [int(np.flatnonzero(nodes.sweep == j)[0]) for j in range(len(sweeps))]
+    held = {n for n, _ in prob.held}
+    fitted = [c for c, n in enumerate(firsts) if n not in held]  # sweeps whose first state is fitted
+    u0 = prob.u[:, firsts].detach().clone()
+
+    def run(z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """States (R, J, H + 1, S) of R = E·m rows (member-major: m copies per member, e.g. perturbed ones):
+        each member's copies run as extra points of that member, so a per-member network sees its own."""
+        E, J, m = prob.members, u.shape[1], z.shape[0] // prob.members
+        th = prob.theta0.expand(z.shape[0], -1).clone()
+        th[:, prob.free_index] = prob.coords.theta(z)
+        p = {name: th[:, k].reshape(E, m).repeat_interleave(J, 1)
+             for k, name in enumerate(prob.layout.model.param_names)}
+        start = (prob.mu + prob.sd * u).reshape(E, m * J, -1)
+        pred = rollout(field, lambda: p, start, whole.current.repeat(m, 1), whole.horizon, whole.sub, whole.dt,
+                       cfg.solver.method, limits=prob.limits)
+        return pred.reshape(z.shape[0], J, *pred.shape[2:])
+
+    info = _lm_finish(cfg, prob, losses, whole, u0, fitted, run)
+    with torch.no_grad():
+        pred = run(prob.z, info.pop("u0"))
+        for n in range(nodes.index.size):
+            prob.u[:, n] = (pred[:, int(nodes.sweep[n]), int(nodes.index[n])] - prob.mu) / prob.sd
+    prob.project()
+    return info
+
+
+def _clip_gates(prob: _Problem, u: torch.Tensor) -> torch.Tensor:
+    """States ``u`` (…, S) in units of their spread with the gates clipped into [0, 1]."""
+    lo, hi = (0.0 - prob.mu) / prob.sd, (1.0 - prob.mu) / prob.sd
+    return torch.where(prob.gates, torch.maximum(torch.minimum(u, hi), lo), u)
+
+
+def _lm_finish(cfg, prob: _Problem, losses: _Losses, whole: Nodes, u0: torch.Tensor, fitted: list, run) -> dict:
+    """Levenberg–Marquardt on [log parameters | fitted first states]; the residuals are the data term's."""
+    F, S = prob.z.shape[1], u0.shape[-1]
+    obs = whole.obs
+    mask = (torch.isfinite(obs) & losses.observed).unsqueeze(0)
+    target = torch.nan_to_num(obs).unsqueeze(0)
+
+    def split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u = u0[:1].expand(x.shape[0], -1, -1).clone()
+        if fitted:
+            u[:, fitted] = x[:, F:].reshape(x.shape[0], len(fitted), S)
+        return x[:, :F], u
+
+    def residuals(x: torch.Tensor) -> torch.Tensor:
+        z, u = split(x)
+        diff = (run(z, u) - target) / losses.sd
+        return diff[mask.expand_as(diff)].reshape(x.shape[0], -1)
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        z, u = split(x)
+        z = z.clone()
+        prob.coords.project_(z)
+        return torch.cat([z, _clip_gates(prob, u)[:, fitted].flatten(1)], 1)
+
+    x0 = torch.cat([prob.z.detach(), u0[:, fitted].flatten(1)], 1)  # held first states are the same in every row
+    fit = levenberg_marquardt(residuals, x0, project, max_iter=int(cfg.training.finish_steps))
+    with torch.no_grad():
+        prob.z.copy_(fit.x[:, :F])
+    _, u = split(fit.x)
+    return {"u0": u, "method": "levenberg_marquardt", "cost": fit.cost.tolist(), "iterations": fit.iterations,
+            "costs": fit.costs, "covariance_z": fit.covariance[:, :F, :F]}
 
 
 def _lbfgs(cfg, opt, field, prob, losses, nodes, h, extra, trainable, tie: float, trace: list) -> None:
