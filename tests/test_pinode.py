@@ -63,6 +63,30 @@ def test_single_shooting_finish_leaves_one_continuous_trajectory():
     assert all(res[n].std is not None and res[n].std > 0 for n in problem.free_names)
 
 
+def test_correction_of_the_voltage_ignores_the_gates():
+    import torch
+
+    from neo_pinn_pinode.fields import HybridField, Scales
+
+    model = get_model("hodgkin_huxley")
+    scales = Scales(mean=np.array([-60.0, 0.3, 0.4, 0.5]), spread=np.array([20.0, 0.3, 0.2, 0.2]),
+                    rate=np.ones(4), current_mean=10.0, current_spread=1.0, membrane_current=5.0)
+    v = torch.linspace(-80.0, 40.0, 7, dtype=torch.float64).expand(2, -1)
+    gates = [torch.rand(2, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(k)) for k in range(2)]
+    by_voltage = HybridField(model, 2, scales, 8, torch.float64, "cpu")
+    by_states = HybridField(model, 2, scales, 8, torch.float64, "cpu", inputs="states")
+    for net in (by_voltage.net, by_states.net):  # a visible, not near-zero, current
+        for q in net.parameters():
+            torch.nn.init.normal_(q, std=0.5, generator=torch.Generator().manual_seed(3))
+
+    def current(field, g):
+        return field.correction((v, g, g, g), 0.0)
+
+    assert torch.equal(current(by_voltage, gates[0]), current(by_voltage, gates[1]))
+    assert not torch.allclose(current(by_states, gates[0]), current(by_states, gates[1]))
+    assert get_backend("pinode")().config["correction_inputs"] == "voltage"
+
+
 def test_observed_states_must_match_the_sweeps():
     problem = synthetic_problem(duration=40.0)
     est = get_backend("pinode")(**FAST, observed_states={"w": [np.zeros(3)]})

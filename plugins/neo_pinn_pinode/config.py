@@ -48,6 +48,10 @@ class FieldOptions(OptionGroup):
     width: int = option(64, POSITIVE_INT, "Hidden width of the neural vector field ('neural').")
     depth: int = option(3, POSITIVE_INT, "Hidden layers of the neural vector field ('neural').")
     correction_width: int = option(16, POSITIVE_INT, "Hidden width of the correction-current network ('hybrid').")
+    correction_inputs: str = option("voltage", one_of("voltage", "states"),
+                                    "What the correction current ('hybrid') depends on: the voltage alone (a missing "
+                                    "current-voltage relation; it cannot stand in for a gating current) or every "
+                                    "state (more freedom, traded against the conductances by the penalty alone).")
     correction_penalty: float = option(0.1, NON_NEGATIVE,
                                        "Weight of the mean squared correction current, in units of the membrane "
                                        "current's spread ('hybrid'): keeps the unexplained current small.")

@@ -119,16 +119,25 @@ class NeuralField(_Normalised):
 
 
 class HybridField(_Normalised):
-    """The model's derivatives with a learned current (pA, an MLP of the states) added to the stimulus."""
+    """The model's derivatives with a learned current (pA, an MLP of the voltage or of every state) added to the
+    stimulus.
 
-    def __init__(self, model, members: int, scales: Scales, width: int, dtype: torch.dtype, device) -> None:
+    A current of every state can mimic any conductance (``gK n⁴ (V − EK)`` is a function of the states), so only
+    its penalty decides what it takes from the free parameters; a current of the voltage alone cannot follow the
+    gates' hysteresis over a spike, so the gating currents stay with the model (a leak still cannot be told
+    from it: fix the passive parameters).
+    """
+
+    def __init__(self, model, members: int, scales: Scales, width: int, dtype: torch.dtype, device,
+                 inputs: str = "voltage") -> None:
         super().__init__(scales, dtype, device)
         self.model = model
-        self.net = MemberMLP(members, len(scales.mean), 1, width, 2, last_gain=0.01, dtype=dtype, device=device)
+        self.n_inputs = 1 if inputs == "voltage" else len(scales.mean)
+        self.net = MemberMLP(members, self.n_inputs, 1, width, 2, last_gain=0.01, dtype=dtype, device=device)
 
     def correction(self, state, i_ext):  # noqa: ARG002
         """The learned current (E, B), pA."""
-        x = torch.stack([(y - self.mu[s]) / self.sd[s] for s, y in enumerate(state)], -1)
+        x = torch.stack([(y - self.mu[s]) / self.sd[s] for s, y in enumerate(state[:self.n_inputs])], -1)
         return self.net(x)[..., 0] * self.membrane_current
 
     def derivatives(self, t, state, p, i_ext):

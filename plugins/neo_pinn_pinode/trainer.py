@@ -82,7 +82,8 @@ def _make_field(cfg: PINODEConfig, layout: Layout, members: int, scales: Scales,
     if mode == "neural":
         return NeuralField(members, scales, cfg.field.width, cfg.field.depth, dtype, device)
     if mode == "hybrid":
-        return HybridField(layout.model, members, scales, cfg.field.correction_width, dtype, device)
+        return HybridField(layout.model, members, scales, cfg.field.correction_width, dtype, device,
+                           cfg.field.correction_inputs)
     return MechanisticField(layout.model)
 
 
