@@ -52,7 +52,7 @@ class FieldOptions(OptionGroup):
                                     "What the correction current ('hybrid') depends on: the voltage alone (a missing "
                                     "current-voltage relation; it cannot stand in for a gating current) or every "
                                     "state (more freedom, traded against the conductances by the penalty alone).")
-    correction_penalty: float = option(0.1, NON_NEGATIVE,
+    correction_penalty: float = option(0.01, NON_NEGATIVE,
                                        "Weight of the mean squared correction current, in units of the membrane "
                                        "current's spread ('hybrid'): keeps the unexplained current small.")
 
