@@ -163,7 +163,9 @@ class PINODE(Estimator):
         logs = np.array([f.log_scale for f in problem.free])
         est = np.where(logs, np.exp(np.median(np.log(np.where(logs, th, 1.0)), 0)), np.median(th, 0))
         std = {n: (float(np.std(th[:, j], ddof=1)) if th.shape[0] > 1 else None) for j, n in enumerate(names)}
-        local = self.local_std(problem, tr.theta_free[best], tr.info.pop("finish_covariance_z", None), best)
+        cov = tr.info.pop("finish_covariance_z", None)
+        kept = tr.info.get("finish_kept")
+        local = self.local_std(problem, tr.theta_free[best], cov if kept is None or kept[best] else None, best)
         if local is not None:  # members that met at one optimum spread less than the data allow: take the larger
             std = {n: float(np.nanmax([x for x in (std[n], local[j]) if x is not None])) for j, n in enumerate(names)}
         states = [s[best] for s in tr.states]

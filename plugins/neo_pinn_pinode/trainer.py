@@ -362,7 +362,9 @@ def train_members(layout: Layout, sweeps: list[SweepData], observed: np.ndarray,
         history["polish_loss"] = polished
     extra_info: dict = {}
     if cfg.field.mode != "neural" and int(cfg.training.finish_steps) > 0:
-        finish = _single_shooting(cfg, field, prob, nodes, sweeps, scales, observed)
+        with torch.no_grad():
+            shooting_data = _terms(cfg, field, prob, losses, nodes, max(last, nodes.spacing), extra)["data"]
+        finish = _single_shooting(cfg, field, prob, nodes, sweeps, scales, observed, shooting_data)
         history["finish_loss"] = finish.pop("costs")
         extra_info = {f"finish_{k}": v for k, v in finish.items()}
     return _finish(cfg, field, prob, losses, nodes, sweeps, dt_s, last, extra, history,
@@ -392,13 +394,16 @@ def _polish(cfg: PINODEConfig, field, prob: _Problem, losses: _Losses, nodes: No
 
 
 def _single_shooting(cfg: PINODEConfig, field, prob: _Problem, nodes: Nodes, sweeps: list[SweepData], scales: Scales,
-                     observed: np.ndarray) -> dict:
+                     observed: np.ndarray, shooting_data: torch.Tensor) -> dict:
     """Finish on one rollout per whole sweep from its first state (see :mod:`neo_pinn_pinode.finish`).
 
     Levenberg–Marquardt on the parameters and first states (with their local covariance); a ``hybrid`` field's
     correction network is held as trained (its weights are far too many for Gauss–Newton). The shooting nodes are
     then set on that rollout, so what follows (loss, states, forecast) sees one trajectory. Returns what the finish
     did.
+
+    A member whose one continuous rollout fits the data worse than twice its multiple-shooting data term (a field
+    that is stable only between nodes) keeps its multiple-shooting fit (``finish_kept``: per member, 1 = finished).
     """
     kw = dict(dtype=prob.mu.dtype, device=prob.mu.device)
     longest = max(max(sw.t.size for sw in sweeps) - 1, 1)
@@ -422,13 +427,17 @@ def _single_shooting(cfg: PINODEConfig, field, prob: _Problem, nodes: Nodes, swe
                        cfg.solver.method, limits=prob.limits)
         return pred.reshape(z.shape[0], J, *pred.shape[2:])
 
+    z_before, u_before = prob.z.detach().clone(), prob.u.detach().clone()
     info = _lm_finish(cfg, prob, losses, whole, u0, fitted, run)
     with torch.no_grad():
         pred = run(prob.z, info.pop("u0"))
         for n in range(nodes.index.size):
             prob.u[:, n] = (pred[:, int(nodes.sweep[n]), int(nodes.index[n])] - prob.mu) / prob.sd
+        keep = torch.isfinite(pred).flatten(1).all(1) & (losses.data(pred, whole.horizon) <= 2.0 * shooting_data)
+        prob.z.copy_(torch.where(keep[:, None], prob.z, z_before))
+        prob.u.copy_(torch.where(keep[:, None, None], prob.u, u_before))
     prob.project()
-    return info
+    return info | {"kept": keep.int().tolist()}
 
 
 def _clip_gates(prob: _Problem, u: torch.Tensor) -> torch.Tensor:
