@@ -321,6 +321,20 @@ def test_a_shifted_forecast_has_a_measurable_spike_time_error():
         compare_forecast(make_result([forecast_of(0)]), traces, threshold=1 * pq.s)
 
 
+def test_a_diverged_forecast_still_counts_the_recorded_spikes():
+    good = forecast_of(0)
+    values = good.values.copy()
+    values[40:, 0] = np.nan  # diverged 4 ms into the forecast, before the recording's next spikes
+    res = compare_forecast(make_result([dataclasses.replace(good, values=values)], sweeps=(0,)),
+                           [Trace(*recorded(0), sweep=0)])
+    truth = compare_forecast(make_result([good], sweeps=(0,)), [Trace(*recorded(0), sweep=0)])
+    m = res.metrics
+    assert m["forecast_spikes_recorded"] == truth.metrics["forecast_spikes_recorded"] >= 2
+    assert m["forecast_spikes_predicted"] < m["forecast_spikes_recorded"]
+    assert m["forecast_rmse_mV"] == math.inf and m["forecast_rate_error"] > 0
+    assert res.diagnostics["forecast"]["sweeps"][0]["forecast_diverged"] is True
+
+
 def test_a_forecast_past_the_recording_only_has_no_metrics():
     late = dataclasses.replace(forecast_of(0), t=forecast_of(0).t + 20.0)  # 45 .. 69.9 ms: nothing recorded
     res = compare_forecast(make_result([late]), [Trace(*recorded(0), sweep=0)])

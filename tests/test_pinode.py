@@ -63,6 +63,45 @@ def test_single_shooting_finish_leaves_one_continuous_trajectory():
     assert all(res[n].std is not None and res[n].std > 0 for n in problem.free_names)
 
 
+def test_hybrid_finish_fits_the_correction_output_layer():
+    problem = synthetic_problem(duration=60.0)
+    opts = FAST | {"mode": "hybrid"}
+    res = get_backend("pinode")(**opts).fit(problem, seed=0, device="cpu")
+    held = get_backend("pinode")(**opts | {"finish_steps": 0}).fit(problem, seed=0, device="cpu")
+    assert res.diagnostics["finish_method"] == "levenberg_marquardt"
+    kept = res.diagnostics["finish_kept"]
+    assert 1 in kept and res.metrics["loss_continuity"] < 1e-10 < held.metrics["loss_continuity"]
+    # the output layer moved: the learned current differs from the shooting fit's
+    (c_fin,), (c_held,) = res.signals_of("correction"), held.signals_of("correction")
+    assert not np.allclose(c_fin.values, c_held.values)
+
+
+def test_pointwise_output_layers_reproduce_the_correction():
+    import torch
+
+    from neo_pinn_pinode.fields import HybridField, Scales
+
+    scales = Scales(mean=np.array([-60.0, 0.3, 0.4, 0.5]), spread=np.array([20.0, 0.3, 0.2, 0.2]),
+                    rate=np.ones(4), current_mean=10.0, current_spread=1.0, membrane_current=5.0)
+    field = HybridField(get_model("hodgkin_huxley"), 2, scales, 8, torch.float64, "cpu")
+    for q in field.net.parameters():
+        torch.nn.init.normal_(q, std=0.5, generator=torch.Generator().manual_seed(4))
+    state = tuple(torch.linspace(-80.0, 40.0, 7, dtype=torch.float64).expand(2, -1) if k == 0
+                  else torch.full((2, 7), 0.5, dtype=torch.float64) for k in range(4))
+    last = field.last_layer().detach()
+    same = field.with_last_layer(last[:, None].expand(-1, 7, -1)).correction(state, 0.0)
+    torch.testing.assert_close(same, field.correction(state, 0.0))
+    # per point: the first three points with the output layer doubled carry twice the current
+    rows = last[:, None].repeat(1, 7, 1)
+    rows[:, :3] *= 2.0
+    mixed = field.with_last_layer(rows).correction(state, 0.0)
+    torch.testing.assert_close(mixed[:, :3], 2.0 * same[:, :3])
+    torch.testing.assert_close(mixed[:, 3:], same[:, 3:])
+    field.set_last_layer(2.0 * last)
+    torch.testing.assert_close(field.last_layer(), 2.0 * last)
+    torch.testing.assert_close(field.correction(state, 0.0), 2.0 * same)
+
+
 def test_correction_of_the_voltage_ignores_the_gates():
     import torch
 

@@ -9,7 +9,8 @@ free parameters and the states at the shooting nodes:
 * ``neural``: an MLP over every state and the current, outputs in units of each state's derivative spread,
   tied to the model's own ``derivatives`` (with the member's parameters) by the physics residual;
 * ``hybrid``: the model's ``derivatives`` plus a small learned current (pA) added to the stimulus — what
-  the model is missing — kept small by a penalty;
+  the model is missing — a function of the voltage alone by default (so it cannot stand in for a gating
+  current), kept small by a penalty when asked (``correction_penalty``);
 * ``mechanistic``: the model alone.
 
 1. **Through the solver**: the field is integrated by the core's fixed step (``method``: Heun by default,
@@ -23,8 +24,9 @@ free parameters and the states at the shooting nodes:
 5. **Partial observation**: unobserved states are latent at the nodes, started from the hidden states
    driven by the recorded voltage (toolkit) or from the given initial state.
 6. **Single-shooting finish** (``mechanistic``, ``hybrid``; ``finish_steps``): Levenberg–Marquardt on the
-   parameters and each sweep's first state with one rollout over the whole sweep — the least-squares fit the
-   multiple shooting approaches — and its local covariance (:mod:`neo_pinn_pinode.finish`).
+   parameters and each sweep's first state (in ``hybrid`` also the correction's output layer, in which the
+   current is linear) with one rollout over the whole sweep — the least-squares fit the multiple shooting
+   approaches — and its local covariance (:mod:`neo_pinn_pinode.finish`).
 
 Result
 ------

@@ -52,9 +52,12 @@ class FieldOptions(OptionGroup):
                                     "What the correction current ('hybrid') depends on: the voltage alone (a missing "
                                     "current-voltage relation; it cannot stand in for a gating current) or every "
                                     "state (more freedom, traded against the conductances by the penalty alone).")
-    correction_penalty: float = option(0.01, NON_NEGATIVE,
+    correction_penalty: float = option(0.0, NON_NEGATIVE,
                                        "Weight of the mean squared correction current, in units of the membrane "
-                                       "current's spread ('hybrid'): keeps the unexplained current small.")
+                                       "current's spread ('hybrid'): keeps the unexplained current small, and biases "
+                                       "it towards zero (the free conductances make up the rest). Off by default: a "
+                                       "current of the voltage alone cannot stand in for a gating current; give it "
+                                       "with correction_inputs='states'.")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Scales", "MemberMLP", "NeuralField", "HybridField", "MechanisticField"]
+__all__ = ["Scales", "MemberMLP", "NeuralField", "HybridField", "PointwiseHybrid", "MechanisticField"]
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,14 @@ class MemberMLP(torch.nn.Module):
             self.weights.append(torch.nn.Parameter(w))
             self.biases.append(torch.nn.Parameter(torch.zeros(members, 1, b, dtype=dtype, device=device)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        last = len(self.weights) - 1
-        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(b, x, w)
-            if k < last:
-                x = torch.tanh(x)
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last hidden layer's activations (E, B, width): the output is linear in them."""
+        for w, b in zip(self.weights[:-1], self.biases[:-1]):
+            x = torch.tanh(torch.baddbmm(b, x, w))
         return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.biases[-1], self.features(x), self.weights[-1])
 
 
 def _as_members(x, like: torch.Tensor) -> torch.Tensor:
@@ -135,13 +136,49 @@ class HybridField(_Normalised):
         self.n_inputs = 1 if inputs == "voltage" else len(scales.mean)
         self.net = MemberMLP(members, self.n_inputs, 1, width, 2, last_gain=0.01, dtype=dtype, device=device)
 
+    def _scaled(self, state) -> torch.Tensor:
+        return torch.stack([(y - self.mu[s]) / self.sd[s] for s, y in enumerate(state[:self.n_inputs])], -1)
+
+    def features(self, state) -> torch.Tensor:
+        """The correction network's last hidden activations (E, B, width) at ``state``."""
+        return self.net.features(self._scaled(state))
+
     def correction(self, state, i_ext):  # noqa: ARG002
         """The learned current (E, B), pA."""
-        x = torch.stack([(y - self.mu[s]) / self.sd[s] for s, y in enumerate(state[:self.n_inputs])], -1)
-        return self.net(x)[..., 0] * self.membrane_current
+        return self.net(self._scaled(state))[..., 0] * self.membrane_current
 
     def derivatives(self, t, state, p, i_ext):
         return self.model.derivatives(t, state, p, i_ext + self.correction(state, i_ext))
+
+    def last_layer(self) -> torch.Tensor:
+        """The correction's output weights and bias per member, (E, width + 1), in units of the membrane current."""
+        return torch.cat([self.net.weights[-1][..., 0], self.net.biases[-1][:, 0]], 1)
+
+    @torch.no_grad()
+    def set_last_layer(self, values: torch.Tensor) -> None:
+        """Set what :meth:`last_layer` returns."""
+        self.net.weights[-1].copy_(values[:, :-1, None])
+        self.net.biases[-1].copy_(values[:, None, -1:])
+
+    def with_last_layer(self, values: torch.Tensor) -> "PointwiseHybrid":
+        """This field with its correction's output layer given per point: ``values`` (E, B, width + 1)."""
+        return PointwiseHybrid(self, values)
+
+
+class PointwiseHybrid:
+    """A :class:`HybridField` whose correction has its own output layer at every point (E, B, width + 1): the
+    perturbed copies of a Gauss–Newton step, run as extra points of each member (held hidden layers)."""
+
+    def __init__(self, field: HybridField, values: torch.Tensor) -> None:
+        self.field, self.values = field, values
+
+    def correction(self, state, i_ext):  # noqa: ARG002
+        """The learned current (E, B), pA."""
+        out = (self.field.features(state) * self.values[..., :-1]).sum(-1) + self.values[..., -1]
+        return out * self.field.membrane_current
+
+    def derivatives(self, t, state, p, i_ext):
+        return self.field.model.derivatives(t, state, p, i_ext + self.correction(state, i_ext))
 
 
 class MechanisticField(torch.nn.Module):

@@ -397,8 +397,9 @@ def _single_shooting(cfg: PINODEConfig, field, prob: _Problem, nodes: Nodes, swe
                      observed: np.ndarray, shooting_data: torch.Tensor) -> dict:
     """Finish on one rollout per whole sweep from its first state (see :mod:`neo_pinn_pinode.finish`).
 
-    Levenberg–Marquardt on the parameters and first states (with their local covariance); a ``hybrid`` field's
-    correction network is held as trained (its weights are far too many for Gauss–Newton). The shooting nodes are
+    Levenberg–Marquardt on the parameters and first states (with their local covariance); in ``hybrid`` also on
+    the correction's output layer, in which the current is linear (the hidden layers, far too many weights for
+    Gauss–Newton, are held as trained), with the correction penalty as extra residuals. The shooting nodes are
     then set on that rollout, so what follows (loss, states, forecast) sees one trajectory. Returns what the finish
     did.
 
@@ -414,7 +415,13 @@ def _single_shooting(cfg: PINODEConfig, field, prob: _Problem, nodes: Nodes, swe
     fitted = [c for c, n in enumerate(firsts) if n not in held]  # sweeps whose first state is fitted
     u0 = prob.u[:, firsts].detach().clone()
 
-    def run(z: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    def rows_field(last: torch.Tensor | None, points: int):
+        """The field for R = E·m rows of ``points`` points each, with each row's output layer ``last`` (R, W)."""
+        if last is None:
+            return field
+        return field.with_last_layer(last.reshape(prob.members, -1, last.shape[-1]).repeat_interleave(points, 1))
+
+    def run(z: torch.Tensor, u: torch.Tensor, last: torch.Tensor | None = None) -> torch.Tensor:
         """States (R, J, H + 1, S) of R = E·m rows (member-major: m copies per member, e.g. perturbed ones):
         each member's copies run as extra points of that member, so a per-member network sees its own."""
         E, J, m = prob.members, u.shape[1], z.shape[0] // prob.members
@@ -423,19 +430,32 @@ def _single_shooting(cfg: PINODEConfig, field, prob: _Problem, nodes: Nodes, swe
         p = {name: th[:, k].reshape(E, m).repeat_interleave(J, 1)
              for k, name in enumerate(prob.layout.model.param_names)}
         start = (prob.mu + prob.sd * u).reshape(E, m * J, -1)
-        pred = rollout(field, lambda: p, start, whole.current.repeat(m, 1), whole.horizon, whole.sub, whole.dt,
-                       cfg.solver.method, limits=prob.limits)
+        pred = rollout(rows_field(last, J), lambda: p, start, whole.current.repeat(m, 1), whole.horizon, whole.sub,
+                       whole.dt, cfg.solver.method, limits=prob.limits)
         return pred.reshape(z.shape[0], J, *pred.shape[2:])
 
+    def correction(pred: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+        """The correction current (R, J·(H + 1)) along rows ``pred`` (R, J, H + 1, S), in units of its scale."""
+        points = pred.shape[1] * pred.shape[2]
+        states = pred.reshape(prob.members, -1, pred.shape[-1]).unbind(-1)
+        return rows_field(last, points).correction(states, 0.0).reshape(pred.shape[0], -1) / scales.membrane_current
+
+    learned = isinstance(field, HybridField)
     z_before, u_before = prob.z.detach().clone(), prob.u.detach().clone()
-    info = _lm_finish(cfg, prob, losses, whole, u0, fitted, run)
+    last_before = field.last_layer().detach().clone() if learned else None
+    info = _lm_finish(cfg, prob, losses, u0, fitted, run, correction if learned else None, last_before)
+    last_after = info.pop("last")
     with torch.no_grad():
+        if learned:
+            field.set_last_layer(last_after)
         pred = run(prob.z, info.pop("u0"))
         for n in range(nodes.index.size):
             prob.u[:, n] = (pred[:, int(nodes.sweep[n]), int(nodes.index[n])] - prob.mu) / prob.sd
         keep = torch.isfinite(pred).flatten(1).all(1) & (losses.data(pred, whole.horizon) <= 2.0 * shooting_data)
         prob.z.copy_(torch.where(keep[:, None], prob.z, z_before))
         prob.u.copy_(torch.where(keep[:, None, None], prob.u, u_before))
+        if learned:
+            field.set_last_layer(torch.where(keep[:, None], field.last_layer(), last_before))
     prob.project()
     return info | {"kept": keep.int().tolist()}
 
@@ -446,37 +466,47 @@ def _clip_gates(prob: _Problem, u: torch.Tensor) -> torch.Tensor:
     return torch.where(prob.gates, torch.maximum(torch.minimum(u, hi), lo), u)
 
 
-def _lm_finish(cfg, prob: _Problem, losses: _Losses, whole: Nodes, u0: torch.Tensor, fitted: list, run) -> dict:
-    """Levenberg–Marquardt on [log parameters | fitted first states]; the residuals are the data term's."""
+def _lm_finish(cfg, prob: _Problem, losses: _Losses, u0: torch.Tensor, fitted: list, run, correction=None,
+               last: torch.Tensor | None = None) -> dict:
+    """Levenberg–Marquardt on [log parameters | fitted first states | output layer of the correction]; the
+    residuals are the data term's and, with a correction, the penalty's (weighted as in the training loss)."""
     F, S = prob.z.shape[1], u0.shape[-1]
-    obs = whole.obs
+    n_u = len(fitted) * S
+    obs = losses.nodes.obs
     mask = (torch.isfinite(obs) & losses.observed).unsqueeze(0)
     target = torch.nan_to_num(obs).unsqueeze(0)
+    penalty = float(cfg.field.correction_penalty) if correction is not None else 0.0
 
-    def split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         u = u0[:1].expand(x.shape[0], -1, -1).clone()
         if fitted:
-            u[:, fitted] = x[:, F:].reshape(x.shape[0], len(fitted), S)
-        return x[:, :F], u
+            u[:, fitted] = x[:, F:F + n_u].reshape(x.shape[0], len(fitted), S)
+        return x[:, :F], u, (x[:, F + n_u:] if last is not None else None)
 
     def residuals(x: torch.Tensor) -> torch.Tensor:
-        z, u = split(x)
-        diff = (run(z, u) - target) / losses.sd
-        return diff[mask.expand_as(diff)].reshape(x.shape[0], -1)
+        z, u, w = split(x)
+        pred = run(z, u, w)
+        diff = (pred - target) / losses.sd
+        r = diff[mask.expand_as(diff)].reshape(x.shape[0], -1)
+        if penalty > 0.0:
+            c = correction(pred, w)
+            r = torch.cat([r, c * math.sqrt(penalty * r.shape[1] / c.shape[1])], 1)
+        return r
 
     def project(x: torch.Tensor) -> torch.Tensor:
-        z, u = split(x)
+        z, u, w = split(x)
         z = z.clone()
         prob.coords.project_(z)
-        return torch.cat([z, _clip_gates(prob, u)[:, fitted].flatten(1)], 1)
+        parts = [z, _clip_gates(prob, u)[:, fitted].flatten(1)] + ([w] if w is not None else [])
+        return torch.cat(parts, 1)
 
-    x0 = torch.cat([prob.z.detach(), u0[:, fitted].flatten(1)], 1)  # held first states are the same in every row
-    fit = levenberg_marquardt(residuals, x0, project, max_iter=int(cfg.training.finish_steps))
+    parts = [prob.z.detach(), u0[:, fitted].flatten(1)] + ([last] if last is not None else [])
+    fit = levenberg_marquardt(residuals, torch.cat(parts, 1), project, max_iter=int(cfg.training.finish_steps))
     with torch.no_grad():
         prob.z.copy_(fit.x[:, :F])
-    _, u = split(fit.x)
-    return {"u0": u, "method": "levenberg_marquardt", "cost": fit.cost.tolist(), "iterations": fit.iterations,
-            "costs": fit.costs, "covariance_z": fit.covariance[:, :F, :F]}
+    _, u, w = split(fit.x)
+    return {"u0": u, "last": w, "method": "levenberg_marquardt", "cost": fit.cost.tolist(),
+            "iterations": fit.iterations, "costs": fit.costs, "covariance_z": fit.covariance[:, :F, :F]}
 
 
 def _lbfgs(cfg, opt, field, prob, losses, nodes, h, extra, trainable, tie: float, trace: list) -> None:
