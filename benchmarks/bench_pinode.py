@@ -38,8 +38,9 @@ Cases (``--cases``, default all):
 5. **real** — the most regularly firing step sweep of a shared recording (``--real-file``, default
    ``17o05028_ic_steps.abf`` in ``../shared/data/recordings``; skipped with a printed reason when absent): fit from
    20 ms before the step to midway after ~40 % of its spikes with ``neo_pinn.estimate(..., backend="pinode",
-   window=..., backend_options={"forecast_ms": <rest of the step>})`` (``--real-model``, default Hodgkin–Huxley
-   with its default free set and the cell-scaled ranges ``estimate`` uses); the forecast metrics ``estimate`` adds,
+   window=..., backend_options={"forecast_ms": <rest of the step>})`` (``--real-model``, default Morris–Lecar —
+   a type I model, able to fire as slowly as a cortical cell, where Hodgkin–Huxley's squid axon cannot fire below
+   its Hopf rate — with its default free set and the cell-scaled ranges ``estimate`` uses); the forecast metrics ``estimate`` adds,
    the HTML report and a PNG of forecast against recording in ``--out``.
 
 Every case prints a markdown table with its marks, the end a PASS/FAIL line per acceptance point; all numbers go to
@@ -601,7 +602,7 @@ def parse_args(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny sizes: checks the plumbing, numbers mean nothing")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="torch CPU threads")
     ap.add_argument("--real-file", default="17o05028_ic_steps.abf", help="a recording in the shared folder")
-    ap.add_argument("--real-model", default=HH, help="the model fitted to the real sweep")
+    ap.add_argument("--real-model", default="morris_lecar", help="the model fitted to the real sweep")
     ap.add_argument("--real-mode", default=None, choices=("mechanistic", "hybrid", "neural"),
                     help="the pinode mode on the real sweep (default: the backend's)")
     ap.add_argument("--strict", action="store_true", help="exit 1 when an acceptance point fails")
