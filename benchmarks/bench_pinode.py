@@ -40,8 +40,8 @@ Cases (``--cases``, default all):
    20 ms before the step to midway after ~40 % of its spikes with ``neo_pinn.estimate(..., backend="pinode",
    window=..., backend_options={"forecast_ms": <rest of the step>})`` (``--real-model``, default Morris–Lecar —
    a type I model, able to fire as slowly as a cortical cell, where Hodgkin–Huxley's squid axon cannot fire below
-   its Hopf rate — with its default free set and the cell-scaled ranges ``estimate`` uses); the forecast metrics ``estimate`` adds,
-   the HTML report and a PNG of forecast against recording in ``--out``.
+   its Hopf rate — with its default free set and the cell-scaled ranges ``estimate`` uses); the forecast metrics
+   ``estimate`` adds, the HTML report and a PNG of forecast against recording in ``--out``.
 
 Every case prints a markdown table with its marks, the end a PASS/FAIL line per acceptance point; all numbers go to
 ``OUT/bench_pinode.json`` (written after each case). ``--strict`` exits 1 when any point fails.

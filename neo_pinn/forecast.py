@@ -97,7 +97,7 @@ def forecast_metrics(signal: DerivedSignal, threshold: float = 0.0, rearm: float
     dict
         ``sweep``; ``forecast_ms`` (duration), ``t0_ms``, ``t1_ms``; ``spikes_in_forecast`` (whole forecast);
         over the compared part (where the recording goes on; a non-finite forecast sample counts as no spike, sets
-        ``forecast_diverged`` and makes the RMSE infinite): ``compared_ms``, ``samples_compared``,
+        ``forecast_diverged`` (else False) and makes the RMSE infinite): ``compared_ms``, ``samples_compared``,
         ``rmse_mV``, ``spikes_recorded``, ``spikes_predicted``, ``spike_times_recorded_ms``,
         ``spike_times_predicted_ms``, ``spike_time_errors_ms`` (each recorded spike to the nearest predicted one),
         ``spike_time_error_ms`` (their median; NaN when either has no spike), ``rate_recorded_hz``,
@@ -114,20 +114,21 @@ def forecast_metrics(signal: DerivedSignal, threshold: float = 0.0, rearm: float
     both = np.isfinite(obs)
     n = int(both.sum())
     t, v_rec, v_pred = signal.t[both], obs[both], v[both]
-    if not np.isfinite(v_pred).all():
+    finite = np.isfinite(v_pred)
+    diverged = not finite.all()
+    if diverged:
         # a forecast that diverged is scored where it was recorded, as no spike and an infinite RMSE: comparing
         # only its finite part would drop the recorded spikes it missed
-        finite = np.isfinite(v_pred)
         floor = min(threshold, float(v_pred[finite].min())) if finite.any() else threshold
         v_pred = np.where(finite, v_pred, floor - 1.0)
-        out["forecast_diverged"] = True
     span = float(n * signal.dt)  # each compared sample stands for one sampling interval
     rec = spike_times(v_rec, t, threshold, rearm) if n >= 2 else np.empty(0)
     pred = spike_times(v_pred, t, threshold, rearm) if n >= 2 else np.empty(0)
     errors = _nearest_errors(rec, pred)
     out |= {
         "compared_ms": span, "samples_compared": n,
-        "rmse_mV": (rms(v_pred - v_rec) if not out.get("forecast_diverged") else math.inf) if n else math.nan,
+        "forecast_diverged": diverged,
+        "rmse_mV": (math.inf if diverged else rms(v_pred - v_rec)) if n else math.nan,
         "spikes_recorded": int(rec.size), "spikes_predicted": int(pred.size),
         "spike_times_recorded_ms": rec.tolist(), "spike_times_predicted_ms": pred.tolist(),
         "spike_time_errors_ms": errors.tolist(),
