@@ -3,6 +3,8 @@ science on small cases (parameters of Hodgkin–Huxley from the voltage alone, d
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ from neo_pinn import EstimationProblem, Trace, get_backend, get_model
 from neo_pinn.errors import ConfigurationError
 from neo_pinn.reference import reference_solution
 from neo_pinn.testing import BackendCompliance, synthetic_problem
+from neo_pinn.verdict import Verdict
 
 FAST = {"n_members": 2, "steps": 20, "node_ms": 5.0, "horizon_start_ms": 1.0, "max_dt": 0.1, "polish_steps": 4,
         "screen_steps": 10, "screen_rounds": 1, "finish_steps": 10}
@@ -157,3 +160,25 @@ def test_voltage_only_hodgkin_huxley_parameters_and_hidden_states():
     for k in (1, 2, 3):
         st = res.fits[0].states[:, k]
         assert np.linalg.norm(st - y[:, k]) / np.linalg.norm(y[:, k]) < 0.05
+
+
+def test_an_undone_finish_turns_the_verdict_into_a_warning():
+    # draw 8 of the 100–250 ms voltage benchmark: a member stuck at a wrong optimum whose one continuous rollout
+    # cannot fit the window keeps its piecewise fit; that must not pass silently
+    problem = synthetic_problem(duration=60.0)
+    backend = get_backend("pinode")(**FAST)
+    res = backend.fit(problem, seed=0, device="cpu")
+    best = res.metrics["best_member"]
+    assert any(c["name"] == "continuous_fit" for c in res.verdict["checks"])
+    kept = list(res.diagnostics["finish_kept"])
+    (ok, *_) = backend.verdict_checks(problem, res)
+    assert ok.name == "continuous_fit" and ok.passed == bool(kept[best])
+    kept[best] = 0
+    undone = dataclasses.replace(res, diagnostics=res.diagnostics | {"finish_kept": kept})
+    (bad, *_) = backend.verdict_checks(problem, undone)
+    assert bad.severity == "warn" and not bad.passed and "wrong optimum" in bad.message
+    passed = Verdict.from_dict(res.verdict | {"status": "passed", "checks": [
+        c for c in res.verdict["checks"] if c["name"] != "continuous_fit"]})
+    assert passed.with_checks([bad]).status == "warning"
+    neural = dataclasses.replace(res, diagnostics={k: v for k, v in res.diagnostics.items() if k != "finish_kept"})
+    assert backend.verdict_checks(problem, neural)[0].passed

@@ -35,7 +35,9 @@ for log-scale parameters) and its std (their spread, or the best member's Laplac
 is larger: members that met at one optimum spread less than the data allow). States, forecast and correction current are the best
 member's; with ``forecast_ms`` the field runs on past the window under the sweep's last current (a
 ``forecast`` :class:`~neo_pinn.result.DerivedSignal`), and in ``hybrid`` mode the learned current is a
-``correction`` signal in pA.
+``correction`` signal in pA. Verdict checks of the backend: ``forecast_finite`` (fail), ``forecast_rate`` and
+``continuous_fit`` (warn: the finish was undone for the reported member, so its one continuous rollout does not fit
+the window — the mark of a wrong optimum that multiple shooting can still fit piecewise).
 """
 
 from __future__ import annotations
@@ -205,6 +207,20 @@ class PINODE(Estimator):
                          for k in range(z.shape[1])])
         return np.sqrt(np.clip(np.diag(cov), 0.0, None)) * np.abs(grad)
 
+    @staticmethod
+    def continuity_check(result: EstimationResult) -> Check:
+        """Warn where the single-shooting finish was undone for the reported member: the model run on from the
+        first state did not fit the window, and the estimates are those of the piecewise (shooting) fit."""
+        kept = result.diagnostics.get("finish_kept")
+        if not kept:
+            return Check("continuous_fit", "warn", True, "no single-shooting finish in this mode: not checked")
+        ok = bool(kept[int(result.metrics.get("best_member", 0))])
+        return Check("continuous_fit", "warn", ok, "the model run as one trajectory fits the window" if ok else
+                     "the model run as one trajectory from the first state does not fit the window (the finish "
+                     "was undone): the estimates come from a piecewise fit the model does not reproduce, which can "
+                     "be a wrong optimum; refit from other starts (init=...), or use mode='hybrid' if the model "
+                     "may lack a current.")
+
     def signals(self, problem: EstimationProblem, tr: Trained, best: int) -> tuple[list, dict]:
         """The forecast and correction signals of the best member, and what they show (metrics and per-member)."""
         model = problem.model
@@ -235,9 +251,10 @@ class PINODE(Estimator):
         return out, details
 
     def verdict_checks(self, problem: EstimationProblem, result: EstimationResult) -> tuple[Check, ...]:
-        """The forecast keeps firing like the fitted window (warn), and it stays finite (fail)."""
+        """The model run as one trajectory fits the window (warn), the forecast keeps firing like the fitted
+        window (warn), and it stays finite (fail)."""
         m = result.metrics
-        checks = []
+        checks = [self.continuity_check(result)]
         if "forecast_finite" in m:
             ok = bool(m["forecast_finite"])
             checks.append(Check("forecast_finite", "fail", ok, "the forecast stays finite" if ok else
