@@ -327,14 +327,16 @@ def case_ablation(args, st: Settings) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- 3. voltage
 def voltage_draw(job: tuple) -> dict[str, Any]:
-    """One voltage draw (a worker of ``--jobs``): (args, settings, draw, start, window, options) → its table row."""
+    """One voltage draw (a worker of ``--jobs``): (args, settings, draw, start, window, options, truth t and
+    states) → its table row."""
     import torch
 
     from neo_pinn import EstimationProblem, Trace
+    from neo_pinn.api import get_model
 
-    args, st, d, init, (a, b), opts = job
+    args, st, d, init, (a, b), opts, (t, y) = job
     torch.set_num_threads(args.threads)
-    m, t, y, _ = hh_truth(args, st)
+    m = get_model(HH)
     tw, yw = pc.cut(t, y, a, b - a)
     v, sigma = pc.noisy(yw[:, 0], st.noise_pct, seed=d)
     trace = Trace(t=tw, v=v, i_ext=np.full(tw.size, 10.0), sweep=0)
@@ -364,7 +366,8 @@ def case_voltage(args, st: Settings) -> dict[str, Any]:
     draws = 2 if args.quick else args.draws
     inits = pc.log_uniform_inits(HH_TRUTH, draws, seed=1234)
     opts = pinode_options(args, forecast_ms=st.voltage_forecast_ms)
-    jobs = [(args, st, d, init, (a, b), opts) for d, init in enumerate(inits)]
+    _, t, y, _ = hh_truth(args, st)  # read once, handed to every draw
+    jobs = [(args, st, d, init, (a, b), opts, (t, y)) for d, init in enumerate(inits)]
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             rows = list(tqdm(pool.map(voltage_draw, jobs), total=draws, desc="voltage draws", disable=None))
