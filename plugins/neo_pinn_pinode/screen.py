@@ -10,6 +10,8 @@ shooting near the answer instead.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -67,6 +69,9 @@ def screen_starts(layout, sweeps, observed: np.ndarray, starts: np.ndarray, *, r
                 continue
             y = torch.tensor(sw.guess, dtype=dtype, device=device)
             cur = torch.tensor(sw.i_ext, dtype=dtype, device=device).expand(E, -1)
+            skip = settled(model, _full_theta(layout, current, dtype, device), y, cur, observed, dt)
+            if sw.t.size - skip > 2 * lag:  # the drive's start is a guess: leave out the time it takes to forget it
+                y, cur = y[:, skip:], cur[:, skip:]
             change = (y[:, lag:] - y[:, :-lag]).flatten(0, 1)
             scale = change.std(0).clamp_min(1e-9)
             data.append((y, cur, dt, lag, scale))
@@ -84,6 +89,39 @@ def screen_starts(layout, sweeps, observed: np.ndarray, starts: np.ndarray, *, r
             coords.project_(z)
         current = coords.to_theta(z.detach().cpu().numpy())
     return current, sweeps
+
+
+def _full_theta(layout, free_values: np.ndarray, dtype, device) -> torch.Tensor:
+    thetas = np.repeat(layout.theta[None], free_values.shape[0], 0)
+    thetas[:, layout.free_index] = free_values
+    return torch.tensor(thetas, dtype=dtype, device=device)
+
+
+@torch.no_grad()
+def settled(model, theta: torch.Tensor, y: torch.Tensor, current: torch.Tensor, observed: np.ndarray, dt: float,
+            memory: float = 1e-3) -> int:
+    """First sample where every member's driven hidden states have forgotten their starting guess to ``memory``.
+
+    A driven state relaxes at the rate ``−∂f_s/∂s`` along the recording; what is left of an error in its start
+    after time t is ``exp(−∫ rate dt)``. ``theta`` (E, P), ``y`` (E, T, S) the driven trajectories, ``current``
+    (E, T) pA, ``dt`` the sampling interval (ms). Returns 0 when every state is observed, T when never settled.
+    """
+    hidden = [s for s in range(y.shape[-1]) if not observed[s]]
+    if not hidden:
+        return 0
+    p = {name: theta[:, k:k + 1] for k, name in enumerate(model.param_names)}
+    base = model.derivatives(0.0, tuple(y.unbind(-1)), p, current)
+    step = 1e-6
+    need = math.log(1.0 / memory)
+    first = 0
+    for s in hidden:
+        bumped = list(y.unbind(-1))
+        bumped[s] = bumped[s] + step
+        rate = -(model.derivatives(0.0, tuple(bumped), p, current)[s] - base[s]) / step  # (E, T), 1/ms
+        forgotten = torch.cumsum(torch.nan_to_num(rate, nan=0.0).clamp_min(0.0), 1) * dt
+        done = (forgotten >= need).all(0)
+        first = max(first, int(torch.argmax(done.int())) if bool(done.any()) else y.shape[1])
+    return first
 
 
 def drive_hidden(layout, sw, observed: np.ndarray, free_values: np.ndarray, max_dt: float):
