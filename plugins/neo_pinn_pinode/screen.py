@@ -6,6 +6,10 @@ short intervals (trapezoid) must reproduce the state's change over that interval
 differentiates the noisy voltage. The hidden states are driven again with the new parameters and the fit is
 repeated (``screen_rounds``). Far starts (0.25×–4×) that would make the first rollouts meaningless begin the
 shooting near the answer instead.
+
+The drive starts from a guess (the quasi-steady state at the first sample); until the hidden states have
+forgotten it (:func:`settled`), the residual measures the guess, not the parameters, and that stretch is left
+out. Kept in, it pulled the leak to its bound and the other conductances far low.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 
 from neo_pinn.toolkit import LogLinear, driven_hidden_states
 
-__all__ = ["screen_starts", "drive_hidden"]
+__all__ = ["screen_starts", "drive_hidden", "settled"]
 
 
 def _integral_residual(model, theta: torch.Tensor, y: torch.Tensor, current: torch.Tensor, dt: float, lag: int,
