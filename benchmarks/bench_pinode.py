@@ -461,17 +461,17 @@ def case_mcurrent(args, st: Settings) -> dict[str, Any]:
           f"window: {i_missing.min():.3g} … {i_missing.max():.3g} pA.\n")
     print(f"Free: {', '.join(free)} (the rest at Hodgkin–Huxley's values, as a passive fit would give the leak).\n")
     print("| mode | forecast rate (Hz) | rate error | mark | correction L2 vs −I_M | mark | " + " | ".join(free)
-          + " | RMSE (mV) | wall (s) |\n|" + "---|" * (8 + len(free)))
+          + " | RMSE (mV) | status | wall (s) |\n|" + "---|" * (9 + len(free)))
     for mode, r in rows.items():
         if "rate_hz" not in r:
-            print(f"| {mode} | failed: {r['error']} |" + " |" * (6 + len(free)))
+            print(f"| {mode} | failed: {r['error']} |" + " |" * (7 + len(free)))
             continue
         want = "≤ 2 %" if mode == "hybrid" else "> 2 %"
         cl2 = r.get("correction_l2")
         print(f"| {mode} | {r['rate_hz']:.3f} | {fmt(r['rate_error'], 3, True)} | {want} | "
               f"{fmt(cl2, 3, True) if cl2 is not None else '—'} | {'≤ 25 %' if mode == 'hybrid' else '—'} | "
               + " | ".join(f"{r['estimates'][n]:.4g}" for n in free)
-              + f" | {fmt(r['rmse_mV'])} | {r['wall_s']:.1f} |")
+              + f" | {fmt(r['rmse_mV'])} | {r['status']} | {r['wall_s']:.1f} |")
     print()
     return {"rows": rows, "free": free, "rate_true_hz": rate_true, "rate_window_hz": rate_m, "rate_plain_hh_hz": rate_h,
             "model_check": rate_diff > 0.10, "rate_passes": rate_ok, "correction_passes": corr_ok,

@@ -182,3 +182,26 @@ def test_an_undone_finish_turns_the_verdict_into_a_warning():
     assert passed.with_checks([bad]).status == "warning"
     neural = dataclasses.replace(res, diagnostics={k: v for k, v in res.diagnostics.items() if k != "finish_kept"})
     assert backend.verdict_checks(problem, neural)[0].passed
+
+
+def test_hybrid_turns_the_model_alone_checks_into_warnings(monkeypatch):
+    # the missing-current benchmark: HH + a learned current fires like the cell, HH alone 29 % too fast; the
+    # core's simulation knows no correction current, so its failed firing_rate must say "the model alone"
+    import neo_pinn_pinode.backend as backend_module
+    from neo_pinn.verdict import Check
+
+    problem = synthetic_problem(duration=60.0)
+    hybrid = get_backend("pinode")(**FAST, mode="hybrid")
+    res = hybrid.fit(problem, seed=0, device="cpu")
+    core = Verdict.from_dict(res.verdict)
+    too_fast = Check("firing_rate", "fail", False, "the firing rate is off by more than 25 %.")
+    diverged = Check("simulation", "fail", False, "the fitted model diverges.")
+    monkeypatch.setattr(backend_module, "assess", lambda *a, **k: core.with_checks([too_fast, diverged]))
+    extra = {c.name: c for c in hybrid.verdict_checks(problem, res)}
+    rate = extra["firing_rate"]
+    assert rate.severity == "warn" and not rate.passed and rate.message.startswith("the model alone")
+    assert "simulation" not in extra  # a diverging model still fails
+    judged = core.with_checks([too_fast]).with_checks(tuple(extra.values()))
+    assert judged.status != "failed" and judged.check("firing_rate").severity == "warn"
+    mechanistic = get_backend("pinode")(**FAST)
+    assert "firing_rate" not in {c.name for c in mechanistic.verdict_checks(problem, res)}

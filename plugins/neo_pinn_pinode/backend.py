@@ -52,7 +52,7 @@ from neo_pinn.features import firing_rate, spike_times
 from neo_pinn.problem import EstimationProblem
 from neo_pinn.toolkit import (DerivedSignal, EstimationResult, Estimator, FitContext, LogLinear, gate_mask,
                               noise_from_residuals, voltage_residuals)
-from neo_pinn.verdict import Check
+from neo_pinn.verdict import Check, assess
 
 from .config import PINODEConfig
 from .data import SweepData
@@ -70,6 +70,10 @@ ABLATIONS = {
     "direct_backprop_adjoint": {"adjoint": True},
     "curriculum": {"curriculum": False},
 }
+
+
+#: the core's checks that simulate the fitted model alone (without a hybrid field's correction current)
+MODEL_ALONE = ("response", "spiking", "rheobase", "firing_rate", "trace_rmse")
 
 
 class PINODE(Estimator):
@@ -221,6 +225,23 @@ class PINODE(Estimator):
                      "be a wrong optimum; refit from other starts (init=...), or use mode='hybrid' if the model "
                      "may lack a current.")
 
+    def model_alone_checks(self, problem: EstimationProblem, result: EstimationResult) -> list[Check]:
+        """In ``hybrid``, the core's checks that simulate the fitted model and failed, as warnings that say so.
+
+        The core simulates the model with the fitted parameters and no correction current; a hybrid fit is the
+        model plus the learned current, so a model that alone fires too fast (the current it lacks) is what
+        the fit exposes, not a failed fit. A model that diverges or a parameter on its bound still fails.
+        """
+        if self.config.field.mode != "hybrid":
+            return []
+        out = []
+        for c in assess(problem, result, holdout=problem.holdout).checks:
+            if c.name in MODEL_ALONE and c.severity == "fail" and not c.passed:
+                out.append(Check(c.name, "warn", False, "the model alone, without the learned correction current: "
+                                 f"{c.message} The fit is the model plus the correction (the 'correction' signal "
+                                 "shows the current the model lacks)."))
+        return out
+
     def signals(self, problem: EstimationProblem, tr: Trained, best: int) -> tuple[list, dict]:
         """The forecast and correction signals of the best member, and what they show (metrics and per-member)."""
         model = problem.model
@@ -252,9 +273,9 @@ class PINODE(Estimator):
 
     def verdict_checks(self, problem: EstimationProblem, result: EstimationResult) -> tuple[Check, ...]:
         """The model run as one trajectory fits the window (warn), the forecast keeps firing like the fitted
-        window (warn), and it stays finite (fail)."""
+        window (warn), and it stays finite (fail); in ``hybrid``, :meth:`model_alone_checks`."""
         m = result.metrics
-        checks = [self.continuity_check(result)]
+        checks = [self.continuity_check(result)] + self.model_alone_checks(problem, result)
         if "forecast_finite" in m:
             ok = bool(m["forecast_finite"])
             checks.append(Check("forecast_finite", "fail", ok, "the forecast stays finite" if ok else
