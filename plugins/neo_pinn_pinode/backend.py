@@ -23,7 +23,10 @@ free parameters and the states at the shooting nodes:
 4. **Controlled physics loss**: the physics weight ramps up over ``ramp_fraction`` of the steps to its cap.
 5. **Partial observation**: unobserved states are latent at the nodes, started from the hidden states
    driven by the recorded voltage (toolkit) or from the given initial state.
-6. **Single-shooting finish** (``mechanistic``, ``hybrid``; ``finish_steps``): Levenberg–Marquardt on the
+6. **Multiple shooting by Gauss–Newton** (``mechanistic``; ``ms_finish_steps``): Levenberg–Marquardt on the
+   parameters and every node state together, the residuals those of the loss (data and weighted gaps): short
+   rollouts keep it nearly linear, so it reaches the optimum where Adam crawls along sloppy directions.
+7. **Single-shooting finish** (``mechanistic``, ``hybrid``; ``finish_steps``): Levenberg–Marquardt on the
    parameters and each sweep's first state (in ``hybrid`` also the correction's output layer, in which the
    current is linear) with one rollout over the whole sweep — the least-squares fit the multiple shooting
    approaches — and its local covariance (:mod:`neo_pinn_pinode.finish`).
@@ -69,6 +72,7 @@ ABLATIONS = {
     "heun_solver_rk4": {"method": "rk4"},
     "direct_backprop_adjoint": {"adjoint": True},
     "curriculum": {"curriculum": False},
+    "multiple_shooting_gauss_newton": {"ms_finish_steps": 0},
 }
 
 

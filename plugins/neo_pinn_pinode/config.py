@@ -117,6 +117,10 @@ class TrainingOptions(OptionGroup):
                                  "then as many L-BFGS iterations / 4 (0: none).")
     polish_steps: int = option(200, NON_NEGATIVE_INT, "L-BFGS iterations on everything after Adam, at the last "
                                "horizon and the full physics weight, shared by the continuity rounds (0: none).")
+    ms_finish_steps: int = option(30, NON_NEGATIVE_INT, "'mechanistic': Levenberg–Marquardt iterations on the "
+                                  "parameters and every latent node state together after Adam and L-BFGS "
+                                  "(multiple shooting by Gauss–Newton; skipped past 1200 unknowns per member; "
+                                  "0: none).")
     finish_steps: int = option(100, NON_NEGATIVE_INT, "'mechanistic' and 'hybrid': iterations of a "
                                "single-shooting finish — one rollout per sweep from its first state over the whole "
                                "sweep fitted to the data, the maximum-likelihood fit the multiple shooting approaches "

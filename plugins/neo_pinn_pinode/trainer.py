@@ -28,7 +28,10 @@ from .fields import HybridField, MechanisticField, NeuralField, Scales
 from .finish import levenberg_marquardt
 from .rollout import free_run, rollout
 
-__all__ = ["Layout", "Trained", "train_members", "membrane_gain"]
+__all__ = ["Layout", "Trained", "train_members", "membrane_gain", "MS_UNKNOWNS"]
+
+#: most unknowns per member (parameters + latent node states) of the multiple-shooting Levenberg–Marquardt step
+MS_UNKNOWNS = 1200
 
 
 @dataclass(frozen=True)
@@ -361,12 +364,15 @@ def train_members(layout: Layout, sweeps: list[SweepData], observed: np.ndarray,
         polished = _polish(cfg, field, prob, losses, nodes, last, extra)
         history["polish_loss"] = polished
     extra_info: dict = {}
+    if cfg.field.mode != "neural":
+        shooting = _multiple_shooting_lm(cfg, field, prob, losses, nodes, max(last, nodes.spacing))
+        extra_info |= {f"ms_{k}": v for k, v in shooting.items()}
     if cfg.field.mode != "neural" and int(cfg.training.finish_steps) > 0:
         with torch.no_grad():
             shooting_data = _terms(cfg, field, prob, losses, nodes, max(last, nodes.spacing), extra)["data"]
         finish = _single_shooting(cfg, field, prob, nodes, sweeps, scales, observed, shooting_data)
         history["finish_loss"] = finish.pop("costs")
-        extra_info = {f"finish_{k}": v for k, v in finish.items()}
+        extra_info |= {f"finish_{k}": v for k, v in finish.items()}
     return _finish(cfg, field, prob, losses, nodes, sweeps, dt_s, last, extra, history,
                    info={"dt_ms": nodes.dt, "node_ms": nodes.spacing * dt_s, "horizon_ms": last * dt_s,
                          "n_nodes": int(nodes.index.size), "physics_weight": float(cfg.residuals.physics_weight)}
@@ -391,6 +397,63 @@ def _polish(cfg: PINODEConfig, field, prob: _Problem, losses: _Losses, nodes: No
         _lbfgs(cfg, opt, field, prob, losses, nodes, h, extra, trainable, float(tie), trace)
     prob.project()
     return trace
+
+
+def _multiple_shooting_lm(cfg: PINODEConfig, field, prob: _Problem, losses: _Losses, nodes: Nodes, h: int) -> dict:
+    """Levenberg–Marquardt on the parameters and every latent node state at once (Bock's multiple shooting).
+
+    The residuals are the training loss's as a sum of squares: every rollout's data, and the gaps between
+    neighbouring rollouts weighted by ``continuity_weight``. Short rollouts keep the residuals nearly linear in
+    the unknowns, so Gauss–Newton converges in a few steps where the single-shooting finish (one rollout over
+    many spikes) crawls; that finish then starts at the optimum. Only for a field without weights (the model
+    alone) and at most ``MS_UNKNOWNS`` unknowns per member (the Jacobian is dense). Returns what it did; empty
+    where skipped.
+    """
+    F, S = prob.z.shape[1], prob.u.shape[-1]
+    held = {n for n, _ in prob.held}
+    free = [n for n in range(nodes.index.size) if n not in held]
+    if list(field.parameters()) or F + len(free) * S > MS_UNKNOWNS or int(cfg.training.ms_finish_steps) < 1:
+        return {}
+    obs = nodes.obs[:, :h + 1]
+    mask = (torch.isfinite(obs) & losses.observed).unsqueeze(0)
+    target = torch.nan_to_num(obs).unsqueeze(0)
+    links = losses.has_next if h >= nodes.spacing else np.zeros(0, int)
+    tie = math.sqrt(float(cfg.shooting.continuity_weight) * float(mask.sum()) / max(1, links.size * S))
+
+    def split(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        u = prob.u.detach()[:1].expand(x.shape[0], -1, -1).clone()  # held nodes are alike in every member
+        u[:, free] = x[:, F:].reshape(x.shape[0], len(free), S)
+        return x[:, :F], u
+
+    def residuals(x: torch.Tensor) -> torch.Tensor:
+        z, u = split(x)
+        th = prob.theta0.expand(x.shape[0], -1).clone()
+        th[:, prob.free_index] = prob.coords.theta(z)
+        p = {name: th[:, k:k + 1] for k, name in enumerate(prob.layout.model.param_names)}
+        start = prob.mu + prob.sd * u
+        pred = rollout(field, lambda: p, start, nodes.current, h, nodes.sub, nodes.dt, cfg.solver.method,
+                       limits=prob.limits)
+        diff = (pred - target) / losses.sd
+        r = diff[mask.expand_as(diff)].reshape(x.shape[0], -1)
+        if links.size == 0:
+            return r
+        gap = (pred[:, links, nodes.spacing] - start[:, nodes.next_node[links]]) / losses.sd
+        return torch.cat([r, tie * gap.flatten(1)], 1)
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        z, u = split(x)
+        z = z.clone()
+        prob.coords.project_(z)
+        return torch.cat([z, _clip_gates(prob, u)[:, free].flatten(1)], 1)
+
+    x0 = torch.cat([prob.z.detach(), prob.u.detach()[:, free].flatten(1)], 1)
+    fit = levenberg_marquardt(residuals, x0, project, max_iter=int(cfg.training.ms_finish_steps))
+    with torch.no_grad():
+        z, u = split(fit.x)
+        prob.z.copy_(z)
+        prob.u[:, free] = u[:, free]
+    prob.project()
+    return {"cost": fit.cost.tolist(), "iterations": fit.iterations, "unknowns": int(x0.shape[1])}
 
 
 def _single_shooting(cfg: PINODEConfig, field, prob: _Problem, nodes: Nodes, sweeps: list[SweepData], scales: Scales,
