@@ -73,7 +73,8 @@ def screen_starts(layout, sweeps, observed: np.ndarray, starts: np.ndarray, *, r
                 continue
             y = torch.tensor(sw.guess, dtype=dtype, device=device)
             cur = torch.tensor(sw.i_ext, dtype=dtype, device=device).expand(E, -1)
-            skip = settled(model, _full_theta(layout, current, dtype, device), y, cur, observed, dt)
+            skip = settled(model, torch.tensor(_full_theta(layout, current), dtype=dtype, device=device), y, cur,
+                           observed, dt)
             if sw.t.size - skip > 2 * lag:  # the drive's start is a guess: leave out the time it takes to forget it
                 y, cur = y[:, skip:], cur[:, skip:]
             change = (y[:, lag:] - y[:, :-lag]).flatten(0, 1)
@@ -95,10 +96,11 @@ def screen_starts(layout, sweeps, observed: np.ndarray, starts: np.ndarray, *, r
     return current, sweeps
 
 
-def _full_theta(layout, free_values: np.ndarray, dtype, device) -> torch.Tensor:
+def _full_theta(layout, free_values: np.ndarray) -> np.ndarray:
+    """(E, P) every parameter, the free ones at ``free_values`` (E, F)."""
     thetas = np.repeat(layout.theta[None], free_values.shape[0], 0)
     thetas[:, layout.free_index] = free_values
-    return torch.tensor(thetas, dtype=dtype, device=device)
+    return thetas
 
 
 @torch.no_grad()
@@ -133,8 +135,7 @@ def drive_hidden(layout, sw, observed: np.ndarray, free_values: np.ndarray, max_
     from dataclasses import replace
 
     model = layout.model
-    thetas = np.repeat(layout.theta[None], free_values.shape[0], 0)
-    thetas[:, layout.free_index] = free_values
+    thetas = _full_theta(layout, free_values)
     guess = sw.guess.copy()
     if model.n_states > 1:
         hidden = driven_hidden_states(model, thetas, sw.t, sw.observed[:, 0], sw.i_ext, layout.gates, max_dt=max_dt)

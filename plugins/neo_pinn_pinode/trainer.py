@@ -121,9 +121,11 @@ class _Problem:
         self.members = E
         self.project()
 
-    def theta(self) -> torch.Tensor:
-        th = self.theta0.expand(self.members, -1).clone()
-        th[:, self.free_index] = self.coords.theta(self.z)
+    def theta(self, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Every parameter (rows, P) at log coordinates ``z`` (rows, F) of the free ones; None: the members'."""
+        z = self.z if z is None else z
+        th = self.theta0.expand(z.shape[0], -1).clone()
+        th[:, self.free_index] = self.coords.theta(z)
         return th
 
     def params(self) -> dict:
@@ -364,7 +366,7 @@ def train_members(layout: Layout, sweeps: list[SweepData], observed: np.ndarray,
         polished = _polish(cfg, field, prob, losses, nodes, last, extra)
         history["polish_loss"] = polished
     extra_info: dict = {}
-    if cfg.field.mode != "neural":
+    if cfg.field.mode != "neural":  # skipped inside for a field with weights ('hybrid')
         shooting = _multiple_shooting_lm(cfg, field, prob, losses, nodes, max(last, nodes.spacing))
         extra_info |= {f"ms_{k}": v for k, v in shooting.items()}
     if cfg.field.mode != "neural" and int(cfg.training.finish_steps) > 0:
@@ -399,6 +401,13 @@ def _polish(cfg: PINODEConfig, field, prob: _Problem, losses: _Losses, nodes: No
     return trace
 
 
+def _data_residuals(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
+    """(rows, N) observed residuals of rollouts ``pred`` (rows, …, S) against ``target``, in units of each state's
+    spread ``sd`` (S,), where ``mask`` (1, …, S)."""
+    diff = (pred - target) / sd
+    return diff[mask.expand_as(diff)].reshape(pred.shape[0], -1)
+
+
 def _multiple_shooting_lm(cfg: PINODEConfig, field, prob: _Problem, losses: _Losses, nodes: Nodes, h: int) -> dict:
     """Levenberg–Marquardt on the parameters and every latent node state at once (Bock's multiple shooting).
 
@@ -427,14 +436,12 @@ def _multiple_shooting_lm(cfg: PINODEConfig, field, prob: _Problem, losses: _Los
 
     def residuals(x: torch.Tensor) -> torch.Tensor:
         z, u = split(x)
-        th = prob.theta0.expand(x.shape[0], -1).clone()
-        th[:, prob.free_index] = prob.coords.theta(z)
+        th = prob.theta(z)
         p = {name: th[:, k:k + 1] for k, name in enumerate(prob.layout.model.param_names)}
         start = prob.mu + prob.sd * u
         pred = rollout(field, lambda: p, start, nodes.current, h, nodes.sub, nodes.dt, cfg.solver.method,
                        limits=prob.limits)
-        diff = (pred - target) / losses.sd
-        r = diff[mask.expand_as(diff)].reshape(x.shape[0], -1)
+        r = _data_residuals(pred, target, mask, losses.sd)
         if links.size == 0:
             return r
         gap = (pred[:, links, nodes.spacing] - start[:, nodes.next_node[links]]) / losses.sd
@@ -488,8 +495,7 @@ def _single_shooting(cfg: PINODEConfig, field, prob: _Problem, nodes: Nodes, swe
         """States (R, J, H + 1, S) of R = E·m rows (member-major: m copies per member, e.g. perturbed ones):
         each member's copies run as extra points of that member, so a per-member network sees its own."""
         E, J, m = prob.members, u.shape[1], z.shape[0] // prob.members
-        th = prob.theta0.expand(z.shape[0], -1).clone()
-        th[:, prob.free_index] = prob.coords.theta(z)
+        th = prob.theta(z)
         p = {name: th[:, k].reshape(E, m).repeat_interleave(J, 1)
              for k, name in enumerate(prob.layout.model.param_names)}
         start = (prob.mu + prob.sd * u).reshape(E, m * J, -1)
@@ -549,8 +555,7 @@ def _lm_finish(cfg, prob: _Problem, losses: _Losses, u0: torch.Tensor, fitted: l
     def residuals(x: torch.Tensor) -> torch.Tensor:
         z, u, w = split(x)
         pred = run(z, u, w)
-        diff = (pred - target) / losses.sd
-        r = diff[mask.expand_as(diff)].reshape(x.shape[0], -1)
+        r = _data_residuals(pred, target, mask, losses.sd)
         if penalty > 0.0:
             c = correction(pred, w)
             r = torch.cat([r, c * math.sqrt(penalty * r.shape[1] / c.shape[1])], 1)
