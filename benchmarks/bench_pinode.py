@@ -419,8 +419,9 @@ def case_mcurrent(args, st: Settings) -> dict[str, Any]:
     hh = get_model(HH)
     a, b = st.mc_window
     span = b + st.mc_forecast_ms
-    t, y, info = pc.reference(mm, {"gM": MC_GM}, span, MC_I, mm.initial_state(), args.cache)
-    th, yh, _ = pc.reference(hh, None, b, MC_I, hh.initial_state("tonic"), args.cache)
+    g_m, i_mc = args.mc_case
+    t, y, info = pc.reference(mm, {"gM": g_m}, span, i_mc, mm.initial_state(), args.cache)
+    th, yh, _ = pc.reference(hh, None, b, i_mc, hh.initial_state("tonic"), args.cache)
     late = (a, b)
     rate_m = pc.rate_hz(_spikes_in(t, y[:, 0], *late))
     rate_h = pc.rate_hz(_spikes_in(th, yh[:, 0], *late))
@@ -428,13 +429,14 @@ def case_mcurrent(args, st: Settings) -> dict[str, Any]:
     rate_true = pc.rate_hz(_spikes_in(t, y[:, 0], b, span))
     tw, yw = pc.cut(t, y, a, b - a)
     v, sigma = pc.noisy(yw[:, 0], st.noise_pct, seed=0)
-    trace = Trace(t=tw, v=v, i_ext=np.full(tw.size, MC_I), sweep=0)
+    trace = Trace(t=tw, v=v, i_ext=np.full(tw.size, i_mc), sweep=0)
     free = list(args.mc_free)
     problem = EstimationProblem.build(hh, [trace], free, preset="tonic")
-    i_missing = -pc.m_current(yw, MC_GM, float(mm.param_values()["EK"]))
+    i_missing = -pc.m_current(yw, g_m, float(mm.param_values()["EK"]))
     rows = {}
     for mode in ("hybrid", "mechanistic"):
-        opts = pinode_options(args, mode=mode, forecast_ms=st.mc_forecast_ms)
+        inputs = {"correction_inputs": args.mc_inputs} if mode == "hybrid" and args.mc_inputs else {}
+        opts = pinode_options(args, mode=mode, forecast_ms=st.mc_forecast_ms, **inputs)
         res, wall, err = timed_fit("pinode", opts, problem, 0)
         row = {"options": opts, "wall_s": wall, "error": err}
         if res is not None:
@@ -451,7 +453,7 @@ def case_mcurrent(args, st: Settings) -> dict[str, Any]:
     hyb, mech = rows["hybrid"], rows["mechanistic"]
     rate_ok = _le(hyb.get("rate_error"), 0.02) and not _le(mech.get("rate_error"), 0.02)
     corr_ok = _le(hyb.get("correction_l2"), 0.25)
-    print(f"## 4. mcurrent: HH + M current (gM = {MC_GM:g}, I = {MC_I:g}) fitted by plain HH, window "
+    print(f"## 4. mcurrent: HH + M current (gM = {g_m:g}, I = {i_mc:g}) fitted by plain HH, window "
           f"{a:g}–{b:g} ms\n")
     print(f"Truth: {mm.name} (registered by the plugin {pc.MCURRENT_PLUGIN!r}), Radau 0–{span:g} ms "
           f"({'from the cache; ' if info['cached'] else ''}solved in {info['solve_s']:.1f} s). Over {a:g}–{b:g} ms "
@@ -473,8 +475,8 @@ def case_mcurrent(args, st: Settings) -> dict[str, Any]:
               + " | ".join(f"{r['estimates'][n]:.4g}" for n in free)
               + f" | {fmt(r['rmse_mV'])} | {r['status']} | {r['wall_s']:.1f} |")
     print()
-    return {"rows": rows, "free": free, "rate_true_hz": rate_true, "rate_window_hz": rate_m, "rate_plain_hh_hz": rate_h,
-            "model_check": rate_diff > 0.10, "rate_passes": rate_ok, "correction_passes": corr_ok,
+    return {"rows": rows, "free": free, "case": {"gM": g_m, "I": i_mc}, "rate_true_hz": rate_true,
+            "rate_window_hz": rate_m, "rate_plain_hh_hz": rate_h, "model_check": rate_diff > 0.10, "rate_passes": rate_ok, "correction_passes": corr_ok,
             "truth": {k: v for k, v in info.items() if k != "theta"}}
 
 
@@ -622,6 +624,10 @@ def parse_args(argv=None):
     ap.add_argument("--mc-free", nargs="+", default=["gNa", "gK"], choices=list(HH_TRUTH),
                     help="free parameters of the mcurrent fits (default gNa gK; with gL free a learned current "
                     "and the leak cannot be told apart)")
+    ap.add_argument("--mc-case", type=float, nargs=2, metavar=("GM", "I"), default=(MC_GM, MC_I),
+                    help=f"the mcurrent truth's gM (mS/cm²) and current (µA/cm²) (default {MC_GM:g} {MC_I:g})")
+    ap.add_argument("--mc-inputs", choices=("voltage", "states"), default=None,
+                    help="correction_inputs of the hybrid mcurrent fit (default: the backend's)")
     ap.add_argument("--steps", type=int, default=None, help="pinode optimiser steps (default: the backend's)")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "neo_pinn_bench_pinode_cache"),
                     help="folder of the cached reference solutions (.npz)")
