@@ -4,6 +4,8 @@ science on small cases (parameters of Hodgkin–Huxley from the voltage alone, d
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -129,6 +131,37 @@ def test_correction_of_the_voltage_ignores_the_gates():
     assert get_backend("pinode")().config["correction_inputs"] == "voltage"
 
 
+def test_gated_correction_carries_a_gate_of_its_own():
+    # the gate is a fifth state: it relaxes to z∞(V) with the learned τ, the current depends on it and on V but
+    # not on the model's gates, and the model's derivatives see the current as injected
+    import torch
+
+    from neo_pinn_pinode.fields import HybridField, Scales
+
+    model = get_model("hodgkin_huxley")
+    scales = Scales(mean=np.array([-60.0, 0.3, 0.4, 0.5, 0.5]), spread=np.array([20.0, 0.3, 0.2, 0.2, 0.25]),
+                    rate=np.ones(5), current_mean=10.0, current_spread=1.0, membrane_current=5.0)
+    field = HybridField(model, 2, scales, 8, torch.float64, "cpu", inputs="gated", gate_ms=40.0)
+    for q in field.net.parameters():
+        torch.nn.init.normal_(q, std=0.5, generator=torch.Generator().manual_seed(5))
+    v = torch.linspace(-80.0, 40.0, 7, dtype=torch.float64).expand(2, -1)
+    half = torch.full((2, 7), 0.5, dtype=torch.float64)
+    z_inf = torch.sigmoid(field.gate_net(((v - -60.0) / 20.0).unsqueeze(-1))[..., 0])
+    p = {k: torch.full((2, 1), x, dtype=torch.float64) for k, x in model.param_values().items()}
+    d = field.derivatives(0.0, (v, half, half, half, z_inf + 0.2), p, 10.0)
+    assert len(d) == 5
+    torch.testing.assert_close(d[4], torch.full_like(v, -0.2 / 40.0))
+    current = field.correction((v, half, half, half, z_inf + 0.2), 0.0)
+    torch.testing.assert_close(d[0], model.derivatives(0.0, (v, half, half, half), p, 10.0 + current)[0])
+    assert torch.equal(current, field.correction((v, 0.2 * half, half, 1.5 * half, z_inf + 0.2), 0.0))
+    assert not torch.allclose(current, field.correction((v, half, half, half, z_inf - 0.2), 0.0))
+    rows = field.with_last_layer(field.last_layer().detach()[:, None].expand(-1, 7, -1))
+    for a, b in zip(rows.derivatives(0.0, (v, half, half, half, half), p, 10.0),
+                    field.derivatives(0.0, (v, half, half, half, half), p, 10.0)):
+        torch.testing.assert_close(a, b)
+    assert field.gate_ms().shape == (2, 1) and float(field.gate_ms().detach()[0, 0]) == pytest.approx(40.0)
+
+
 def test_observed_states_must_match_the_sweeps():
     problem = synthetic_problem(duration=40.0)
     est = get_backend("pinode")(**FAST, observed_states={"w": [np.zeros(3)]})
@@ -205,6 +238,37 @@ def test_hybrid_turns_the_model_alone_checks_into_warnings(monkeypatch):
     assert judged.status != "failed" and judged.check("firing_rate").severity == "warn"
     mechanistic = get_backend("pinode")(**FAST)
     assert "firing_rate" not in {c.name for c in mechanistic.verdict_checks(problem, res)}
+
+
+def _m_current_problem():
+    """60 ms of Hodgkin–Huxley + a slow M-type K⁺ current (the benchmark's third-party model, scipy's Radau) from
+    rest at I = 20, 1 % noise, posed to plain Hodgkin–Huxley with gNa and gK free."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pinode_cases.py"
+    spec = importlib.util.spec_from_file_location("pinode_cases_for_tests", path)
+    cases = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cases)
+    truth = cases.HodgkinHuxleyM()
+    t, y = reference_solution(truth, truth.theta({"gM": 1.0}), duration=60.0, dt_out=0.05, i_ext=20.0,
+                              y0=np.asarray(truth.initial_state()), method="Radau", rtol=1e-8, atol=1e-10)
+    v = y[:, 0] + 0.01 * np.ptp(y[:, 0]) * np.random.default_rng(0).standard_normal(t.size)
+    tr = Trace(t=t, v=v, i_ext=np.full(t.size, 20.0), sweep=0)
+    return EstimationProblem.build(get_model("hodgkin_huxley"), [tr], ["gNa", "gK"], preset="tonic")
+
+
+def test_residual_check_tells_a_missing_current_from_noise():
+    # the same fit of plain Hodgkin–Huxley: on its own model's data it leaves the noise (≤ 1.5× its level), on data
+    # with an adapting M current it lacks it leaves far more, and the check says to try the hybrid field
+    right, _ = _hh_voltage_problem(init_scale=1.0)
+    missing = _m_current_problem()
+    backend = get_backend("pinode")(**FAST)
+    checks = {}
+    for name, problem in (("right", right), ("missing", missing)):
+        res = backend.fit(problem, seed=0, device="cpu")
+        checks[name] = next(c for c in res.verdict["checks"] if c["name"] == "residual")
+        assert checks[name]["severity"] == "warn"
+    assert checks["right"]["passed"], checks["right"]["message"]
+    assert not checks["missing"]["passed"] and "mode='hybrid'" in checks["missing"]["message"]
+    assert "did not apply" in backend.residual_check(right, dataclasses.replace(res, metrics={})).message
 
 
 def test_multiple_shooting_gauss_newton_reaches_the_optimum_adam_leaves_far():

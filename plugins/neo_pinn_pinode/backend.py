@@ -40,16 +40,20 @@ member's; with ``forecast_ms`` the field runs on past the window under the sweep
 ``forecast`` :class:`~neo_pinn.result.DerivedSignal`), and in ``hybrid`` mode the learned current is a
 ``correction`` signal in pA. Verdict checks of the backend: ``forecast_finite`` (fail), ``forecast_rate`` and
 ``continuous_fit`` (warn: the finish was undone for the reported member, so its one continuous rollout does not fit
-the window — the mark of a wrong optimum that multiple shooting can still fit piecewise).
+the window — the mark of a wrong optimum that multiple shooting can still fit piecewise) and ``residual`` (warn: the
+window RMSE exceeds 1.5× the recording's noise level — structure the field leaves, in ``mechanistic`` mode often a
+current the model lacks).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from neo_pinn.cell import noise_level_mV
 from neo_pinn.errors import ConfigurationError
 from neo_pinn.features import firing_rate, spike_times
 from neo_pinn.problem import EstimationProblem
@@ -58,7 +62,7 @@ from neo_pinn.toolkit import (DerivedSignal, EstimationResult, Estimator, FitCon
 from neo_pinn.verdict import Check, assess
 
 from .config import PINODEConfig
-from .data import SweepData
+from .data import GATE_GUESS, SweepData, with_correction_gate
 from .screen import drive_hidden, screen_starts
 from .trainer import Layout, Trained, train_members
 
@@ -78,6 +82,11 @@ ABLATIONS = {
 
 #: the core's checks that simulate the fitted model alone (without a hybrid field's correction current)
 MODEL_ALONE = ("response", "spiking", "rheobase", "firing_rate", "trace_rmse")
+#: ``residual`` warns where the window's RMSE exceeds this many times the recording's noise level
+RESIDUAL_NOISE_RATIO = 1.5
+#: the noise level is at least this fraction of the sweep's voltage range (noise-free or heavily filtered data
+#: read near zero noise, and a fit that close is as good as one asks of a model)
+RESIDUAL_FLOOR_FRACTION = 0.01
 
 
 class PINODE(Estimator):
@@ -116,7 +125,17 @@ class PINODE(Estimator):
                                              max_dt=float(self.config.solver.max_dt), dtype=ctx.dtype,
                                              device=ctx.device)
         fixed = [self.given_start(problem)] * len(sweeps)
+        gated = self.config.field.mode == "hybrid" and self.config.field.correction_inputs == "gated"
+        if gated:  # the correction's gate is a latent state of the field's own, after the model's
+            sweeps, observed = with_correction_gate(sweeps, observed)
+            layout = replace(layout, gates=np.append(layout.gates, True))
+            fixed = [None if f is None else np.append(f, GATE_GUESS) for f in fixed]
         tr = train_members(layout, sweeps, observed, screened, self.config, ctx, fixed)
+        if gated:
+            n = problem.model.n_states
+            tr.info["correction_gate_ms"] = tr.info["field"].gate_ms().detach()[:, 0].cpu().tolist()
+            tr.states = [s[..., :n] for s in tr.states]
+            tr.forecast = [None if f is None else (f[0], f[1][..., :n], f[2]) for f in tr.forecast]
         if sc.screen:
             tr.info |= {f"screened_{n}": screened[:, j].tolist() for j, n in enumerate(problem.free_names)}
         return self.assemble(problem, tr, starts)
@@ -184,6 +203,8 @@ class PINODE(Estimator):
         noise = noise_from_residuals(voltage_residuals(problem.traces, states), problem.noise)
         metrics = {"n_members": int(tr.loss.size), "n_accepted": int(accepted.sum()), "best_member": best,
                    "loss": best_loss, **{f"loss_{k}": float(v[best]) for k, v in tr.loss_terms.items()}}
+        if "correction_gate_ms" in tr.info:
+            metrics["correction_gate_ms"] = float(tr.info["correction_gate_ms"][best])
         signals, details = self.signals(problem, tr, best)
         metrics |= {k: v for k, v in details.items() if not isinstance(v, list)}
         diagnostics = {"loss": tr.loss.tolist(), "accepted": accepted.astype(int).tolist(),
@@ -228,6 +249,27 @@ class PINODE(Estimator):
                      "was undone): the estimates come from a piecewise fit the model does not reproduce, which can "
                      "be a wrong optimum; refit from other starts (init=...), or use mode='hybrid' if the model "
                      "may lack a current.")
+
+    def residual_check(self, problem: EstimationProblem, result: EstimationResult) -> Check:
+        """Warn where the fit leaves more than :data:`RESIDUAL_NOISE_RATIO` × the recording's noise: structure the
+        field does not explain — in ``mechanistic`` mode often a current the model lacks, which ``hybrid`` learns.
+
+        The noise level is the median over the fitted sweeps of :func:`neo_pinn.cell.noise_level_mV` (mV), at least
+        :data:`RESIDUAL_FLOOR_FRACTION` of the sweep's voltage range.
+        """
+        rmse = float(result.metrics.get("rmse_mV", math.nan))
+        level = float(np.median([max(noise_level_mV(tr), RESIDUAL_FLOOR_FRACTION * float(np.ptp(tr.v)))
+                                 for tr in problem.traces]))
+        if not (math.isfinite(rmse) and level > 0):
+            return Check("residual", "warn", True, "did not apply: no finite window RMSE")
+        ratio = rmse / level
+        text = f"window RMSE {rmse:.3g} mV, {ratio:.2g}× the recording's noise level ({level:.3g} mV)"
+        if ratio <= RESIDUAL_NOISE_RATIO:
+            return Check("residual", "warn", True, f"{text}: the fit explains the window down to its noise.")
+        hint = ("the model may lack a current: fit mode='hybrid' and look at the 'correction' signal"
+                if self.config.field.mode == "mechanistic" else "structure the fitted field does not explain")
+        return Check("residual", "warn", False, f"{text}: {hint} (noise filtered below the sampling rate reads "
+                     "low and raises the ratio).")
 
     def model_alone_checks(self, problem: EstimationProblem, result: EstimationResult) -> list[Check]:
         """In ``hybrid``, the core's checks that simulate the fitted model and failed, as warnings that say so.
@@ -276,10 +318,12 @@ class PINODE(Estimator):
         return out, details
 
     def verdict_checks(self, problem: EstimationProblem, result: EstimationResult) -> tuple[Check, ...]:
-        """The model run as one trajectory fits the window (warn), the forecast keeps firing like the fitted
-        window (warn), and it stays finite (fail); in ``hybrid``, :meth:`model_alone_checks`."""
+        """The model run as one trajectory fits the window (warn), down to the recording's noise (warn), the forecast
+        keeps firing like the fitted window (warn), and it stays finite (fail); in ``hybrid``,
+        :meth:`model_alone_checks`."""
         m = result.metrics
-        checks = [self.continuity_check(result)] + self.model_alone_checks(problem, result)
+        checks = [self.continuity_check(result), self.residual_check(problem, result)]
+        checks += self.model_alone_checks(problem, result)
         if "forecast_finite" in m:
             ok = bool(m["forecast_finite"])
             checks.append(Check("forecast_finite", "fail", ok, "the forecast stays finite" if ok else

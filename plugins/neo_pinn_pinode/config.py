@@ -48,10 +48,14 @@ class FieldOptions(OptionGroup):
     width: int = option(64, POSITIVE_INT, "Hidden width of the neural vector field ('neural').")
     depth: int = option(3, POSITIVE_INT, "Hidden layers of the neural vector field ('neural').")
     correction_width: int = option(16, POSITIVE_INT, "Hidden width of the correction-current network ('hybrid').")
-    correction_inputs: str = option("voltage", one_of("voltage", "states"),
+    correction_inputs: str = option("voltage", one_of("voltage", "states", "gated"),
                                     "What the correction current ('hybrid') depends on: the voltage alone (a missing "
-                                    "current-voltage relation; it cannot stand in for a gating current) or every "
-                                    "state (more freedom, traded against the conductances by the penalty alone).")
+                                    "current-voltage relation; it cannot stand in for a gating current), every "
+                                    "state (more freedom, traded against the conductances by the penalty alone), or "
+                                    "the voltage and a learned gate of its own (dz/dt = (z∞(V) − z)/τ, z∞ an MLP, τ "
+                                    "learned): a missing current with slow kinetics, such as an adapting K+ current.")
+    correction_gate_ms: float = option(50.0, POSITIVE, "Starting time constant of the gate of a 'gated' correction, "
+                                       "ms (learned).")
     correction_penalty: float = option(0.0, NON_NEGATIVE,
                                        "Weight of the mean squared correction current, in units of the membrane "
                                        "current's spread ('hybrid'): keeps the unexplained current small, and biases "

@@ -16,7 +16,8 @@ from neo_pinn.errors import ConfigurationError
 
 from .fields import Scales
 
-__all__ = ["SweepData", "Nodes", "build_nodes", "data_scales", "sampling_interval"]
+__all__ = ["SweepData", "Nodes", "build_nodes", "data_scales", "sampling_interval", "with_correction_gate", "GATE_GUESS",
+           "GATE_SPREAD"]
 
 
 @dataclass(frozen=True)
@@ -116,12 +117,35 @@ def _spread(x: np.ndarray) -> float:
     return float(np.std(x)) if x.size > 1 else 0.0
 
 
-def data_scales(sweeps: list[SweepData], current_gain: float) -> Scales:
+#: the guess of a correction gate, and its scale (a gate's centre and spread over [0, 1])
+GATE_GUESS, GATE_SPREAD = 0.5, 0.25
+
+
+def with_correction_gate(sweeps: list[SweepData], observed: np.ndarray) -> tuple[list[SweepData], np.ndarray]:
+    """The sweeps and observed-state mask with the gate of a ``"gated"`` correction appended as a last, latent
+    state (NaN observed, guessed at 0.5 — half open — everywhere)."""
+    out = []
+    for sw in sweeps:
+        obs = np.concatenate([sw.observed, np.full((sw.t.size, 1), np.nan)], 1)
+        guess = np.concatenate([sw.guess, np.full(sw.guess.shape[:2] + (1,), GATE_GUESS)], 2)
+        out.append(SweepData(t=sw.t, i_ext=sw.i_ext, observed=obs, guess=guess))
+    return out, np.append(observed, False)
+
+
+def data_scales(sweeps: list[SweepData], current_gain: float, n_model: int | None = None,
+                gate_ms: float = 50.0) -> Scales:
     """Centres and spreads of each state (observed where observed, else member 0's guess), of its derivative,
-    of the current, and the membrane current's spread (``current_gain``: change of dV/dt per pA)."""
+    of the current, and the membrane current's spread (``current_gain``: change of dV/dt per pA).
+
+    States past the model's ``n_model`` (the gate of a ``"gated"`` correction: guessed, not driven) take a
+    gate's centre and spread, and a derivative spread of ``GATE_SPREAD / gate_ms``.
+    """
     S = sweeps[0].observed.shape[1]
     mean, spread, rate = np.zeros(S), np.ones(S), np.ones(S)
-    for s in range(S):
+    n_model = S if n_model is None else n_model
+    for s in range(n_model, S):
+        mean[s], spread[s], rate[s] = GATE_GUESS, GATE_SPREAD, GATE_SPREAD / gate_ms
+    for s in range(n_model):
         seen = np.isfinite(sweeps[0].observed[:, s]).any()
         cols = [sw.observed[:, s] if seen else sw.guess[0, :, s] for sw in sweeps]
         values = np.concatenate(cols)

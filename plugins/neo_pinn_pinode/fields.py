@@ -120,24 +120,33 @@ class NeuralField(_Normalised):
 
 
 class HybridField(_Normalised):
-    """The model's derivatives with a learned current (pA, an MLP of the voltage or of every state) added to the
-    stimulus.
+    """The model's derivatives with a learned current (pA, an MLP of the voltage, of every state, or of the voltage
+    and a learned slow gate) added to the stimulus.
 
     A current of every state can mimic any conductance (``gK n⁴ (V − EK)`` is a function of the states), so only
     its penalty decides what it takes from the free parameters; a current of the voltage alone cannot follow the
     gates' hysteresis over a spike, so the gating currents stay with the model (a leak still cannot be told
-    from it: fix the passive parameters).
+    from it: fix the passive parameters). ``inputs="gated"`` adds a state of the field's own, a gate ``z`` in
+    [0, 1] with ``dz/dt = (z∞(V) − z)/τ`` (``z∞`` an MLP of the voltage, ``τ`` learned per member, ms), and the
+    current is an MLP of the voltage and ``z``: a missing current with kinetics of its own (an adapting K⁺ current,
+    say), which no function of the present state can be. The gate is the last state.
     """
 
     def __init__(self, model, members: int, scales: Scales, width: int, dtype: torch.dtype, device,
-                 inputs: str = "voltage") -> None:
+                 inputs: str = "voltage", gate_ms: float = 50.0) -> None:
         super().__init__(scales, dtype, device)
         self.model = model
-        self.n_inputs = 1 if inputs == "voltage" else len(scales.mean)
+        self.gated = inputs == "gated"
+        n = len(scales.mean)
+        self.input_index = (0,) if inputs == "voltage" else (0, n - 1) if self.gated else tuple(range(n))
+        self.n_inputs = len(self.input_index)
         self.net = MemberMLP(members, self.n_inputs, 1, width, 2, last_gain=0.01, dtype=dtype, device=device)
+        if self.gated:
+            self.gate_net = MemberMLP(members, 1, 1, width, 1, last_gain=1.0, dtype=dtype, device=device)
+            self.log_tau = torch.nn.Parameter(torch.full((members, 1), math.log(gate_ms), dtype=dtype, device=device))
 
     def _scaled(self, state) -> torch.Tensor:
-        return torch.stack([(y - self.mu[s]) / self.sd[s] for s, y in enumerate(state[:self.n_inputs])], -1)
+        return torch.stack([(state[s] - self.mu[s]) / self.sd[s] for s in self.input_index], -1)
 
     def features(self, state) -> torch.Tensor:
         """The correction network's last hidden activations (E, B, width) at ``state``."""
@@ -147,8 +156,20 @@ class HybridField(_Normalised):
         """The learned current (E, B), pA."""
         return self.net(self._scaled(state))[..., 0] * self.membrane_current
 
+    def gate_ms(self) -> torch.Tensor:
+        """(E, 1) the learned time constant of the correction's gate, ms (``inputs="gated"``)."""
+        return torch.exp(self.log_tau)
+
+    def derivatives_with(self, t, state, p, i_ext, current):
+        """The derivatives with ``current`` (E, B), pA, as the learned current (and the gate's, when gated)."""
+        if not self.gated:
+            return self.model.derivatives(t, state, p, i_ext + current)
+        v = ((state[0] - self.mu[0]) / self.sd[0]).unsqueeze(-1)
+        z_inf = torch.sigmoid(self.gate_net(v)[..., 0])
+        return tuple(self.model.derivatives(t, state[:-1], p, i_ext + current)) + ((z_inf - state[-1]) / self.gate_ms(),)
+
     def derivatives(self, t, state, p, i_ext):
-        return self.model.derivatives(t, state, p, i_ext + self.correction(state, i_ext))
+        return self.derivatives_with(t, state, p, i_ext, self.correction(state, i_ext))
 
     def last_layer(self) -> torch.Tensor:
         """The correction's output weights and bias per member, (E, width + 1), in units of the membrane current."""
@@ -178,7 +199,7 @@ class PointwiseHybrid:
         return out * self.field.membrane_current
 
     def derivatives(self, t, state, p, i_ext):
-        return self.field.model.derivatives(t, state, p, i_ext + self.correction(state, i_ext))
+        return self.field.derivatives_with(t, state, p, i_ext, self.correction(state, i_ext))
 
 
 class MechanisticField(torch.nn.Module):

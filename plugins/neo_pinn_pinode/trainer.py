@@ -86,7 +86,7 @@ def _make_field(cfg: PINODEConfig, layout: Layout, members: int, scales: Scales,
         return NeuralField(members, scales, cfg.field.width, cfg.field.depth, dtype, device)
     if mode == "hybrid":
         return HybridField(layout.model, members, scales, cfg.field.correction_width, dtype, device,
-                           cfg.field.correction_inputs)
+                           cfg.field.correction_inputs, float(cfg.field.correction_gate_ms))
     return MechanisticField(layout.model)
 
 
@@ -296,7 +296,9 @@ def _setup(layout: Layout, sweeps: list[SweepData], observed: np.ndarray, starts
     nodes = build_nodes(sweeps, spacing, max(last, spacing), sub, dt, dtype, device)
     theta = layout.theta.copy()
     theta[layout.free_index] = starts[0]
-    scales = data_scales(sweeps, membrane_gain(layout.model, theta, sweeps[0].guess[0, 0], float(sweeps[0].i_ext[0])))
+    n_model = layout.model.n_states
+    scales = data_scales(sweeps, membrane_gain(layout.model, theta, sweeps[0].guess[0, 0, :n_model],
+                                               float(sweeps[0].i_ext[0])), n_model, float(cfg.field.correction_gate_ms))
     E = starts.shape[0]
     field = _make_field(cfg, layout, E, scales, dtype, device)
     prob = _Problem(layout, starts, nodes, sweeps, scales, fixed_start, dtype, device)
