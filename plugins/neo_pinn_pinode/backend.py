@@ -133,7 +133,8 @@ class PINODE(Estimator):
         tr = train_members(layout, sweeps, observed, screened, self.config, ctx, fixed)
         if gated:
             n = problem.model.n_states
-            tr.info["correction_gate_ms"] = tr.info["field"].gate_ms().detach()[:, 0].cpu().tolist()
+            rest = float(np.median(np.concatenate([t.v for t in problem.traces])))  # mostly between spikes
+            tr.info["correction_gate_ms"] = tr.info["field"].gate_ms_at(rest).tolist()
             tr.states = [s[..., :n] for s in tr.states]
             tr.forecast = [None if f is None else (f[0], f[1][..., :n], f[2]) for f in tr.forecast]
         if sc.screen:

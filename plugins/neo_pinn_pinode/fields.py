@@ -127,7 +127,7 @@ class HybridField(_Normalised):
     its penalty decides what it takes from the free parameters; a current of the voltage alone cannot follow the
     gates' hysteresis over a spike, so the gating currents stay with the model (a leak still cannot be told
     from it: fix the passive parameters). ``inputs="gated"`` adds a state of the field's own, a gate ``z`` in
-    [0, 1] with ``dz/dt = (z∞(V) − z)/τ`` (``z∞`` an MLP of the voltage, ``τ`` learned per member, ms), and the
+    [0, 1] with ``dz/dt = (z∞(V) − z)/τ(V)`` (``z∞`` and ``log τ`` MLPs of the voltage, ms), and the
     current is an MLP of the voltage and ``z``: a missing current with kinetics of its own (an adapting K⁺ current,
     say), which no function of the present state can be. The gate is the last state.
     """
@@ -141,8 +141,9 @@ class HybridField(_Normalised):
         self.input_index = (0,) if inputs == "voltage" else (0, n - 1) if self.gated else tuple(range(n))
         self.n_inputs = len(self.input_index)
         self.net = MemberMLP(members, self.n_inputs, 1, width, 2, last_gain=0.01, dtype=dtype, device=device)
-        if self.gated:
+        if self.gated:  # z∞(V) starts a random sigmoid; τ(V) starts flat at gate_ms
             self.gate_net = MemberMLP(members, 1, 1, width, 1, last_gain=1.0, dtype=dtype, device=device)
+            self.tau_net = MemberMLP(members, 1, 1, width, 1, last_gain=0.01, dtype=dtype, device=device)
             self.log_tau = torch.nn.Parameter(torch.full((members, 1), math.log(gate_ms), dtype=dtype, device=device))
 
     def _scaled(self, state) -> torch.Tensor:
@@ -156,17 +157,23 @@ class HybridField(_Normalised):
         """The learned current (E, B), pA."""
         return self.net(self._scaled(state))[..., 0] * self.membrane_current
 
-    def gate_ms(self) -> torch.Tensor:
-        """(E, 1) the learned time constant of the correction's gate, ms (``inputs="gated"``)."""
-        return torch.exp(self.log_tau)
+    def gate_kinetics(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gate's steady state z∞ and time constant τ (ms) at voltages ``v`` (E, B), mV (``inputs="gated"``)."""
+        x = ((v - self.mu[0]) / self.sd[0]).unsqueeze(-1)
+        return torch.sigmoid(self.gate_net(x)[..., 0]), torch.exp(self.log_tau + self.tau_net(x)[..., 0])
+
+    @torch.no_grad()
+    def gate_ms_at(self, v: float) -> np.ndarray:
+        """(E,) the gate's time constant (ms) of each member at voltage ``v`` (mV) (``inputs="gated"``)."""
+        at = torch.full((self.log_tau.shape[0], 1), float(v), dtype=self.mu.dtype, device=self.mu.device)
+        return self.gate_kinetics(at)[1][:, 0].cpu().numpy()
 
     def derivatives_with(self, t, state, p, i_ext, current):
         """The derivatives with ``current`` (E, B), pA, as the learned current (and the gate's, when gated)."""
         if not self.gated:
             return self.model.derivatives(t, state, p, i_ext + current)
-        v = ((state[0] - self.mu[0]) / self.sd[0]).unsqueeze(-1)
-        z_inf = torch.sigmoid(self.gate_net(v)[..., 0])
-        return tuple(self.model.derivatives(t, state[:-1], p, i_ext + current)) + ((z_inf - state[-1]) / self.gate_ms(),)
+        z_inf, tau = self.gate_kinetics(state[0])
+        return tuple(self.model.derivatives(t, state[:-1], p, i_ext + current)) + ((z_inf - state[-1]) / tau,)
 
     def derivatives(self, t, state, p, i_ext):
         return self.derivatives_with(t, state, p, i_ext, self.correction(state, i_ext))
