@@ -626,7 +626,7 @@ def parse_args(argv=None):
                     "and the leak cannot be told apart)")
     ap.add_argument("--mc-case", type=float, nargs=2, metavar=("GM", "I"), default=(MC_GM, MC_I),
                     help=f"the mcurrent truth's gM (mS/cm²) and current (µA/cm²) (default {MC_GM:g} {MC_I:g})")
-    ap.add_argument("--mc-inputs", choices=("voltage", "states"), default=None,
+    ap.add_argument("--mc-inputs", choices=("voltage", "states", "gated"), default=None,
                     help="correction_inputs of the hybrid mcurrent fit (default: the backend's)")
     ap.add_argument("--steps", type=int, default=None, help="pinode optimiser steps (default: the backend's)")
     ap.add_argument("--cache", default=str(Path(tempfile.gettempdir()) / "neo_pinn_bench_pinode_cache"),
