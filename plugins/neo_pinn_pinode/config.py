@@ -52,8 +52,9 @@ class FieldOptions(OptionGroup):
                                     "What the correction current ('hybrid') depends on: the voltage alone (a missing "
                                     "current-voltage relation; it cannot stand in for a gating current), every "
                                     "state (more freedom, traded against the conductances by the penalty alone), or "
-                                    "the voltage and a learned gate of its own (dz/dt = (z∞(V) − z)/τ, z∞ an MLP, τ "
-                                    "learned): a missing current with slow kinetics, such as an adapting K+ current.")
+                                    "the voltage and a learned gate of its own (dz/dt = (z∞(V) − z)/τ(V), z∞ and "
+                                    "log τ MLPs of V): meant for a missing current with slow kinetics, such as an "
+                                    "adapting K+ current (experimental: see benchmarks/README.md).")
     correction_gate_ms: float = option(50.0, POSITIVE, "Starting time constant of the gate of a 'gated' correction, "
                                        "ms (learned).")
     correction_penalty: float = option(0.0, NON_NEGATIVE,
