@@ -476,8 +476,8 @@ def case_mcurrent(args, st: Settings) -> dict[str, Any]:
               + f" | {fmt(r['rmse_mV'])} | {r['status']} | {r['wall_s']:.1f} |")
     print()
     return {"rows": rows, "free": free, "case": {"gM": g_m, "I": i_mc}, "rate_true_hz": rate_true,
-            "rate_window_hz": rate_m, "rate_plain_hh_hz": rate_h, "model_check": rate_diff > 0.10, "rate_passes": rate_ok, "correction_passes": corr_ok,
-            "truth": {k: v for k, v in info.items() if k != "theta"}}
+            "rate_window_hz": rate_m, "rate_plain_hh_hz": rate_h, "model_check": rate_diff > 0.10,
+            "rate_passes": rate_ok, "correction_passes": corr_ok, "truth": {k: v for k, v in info.items() if k != "theta"}}
 
 
 def _spikes_in(t, v, a: float, b: float) -> np.ndarray:

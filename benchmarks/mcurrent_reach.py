@@ -56,8 +56,9 @@ def pattern(isi: np.ndarray) -> tuple[str, float]:
 
 def hh_range(pool, g_nas, current: float, settle: float, span: float, refine: int) -> list[tuple]:
     """Per gNa: (gNa, lowest tonic rate, its gK, highest tonic rate) of plain HH at ``current``."""
-    lo_k, hi_k = 1.0, 500.0  # HodgkinHuxley's gK bounds
-    grid = np.geomspace(lo_k, hi_k, 15)
+    from neo_pinn.api import get_model
+
+    grid = np.geomspace(*get_model("hodgkin_huxley").param_spec("gK").bounds, 15)
     runs = {g: list(pool.map(intervals, [("hh", None, g, k, current, settle, span) for k in grid])) for g in g_nas}
     rows = []
     for g, res in runs.items():

@@ -129,6 +129,7 @@ class PINODE(Estimator):
         if gated:  # the correction's gate is a latent state of the field's own, after the model's
             sweeps, observed = with_correction_gate(sweeps, observed)
             layout = replace(layout, gates=np.append(layout.gates, True))
+            # a given initial state says nothing of the gate: it is held at its guess there with the rest
             fixed = [None if f is None else np.append(f, GATE_GUESS) for f in fixed]
         tr = train_members(layout, sweeps, observed, screened, self.config, ctx, fixed)
         if gated:

@@ -55,8 +55,8 @@ class FieldOptions(OptionGroup):
                                     "the voltage and a learned gate of its own (dz/dt = (z∞(V) − z)/τ(V), z∞ and "
                                     "log τ MLPs of V): meant for a missing current with slow kinetics, such as an "
                                     "adapting K+ current (experimental: see benchmarks/README.md).")
-    correction_gate_ms: float = option(50.0, POSITIVE, "Starting time constant of the gate of a 'gated' correction, "
-                                       "ms (learned).")
+    correction_gate_ms: float = option(50.0, POSITIVE, "Starting time constant of the gate of a 'gated' "
+                                       "correction, ms (learned).")
     correction_penalty: float = option(0.0, NON_NEGATIVE,
                                        "Weight of the mean squared correction current, in units of the membrane "
                                        "current's spread ('hybrid'): keeps the unexplained current small, and biases "

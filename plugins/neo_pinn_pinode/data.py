@@ -16,8 +16,8 @@ from neo_pinn.errors import ConfigurationError
 
 from .fields import Scales
 
-__all__ = ["SweepData", "Nodes", "build_nodes", "data_scales", "sampling_interval", "with_correction_gate", "GATE_GUESS",
-           "GATE_SPREAD"]
+__all__ = ["SweepData", "Nodes", "build_nodes", "data_scales", "sampling_interval", "with_correction_gate",
+           "GATE_GUESS", "GATE_SPREAD"]
 
 
 @dataclass(frozen=True)
